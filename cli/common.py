@@ -1,0 +1,62 @@
+"""Shared CLI pieces: the error-handling group, option aliases and output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from charops.errors import CharopsError
+
+
+@dataclass
+class _State:
+    debug: bool = False
+
+
+STATE = _State()
+
+
+class UserError(click.ClickException):
+    """A CharopsError shown as one line (``error: ...``) with its exit code, no traceback."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.secho(f"error: {self.format_message()}", err=True, fg="red")
+
+
+class CharopsGroup(TyperGroup):
+    """Top-level group: turns :class:`CharopsError` into a one-line error unless ``--debug``."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CharopsError as exc:
+            if STATE.debug:
+                raise
+            raise UserError(str(exc), exit_code=exc.exit_code) from None
+
+
+def new_app(help: str, **kwargs: Any) -> typer.Typer:
+    """A command group with the house defaults."""
+    return typer.Typer(help=help, no_args_is_help=True, add_completion=False,
+                       pretty_exceptions_enable=False, rich_markup_mode=None, **kwargs)
+
+
+# Option aliases shared by command groups (Typer docs / `hf` CLI style).
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name (configs/<stage>/NAME.yaml) or path to a YAML file.")]
+OverridesArg = Annotated[list[str] | None, typer.Argument(help="key=value overrides of config fields.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def echo_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,65 @@
+"""Entry point of the ``charops`` command.
+
+    charops --help
+    charops version
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Annotated
+
+import typer
+
+from charops import __version__
+from charops.cli.common import STATE, CharopsGroup, echo_json
+
+app = typer.Typer(
+    cls=CharopsGroup,
+    help="charops: train, evaluate and serve character role-play chat models on Kubernetes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks for errors.")] = False,
+) -> None:
+    STATE.debug = debug
+
+
+@app.command()
+def version(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print the charops version and the versions of the stack it runs on."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as pkg_version
+
+    info = {"charops": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "trl", "deepspeed", "kfp", "kserve"):
+        try:
+            info[pkg] = pkg_version(pkg)
+        except PackageNotFoundError:
+            info[pkg] = None
+    if as_json:
+        echo_json(info)
+    else:
+        typer.echo(f"charops {__version__}")
+        for k, v in info.items():
+            if k != "charops":
+                typer.echo(f"  {k:<13} {v or 'not installed'}")
+
+
+# Command groups, one module each: cli/<group>.py defines `app`, registered here.
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

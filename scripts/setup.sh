@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up .venv with charops and everything its pipelines and tests need, on a CPU machine.
+#
+#   bash scripts/setup.sh            # idempotent; a second run only checks
+#
+# torch goes in first, pinned to the CPU build this machine carries (an open range would pull a
+# multi-GB CUDA build); every other requirement is satisfied by it, so nothing replaces it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_VERSION=${TORCH_VERSION:-2.13.0}
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+pip install --upgrade "pip>=24"
+pip install "torch==${TORCH_VERSION}"
+pip install -e ".[all]"
+# Fail loudly if anything swapped torch for another build.
+.venv/bin/python - <<PY
+import torch, sys
+if torch.__version__.split("+")[0] != "${TORCH_VERSION}":
+    sys.exit(f"setup: torch was replaced ({torch.__version__}); expected ${TORCH_VERSION}")
+PY
+.venv/bin/python -m pip check
+echo "setup: ok ($(.venv/bin/charops version | head -1), torch ${TORCH_VERSION})"

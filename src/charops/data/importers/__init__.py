@@ -1,0 +1,1 @@
+"""Importers: each source format to charops records (see docs/data-format.md)."""

@@ -1,0 +1,1 @@
+"""charops.train"""
