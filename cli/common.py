@@ -7,7 +7,6 @@ import sys
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -22,27 +21,23 @@ class _State:
 STATE = _State()
 
 
-class UserError(click.ClickException):
-    """A CharopsError shown as one line (``error: ...``) with its exit code, no traceback."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def show(self, file: Any = None) -> None:
-        click.secho(f"error: {self.format_message()}", err=True, fg="red")
+def error_line(message: str) -> None:
+    """Print a user error the house way: one line on stderr."""
+    typer.secho(f"error: {' '.join(message.split())}", err=True, fg="red")
 
 
 class CharopsGroup(TyperGroup):
     """Top-level group: turns :class:`CharopsError` into a one-line error unless ``--debug``."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except CharopsError as exc:
             if STATE.debug:
                 raise
-            raise UserError(str(exc), exit_code=exc.exit_code) from None
+            error_line(str(exc))
+            # typer vendors its own click: typer.Exit is the public way to set the exit code.
+            raise typer.Exit(exc.exit_code) from None
 
 
 def new_app(help: str, **kwargs: Any) -> typer.Typer:

@@ -55,6 +55,9 @@ def version(
 
 
 # Command groups, one module each: cli/<group>.py defines `app`, registered here.
+from charops.cli import eval as _eval  # noqa: E402
+
+app.add_typer(_eval.app, name="eval")
 
 
 def main() -> None:

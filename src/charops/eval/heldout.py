@@ -1,0 +1,295 @@
+"""Held-out evaluation: response loss, in-character preference accuracy, sample replies.
+
+Measures a trained model (and optionally a baseline, e.g. the base model) on a prepared
+dataset's validation split:
+
+- ``loss`` / ``perplexity``: mean negative log-likelihood of the assistant (character) tokens of
+  ``sft/validation.jsonl``, token-weighted, overall and per character category and dialogue
+  topic (the breakdowns CharacterGLM reports);
+- ``preference_accuracy``: on ``dpo/validation.jsonl``, the fraction of pairs whose chosen
+  (in-character) reply has a higher mean per-token log-probability than the rejected one;
+- sample replies to ``eval/prompts.jsonl`` (or to validation dialogues cut before their last
+  reply), greedy-decoded, for people to read.
+
+It writes ``metrics.json``, ``samples.jsonl`` and ``report.md`` into ``output_dir``::
+
+    python -m charops.eval.heldout model=runs/sft dataset=runs/dataset output_dir=runs/eval \
+        baseline_model=runs/base
+    charops eval heldout model=runs/sft dataset=runs/dataset output_dir=runs/eval
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from charops.config import load_config, to_dict
+from charops.errors import DataError
+from charops.io import read_jsonl, write_json, write_jsonl, write_text
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class HeldoutEvalConfig:
+    """Held-out evaluation of one model (and optionally a baseline) on a prepared dataset."""
+
+    stage: ClassVar[str] = "eval"
+
+    model: str = field(default="", metadata={"help": "Model to evaluate: HF dir, s3:// prefix or hub id."})
+    dataset: str = field(default="", metadata={"help": "Prepared dataset directory (charops data prepare)."})
+    output_dir: str = field(default="runs/eval", metadata={"help": "Where metrics.json, samples.jsonl and report.md go."})
+    baseline_model: str | None = field(default=None, metadata={"help": "Optional model to compare against (e.g. the base model)."})
+    batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
+    max_examples: int = field(default=0, metadata={"help": "Evaluate at most this many validation examples (0 = all)."})
+    num_samples: int = field(default=4, metadata={"help": "Prompts to generate sample replies for (0 = none)."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Length limit of each sample reply."})
+    seed: int = field(default=0, metadata={"help": "Seed (generation is greedy; kept for reproducible set-up)."})
+
+    def validate(self) -> None:
+        if not self.model:
+            raise DataError("eval: 'model' is required (a model directory, s3:// prefix or hub id)")
+        if not self.dataset:
+            raise DataError("eval: 'dataset' is required (a prepared dataset directory)")
+        if self.batch_size < 1:
+            raise DataError("eval: batch_size must be at least 1")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss on response tokens
+
+
+def response_nll(model, rows: list[dict], batch_size: int, pad_id: int) -> list[tuple[float, int]]:
+    """Per row: (sum of -log p over supervised tokens, number of supervised tokens).
+
+    ``rows`` carry ``input_ids`` and ``labels`` (IGNORE_INDEX outside assistant turns), as
+    ``data prepare`` writes them; the label of position t is predicted from positions < t.
+    """
+    out: list[tuple[float, int]] = []
+    model.eval()
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        length = max(len(r["input_ids"]) for r in batch)
+        ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), length), IGNORE_INDEX, dtype=torch.long)
+        attn = torch.zeros((len(batch), length), dtype=torch.long)
+        for i, r in enumerate(batch):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            labels[i, :n] = torch.tensor(r["labels"])
+            attn[i, :n] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=attn).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = labels[:, 1:]
+        mask = target != IGNORE_INDEX
+        token_logp = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        nll = -(token_logp * mask).sum(dim=1)
+        for total, count in zip(nll.tolist(), mask.sum(dim=1).tolist(), strict=True):
+            out.append((total, int(count)))
+    return out
+
+
+def aggregate(rows: list[dict], nll: list[tuple[float, int]]) -> dict:
+    """Token-weighted loss and perplexity overall, per category and per topic."""
+
+    def summarise(pairs: list[tuple[float, int]]) -> dict:
+        total = sum(p[0] for p in pairs)
+        count = sum(p[1] for p in pairs)
+        loss = total / count if count else float("nan")
+        return {"loss": loss, "perplexity": math.exp(loss) if count else float("nan"),
+                "tokens": count, "examples": len(pairs)}
+
+    groups: dict[str, dict[str, list]] = {"category": defaultdict(list), "topic": defaultdict(list)}
+    for row, pair in zip(rows, nll, strict=True):
+        for key in groups:
+            groups[key][row.get(key) or "other"].append(pair)
+    return {
+        **summarise(nll),
+        "by_category": {k: summarise(v) for k, v in sorted(groups["category"].items())},
+        "by_topic": {k: summarise(v) for k, v in sorted(groups["topic"].items())},
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Preference accuracy and samples
+
+
+def _reply_mean_logp(model, tokenizer, messages: list[dict]) -> float:
+    """Mean log-prob of the tokens of the last assistant message of ``messages``."""
+    enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                        return_assistant_tokens_mask=True)
+    ids = torch.tensor([enc["input_ids"]])
+    mask = torch.tensor(enc["assistant_masks"], dtype=torch.bool)
+    # Only the last contiguous run of assistant tokens is the reply being scored; earlier runs
+    # are assistant turns of the context.
+    positions = mask.nonzero().flatten().tolist()
+    if not positions:
+        raise DataError("eval: the chat template marks no assistant tokens; it needs "
+                        "{% generation %} markers around assistant content")
+    last = [positions[-1]]
+    for p in reversed(positions[:-1]):
+        if p != last[-1] - 1:
+            break
+        last.append(p)
+    reply = torch.tensor(sorted(last))
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.float()[0]
+    logp = torch.log_softmax(logits[reply - 1], dim=-1)
+    return logp.gather(-1, ids[0, reply].unsqueeze(-1)).mean().item()
+
+
+def preference_accuracy(model, tokenizer, pairs: list[dict]) -> dict:
+    wins, margins = 0, []
+    for pair in pairs:
+        chosen = _reply_mean_logp(model, tokenizer, pair["prompt"] + pair["chosen"])
+        rejected = _reply_mean_logp(model, tokenizer, pair["prompt"] + pair["rejected"])
+        wins += chosen > rejected
+        margins.append(chosen - rejected)
+    n = len(pairs)
+    return {"pairs": n, "accuracy": wins / n if n else float("nan"),
+            "mean_logp_margin": sum(margins) / n if n else float("nan")}
+
+
+def generate_samples(model, tokenizer, prompts: list[dict], max_new_tokens: int) -> list[dict]:
+    samples = []
+    for p in prompts:
+        enc = tokenizer.apply_chat_template(p["messages"], add_generation_prompt=True,
+                                            tokenize=True, return_dict=True, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        reply = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        samples.append({"id": p["id"], "character": p.get("character"), "messages": p["messages"],
+                        "reply": reply.strip()})
+    return samples
+
+
+def _prompts(dataset: Path, validation: list[dict], n: int) -> list[dict]:
+    """Evaluation prompts if the dataset has them, else validation dialogues cut before their
+    last reply."""
+    if n <= 0:
+        return []
+    path = dataset / "eval" / "prompts.jsonl"
+    prompts = list(read_jsonl(path)) if path.is_file() else []
+    for row in validation:
+        if len(prompts) >= n:
+            break
+        msgs = row["messages"]
+        last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+        prompts.append({"id": row["id"], "character": row.get("character"), "messages": msgs[:last]})
+    return prompts[:n]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _load(ref: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from charops.model import tokenizer_sha256
+    from charops.model.load import resolve_model
+
+    path = resolve_model(ref)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return path, model, tokenizer, tokenizer_sha256(path)
+
+
+def evaluate_model(ref: str, dataset: Path, manifest: dict, cfg: HeldoutEvalConfig,
+                   validation: list[dict], pairs: list[dict], prompts: list[dict]) -> dict:
+    path, model, tokenizer, tok_hash = _load(ref)
+    expected = manifest.get("tokenizer", {}).get("sha256")
+    if expected and tok_hash != expected:
+        raise DataError(f"eval: model '{ref}' has tokenizer {tok_hash[:12]} but dataset "
+                        f"'{dataset}' was prepared with {expected[:12]}; prepare the dataset "
+                        f"with this model's tokenizer")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    t0 = time.perf_counter()
+    metrics = aggregate(validation, response_nll(model, validation, cfg.batch_size, pad_id))
+    metrics["preference"] = preference_accuracy(model, tokenizer, pairs)
+    metrics["samples"] = generate_samples(model, tokenizer, prompts, cfg.max_new_tokens)
+    metrics["model"] = str(path)
+    metrics["seconds"] = time.perf_counter() - t0
+    return metrics
+
+
+def _report(metrics: dict) -> str:
+    models = {"model": metrics["model"]}
+    if metrics.get("baseline"):
+        models["baseline"] = metrics["baseline"]
+
+    def row(name: str, blocks: list[dict | None]) -> str:
+        cells = ["-" if b is None else f"{b['loss']:.4f} ({b['perplexity']:.1f})" for b in blocks]
+        return f"| {name} | " + " | ".join(cells) + " |"
+
+    head = "| slice | " + " | ".join(f"{k}: loss (ppl)" for k in models) + " |"
+    lines = ["# Held-out evaluation", "", f"Model: `{models['model']['model']}`"]
+    if "baseline" in models:
+        lines.append(f"Baseline: `{models['baseline']['model']}`")
+        lines.append(f"Loss change vs baseline: {metrics['loss_delta']:+.4f}")
+    lines += ["", head, "|" + " --- |" * (len(models) + 1), row("all", list(models.values()))]
+    for sub in ("by_category", "by_topic"):
+        for key in models["model"][sub]:
+            lines.append(row(f"{sub[3:]}: {key}", [m[sub].get(key) for m in models.values()]))
+    lines += ["", "| preference accuracy | " + " | ".join(
+        f"{m['preference']['accuracy']:.3f} of {m['preference']['pairs']}" for m in models.values()) + " |"]
+    if models["model"]["samples"]:
+        lines += ["", "## Sample replies", ""]
+        for s in models["model"]["samples"]:
+            last_user = next((m["content"] for m in reversed(s["messages"]) if m["role"] == "user"), "")
+            lines += [f"**{s['character']}** ← {last_user}", "", f"> {s['reply'] or '(empty)'}", ""]
+    return "\n".join(lines) + "\n"
+
+
+def run(cfg: HeldoutEvalConfig) -> dict:
+    dataset = Path(cfg.dataset)
+    manifest_path = dataset / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"eval: dataset '{dataset}' has no manifest.json; run `charops data prepare` first")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    validation = list(read_jsonl(dataset / "sft" / "validation.jsonl"))
+    if cfg.max_examples:
+        validation = validation[: cfg.max_examples]
+    if not validation:
+        raise DataError(f"eval: dataset '{dataset}' has an empty sft/validation.jsonl")
+    dpo_path = dataset / "dpo" / "validation.jsonl"
+    pairs = list(read_jsonl(dpo_path)) if dpo_path.is_file() else []
+    if cfg.max_examples:
+        pairs = pairs[: cfg.max_examples]
+    prompts = _prompts(dataset, validation, cfg.num_samples)
+
+    torch.manual_seed(cfg.seed)
+    metrics: dict = {"config": to_dict(cfg), "dataset_sha256": manifest.get("content_sha256")}
+    metrics["model"] = evaluate_model(cfg.model, dataset, manifest, cfg, validation, pairs, prompts)
+    if cfg.baseline_model:
+        metrics["baseline"] = evaluate_model(cfg.baseline_model, dataset, manifest, cfg,
+                                             validation, pairs, [])
+        metrics["loss_delta"] = metrics["model"]["loss"] - metrics["baseline"]["loss"]
+
+    out = Path(cfg.output_dir)
+    write_jsonl(out / "samples.jsonl", metrics["model"]["samples"])
+    write_text(out / "report.md", _report(metrics))
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    source = None
+    if args[:1] and args[0].startswith("--config="):
+        source, args = args[0].split("=", 1)[1], args[1:]
+    metrics = run(load_config(HeldoutEvalConfig, source, args))
+    print(f"loss {metrics['model']['loss']:.4f}  wrote {Path(metrics['config']['output_dir']) / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()
