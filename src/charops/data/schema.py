@@ -164,6 +164,7 @@ class CorpusDocument(_Record):
     text: str
     source: str = ""
     language: Language | None = None
+    meta: dict[str, Any] = Field(default_factory=dict, description="Source fields with no field of their own.")
 
     @field_validator("text")
     @classmethod
