@@ -55,9 +55,24 @@ def version(
 
 
 # Command groups, one module each: cli/<group>.py defines `app`, registered here.
+from charops.cli import data as _data  # noqa: E402
+
+app.add_typer(_data.app, name="data")
+from charops.cli import model as _model  # noqa: E402
+
+app.add_typer(_model.app, name="model")
 from charops.cli import eval as _eval  # noqa: E402
 
 app.add_typer(_eval.app, name="eval")
+from charops.cli import train as _train  # noqa: E402
+
+app.add_typer(_train.app, name="train")
+from charops.cli import runs as _runs  # noqa: E402
+
+app.add_typer(_runs.app, name="runs")
+from charops.cli import store as _store  # noqa: E402
+
+app.add_typer(_store.app, name="store")
 
 
 def main() -> None:

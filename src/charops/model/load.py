@@ -1,0 +1,92 @@
+"""Resolve a base-model reference to a local Hugging Face directory, and load its tokenizer.
+
+A reference is one of:
+
+- a local directory holding ``config.json`` (used in place);
+- ``s3://bucket/prefix``: copied from the object store (charops.storage) into a cache folder;
+- a Hugging Face hub id (``Qwen/Qwen2.5-0.5B-Instruct``): ``huggingface_hub.snapshot_download``.
+
+    python -c "from charops.model.load import resolve_model; print(resolve_model('runs/base'))"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from charops.errors import CharopsError
+
+# What `huggingface_hub` accepts as a repo id: "name" or "namespace/name".
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("CHAROPS_CACHE", Path.home() / ".cache" / "charops")) / "models"
+
+
+def _check_model_dir(path: Path, ref: str) -> Path:
+    if not path.is_dir():
+        raise CharopsError(f"base model '{ref}' is not a directory; pass a Hugging Face model directory")
+    if not (path / "config.json").is_file():
+        raise CharopsError(f"base model '{ref}' has no config.json: not a Hugging Face model directory "
+                           "(expected config.json, model weights and tokenizer files)")
+    return path
+
+
+def _looks_local(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../", "~")) or ref in (".", "..") or not _HUB_ID.match(ref)
+
+
+def resolve_model(ref: str, cache_dir: str | Path | None = None) -> Path:
+    """A local directory for ``ref``; raises CharopsError (one line) when it cannot be had."""
+    ref = str(ref)
+    if ref.startswith("s3://"):
+        return _from_s3(ref, Path(cache_dir) if cache_dir else default_cache_dir())
+    path = Path(ref).expanduser()
+    if path.exists():
+        return _check_model_dir(path, ref)
+    if _looks_local(ref):
+        raise CharopsError(f"base model '{ref}' does not exist; pass a model directory, an s3:// prefix "
+                           "or a Hugging Face hub id (run `charops model init` to build the default one)")
+    return _from_hub(ref, cache_dir)
+
+
+def _from_s3(url: str, cache_dir: Path) -> Path:
+    from charops.storage import open_store  # only S3 references need the storage layer
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    if not bucket or not prefix.strip("/"):
+        raise CharopsError(f"base model '{url}': expected s3://BUCKET/PREFIX")
+    # One folder per URL, fetched again each time so a prefix republished in place is never
+    # stale; download_prefix verifies every file and only then moves the folder into place.
+    dest = cache_dir / hashlib.sha256(url.encode()).hexdigest()[:16]
+    open_store(f"s3://{bucket}").download_prefix(prefix.strip("/"), dest, overwrite=True)
+    return _check_model_dir(dest, url)
+
+
+def _from_hub(repo_id: str, cache_dir: str | Path | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(repo_id, cache_dir=str(cache_dir) if cache_dir else None)
+    except Exception as exc:  # offline, unknown repo, gated, ...: all end the same way for the user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CharopsError(f"base model '{repo_id}': not a local directory, and downloading it from the "
+                           f"Hugging Face hub failed ({reason}); pass a local model directory or an "
+                           "s3:// prefix (`charops model init` builds the default one)") from None
+    return _check_model_dir(Path(path), repo_id)
+
+
+def load_tokenizer(model_dir: str | Path):
+    """The model's tokenizer (AutoTokenizer), which must be fast and carry a chat template."""
+    from transformers import AutoTokenizer
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "tokenizer.json").is_file():
+        raise CharopsError(f"model '{model_dir}' has no tokenizer.json: charops needs a fast (Rust) tokenizer")
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if not tok.chat_template:
+        raise CharopsError(f"model '{model_dir}' has no chat template (chat_template.jinja or in tokenizer_config.json)")
+    return tok
