@@ -51,6 +51,10 @@ ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name (con
 OverridesArg = Annotated[list[str] | None, typer.Argument(help="key=value overrides of config fields.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+# Kubeflow Pipelines connection (charops submit, charops runs): see charops.pipeline.client.
+HostOpt = Annotated[str | None, typer.Option("--host", help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080 (default: $KF_PIPELINES_ENDPOINT, else the kube context).", show_default=False)]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token for the API server (default: $KF_PIPELINES_TOKEN).", show_default=False)]
+NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Kubeflow profile namespace (multi-user installs).", show_default=False)]
 
 
 def echo_json(obj: Any) -> None:

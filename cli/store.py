@@ -1,0 +1,82 @@
+"""`charops store`: look into and move files in the artifact store (local directory or S3).
+
+    charops store ls [PREFIX]                    # keys under PREFIX (CHAROPS_STORE, config, default)
+    charops store put out/sft models/sft/run1    # a directory is published atomically (_SUCCESS)
+    charops store get models/sft/run1 /tmp/sft   # a published prefix or a single object
+    charops --debug store ls --store s3://mlpipeline/charops
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from charops.cli.common import JsonOpt, echo_json, new_app
+
+app = new_app("List, upload and download artifacts in the store (local directory or S3/MinIO).")
+
+StoreOpt = Annotated[str | None, typer.Option(
+    "--store", help="Store URL: s3://BUCKET[/PREFIX], file:///PATH or a directory (default: "
+    "$CHAROPS_STORE, the store config file, the cluster's KFP store, ./.charops/store).",
+    show_default=False)]
+
+
+@app.command()
+def ls(prefix: Annotated[str, typer.Argument(help="Key prefix (a folder).")] = "",
+       store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """List the keys under PREFIX."""
+    from charops.storage import open_store
+
+    keys = open_store(store).list(prefix)
+    if as_json:
+        echo_json(keys)
+    else:
+        for key in keys:
+            typer.echo(key)
+
+
+@app.command()
+def put(local: Annotated[Path, typer.Argument(help="A file or a directory.")],
+        key: Annotated[str, typer.Argument(help="Destination key (a prefix for a directory).")],
+        store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Upload a file, or publish a directory (visible only once complete)."""
+    from charops.storage import StorageError, open_store
+
+    st = open_store(store)
+    if local.is_dir():
+        manifest = st.put_dir(local, key)
+        summary = {"url": st.url_for(key), "files": len(manifest["files"]),
+                   "bytes": sum(f["size"] for f in manifest["files"].values())}
+    elif local.is_file():
+        info = st.put_file(local, key)
+        summary = {"url": st.url_for(key), "files": 1, "bytes": info.size, "sha256": info.sha256}
+    else:
+        raise StorageError(f"{local}: no such file or directory")
+    if as_json:
+        echo_json(summary)
+    else:
+        typer.echo(f"uploaded {summary['files']} file(s), {summary['bytes']} bytes -> {summary['url']}")
+
+
+@app.command()
+def get(key: Annotated[str, typer.Argument(help="A published prefix or one object's key.")],
+        dest: Annotated[Path, typer.Argument(help="Local directory (prefix) or file (object).")],
+        force: Annotated[bool, typer.Option("--force", help="Replace a non-empty destination directory.")] = False,
+        store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Download a published prefix (verified, atomic) or a single object (resumable)."""
+    from charops.storage import MARKER, open_store
+
+    st = open_store(store)
+    if st.exists(f"{key.rstrip('/')}/{MARKER}"):
+        out = st.download_prefix(key, dest, overwrite=force)
+        summary = {"url": st.url_for(key), "path": str(out)}
+    else:
+        transfer = st.get_file(key, dest)
+        summary = {"url": st.url_for(key), "path": str(transfer.path), "bytes": transfer.size,
+                   "resumed_from": transfer.resumed_from}
+    if as_json:
+        echo_json(summary)
+    else:
+        typer.echo(f"{summary['url']} -> {summary['path']}")

@@ -1,0 +1,141 @@
+"""A store in a local directory: the default on one machine (``./.charops/store``).
+
+It behaves like :class:`charops.storage.s3.S3Store`: every write is atomic (temp file, rename),
+each file's size and sha256 are kept beside it under ``<root>/.meta/`` (the S3 store keeps them
+in object metadata) and checked on every read, directories are published with a marker::
+
+    from charops.storage.local import LocalStore
+    store = LocalStore(".charops/store")
+    store.put_dir("out/sft", "models/sft/run1")
+    store.download_prefix("models/sft/run1", "/tmp/sft")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from charops.io import atomic_open, dumps_json, sha256_bytes, write_json
+from charops.storage.store import (
+    ObjectInfo,
+    StorageError,
+    Transfer,
+    clean_key,
+    copy_file_hashing,
+    copy_stream,
+    download_tree,
+    is_internal,
+    publish_dir,
+    resumable_download,
+)
+
+
+class LocalStore:
+    """Artifacts under one directory; keys are paths relative to it."""
+
+    def __init__(self, root: str | os.PathLike, workers: int = 8):
+        self.root = Path(root).expanduser().resolve()
+        self.workers = workers
+        self.url = self.root.as_uri()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def url_for(self, key: str) -> str:
+        return (self.root / clean_key(key, allow_empty=True)).as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / clean_key(key)
+
+    def _meta_path(self, key: str) -> Path:
+        return self.root / ".meta" / (clean_key(key) + ".json")
+
+    def _info(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        if not path.is_file():
+            raise StorageError(f"{self.url_for(key)}: no such object")
+        try:
+            meta = json.loads(self._meta_path(key).read_text(encoding="utf-8"))
+        except FileNotFoundError:  # written by hand into the store: size only, no checksum
+            return ObjectInfo(clean_key(key), path.stat().st_size, "")
+        return ObjectInfo(clean_key(key), int(meta["size"]), meta["sha256"])
+
+    def put_file(self, local: str | os.PathLike, key: str) -> ObjectInfo:
+        local, path = Path(local), self._path(key)
+        if not local.is_file():
+            raise StorageError(f"{local}: no such file")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(self)}.tmp")
+        try:
+            size, sha = copy_file_hashing(local, tmp)
+            write_json(self._meta_path(key), {"size": size, "sha256": sha})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return ObjectInfo(clean_key(key), size, sha)
+
+    def get_file(self, key: str, local: str | os.PathLike, sha256: str | None = None,
+                 size: int | None = None) -> Transfer:
+        info = self._info(key)
+        src = self._path(key)
+        want_size = info.size if size is None else size
+        return resumable_download(self.url_for(key), local, want_size, sha256 or info.sha256 or None,
+                                  lambda offset: copy_stream(src, offset))
+
+    def move(self, src: str, dst: str) -> None:
+        target = self._path(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        meta = self._meta_path(dst)
+        meta.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._meta_path(src), meta)
+        os.replace(self._path(src), target)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        prefix = clean_key(prefix, allow_empty=True)
+        base = self.root / prefix if prefix else self.root
+        if not base.is_dir():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in keys if not is_internal(k) and not Path(k).name.startswith("."))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+        self._meta_path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        prefix = clean_key(prefix)
+        base = self.root / prefix
+        n = sum(1 for p in base.rglob("*") if p.is_file()) if base.is_dir() else 0
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(self.root / ".meta" / prefix, ignore_errors=True)
+        return n
+
+    def put_json(self, key: str, obj: Any) -> ObjectInfo:
+        data = (dumps_json(obj) + "\n").encode("utf-8")
+        path = self._path(key)
+        write_json(self._meta_path(key), {"size": len(data), "sha256": sha256_bytes(data)})
+        with atomic_open(path, "wb") as fh:
+            fh.write(data)
+        return ObjectInfo(clean_key(key), len(data), sha256_bytes(data))
+
+    def get_json(self, key: str) -> Any:
+        info = self._info(key)
+        data = self._path(key).read_bytes()
+        if info.sha256 and sha256_bytes(data) != info.sha256:
+            raise StorageError(f"{self.url_for(key)}: checksum mismatch: the stored object is corrupt")
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError as exc:
+            raise StorageError(f"{self.url_for(key)}: not valid JSON ({exc.msg})") from None
+
+    def put_dir(self, local_dir: str | os.PathLike, prefix: str) -> dict:
+        return publish_dir(self, local_dir, prefix, workers=self.workers)
+
+    def download_prefix(self, prefix: str, dest: str | os.PathLike, overwrite: bool = False) -> Path:
+        return download_tree(self, prefix, dest, overwrite=overwrite, workers=self.workers)

