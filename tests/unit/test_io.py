@@ -55,3 +55,16 @@ def test_sha256_tree_depends_on_names_and_content(tmp_path):
     (tmp_path / "a" / "x.txt").rename(tmp_path / "a" / "y.txt")
     h3 = sha256_tree(tmp_path / "a")
     assert len({h1, h2, h3}) == 3
+
+
+def test_published_files_are_readable_by_others(tmp_path):
+    import stat
+
+    from charops.io import DIR_MODE, FILE_MODE
+
+    write_json(tmp_path / "f.json", {})
+    with atomic_dir(tmp_path / "d") as tmp:
+        write_json(tmp / "x.json", {})
+    assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == FILE_MODE
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == DIR_MODE
+    assert FILE_MODE & 0o044  # group/other read under the usual umask (022)
