@@ -1,0 +1,178 @@
+"""Training throughput: SFT with packing vs. the same trainer with padding; GPU tokens/s/GPU and MFU.
+
+CPU (default): the embedded tiny model, the same prepared dialogues and the same number of
+steps, trained twice in one run: once with packing (padding-free, what charops uses) and once
+with padding (TRL's default). Reports supervised tokens/s and the fraction of non-padding
+positions per batch for both::
+
+    .venv/bin/python bench/train_throughput.py                  # bundled samples
+    .venv/bin/python bench/train_throughput.py --steps 30 --batch 8 --inputs data/dialogues.jsonl
+
+GPU (``--gpu``): a config-initialised ~0.5B Qwen2 model (Qwen2.5-0.5B shape, random weights,
+the tiny model's tokenizer) in bf16: tokens/s/GPU and MFU of SFT (packed) and DPO (reference
+log-probs precomputed, so only the policy's forward and backward are timed)::
+
+    .venv/bin/python bench/train_throughput.py --gpu --steps 30
+
+MFU = 6 * N * tokens/s / peak bf16 FLOP/s of the GPU, N = parameters without the input
+embedding (the tied LM head still counts): the usual 6N estimate, attention FLOPs left out.
+Results are printed and saved to bench/results/train_throughput.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Dense bf16 peak FLOP/s by GPU name (datasheet figures, no sparsity).
+PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12}
+
+
+def build_inputs(work: Path, inputs: list[str], quiet: bool = True) -> tuple[Path, Path]:
+    """Tiny base model (tokenizer on the same text) and its prepared dataset."""
+    from charops.config import load_config
+    from charops.data.prepare import PrepareConfig
+    from charops.data.prepare import run as prepare
+    from charops.model.init import ModelInitConfig
+    from charops.model.init import run as init
+
+    model, data = work / "base", work / "data"
+    init(load_config(ModelInitConfig, "tiny", [f"output_dir={model}", *([f"corpus={','.join(inputs)}"] if inputs else [])]))
+    prepare(load_config(PrepareConfig, None, [f"model={model}", f"output_dir={data}", "progress=false",
+                                              *([f"inputs={','.join(inputs)}"] if inputs else [])]))
+    return model, data
+
+
+def sft_run(model: Path, data: Path, out: Path, packing: bool, args, extra: list[str] = ()) -> dict:
+    from charops.config import load_config
+    from charops.train.sft import SFTConfig, run
+
+    cfg = load_config(SFTConfig, "tiny-cpu", [
+        f"model={model}", f"dataset={data}", f"output_dir={out}", f"max_steps={args.steps}",
+        f"per_device_train_batch_size={args.batch}", f"packing={str(packing).lower()}",
+        f"max_seq_len={args.max_seq_len}", "evaluate=false", f"save_steps={args.steps + 1}", "warmup_ratio=0",
+        *extra])
+    return run(cfg)
+
+
+def figures(s: dict) -> dict:
+    return {k: s[k] for k in ("steps", "train_seconds", "tokens_this_run", "supervised_tokens_this_run",
+                               "tokens_per_second", "supervised_tokens_per_second", "non_padding_fraction",
+                               "final_loss")}
+
+
+def cpu_bench(args, work: Path) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    model, data = build_inputs(work, args.inputs)
+    # The machine is shared: alternate the two modes and keep each one's best run, so a burst of
+    # someone else's load does not decide the comparison.
+    runs: dict[str, list[dict]] = {"packing": [], "padding": []}
+    for i in range(args.repeats):
+        for mode, packing in (("packing", True), ("padding", False)):
+            runs[mode].append(figures(sft_run(model, data, work / f"{mode}{i}", packing, args)))
+    results = {mode: {**max(r, key=lambda f: f["supervised_tokens_per_second"]),
+                      "all_supervised_tokens_per_second": [f["supervised_tokens_per_second"] for f in r]}
+               for mode, r in runs.items()}
+    p, q = results["packing"], results["padding"]
+    return {
+        "device": f"cpu ({torch.get_num_threads()} threads)",
+        "model": "charops tiny (model init --config tiny)",
+        "steps": args.steps, "per_device_train_batch_size": args.batch, "max_seq_len": args.max_seq_len,
+        "repeats": args.repeats, "sft": results,
+        "speedup_supervised_tokens_per_second": p["supervised_tokens_per_second"] / q["supervised_tokens_per_second"],
+    }
+
+
+def gpu_model(base: Path, out: Path) -> tuple[Path, int]:
+    """A Qwen2.5-0.5B-shaped model with random weights and the tiny model's tokenizer."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from charops.train.common import copy_tokenizer_files
+
+    tok_cfg = json.loads((base / "config.json").read_text())
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                      num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                      tie_word_embeddings=True, eos_token_id=tok_cfg["eos_token_id"],
+                      pad_token_id=tok_cfg["pad_token_id"], bos_token_id=None, dtype="bfloat16")
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    copy_tokenizer_files(base, out)
+    n = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    if cfg.tie_word_embeddings:  # the LM head is the embedding matrix, and its matmul is real work
+        n += model.get_input_embeddings().weight.numel()
+    return out, n
+
+
+def gpu_bench(args, work: Path) -> dict:
+    import torch
+
+    from charops.config import load_config
+    from charops.train.dpo import DPOConfig
+    from charops.train.dpo import run as dpo
+
+    name = torch.cuda.get_device_name(0)
+    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    base, data = build_inputs(work, args.inputs)
+    model, n_params = gpu_model(base, work / "qwen2-0.5b-shape")
+    common = ["bf16=true", "attn_implementation=sdpa", "learning_rate=1e-5"]
+    sft = figures(sft_run(model, data, work / "sft", True, args, common))
+    d = dpo(load_config(DPOConfig, "tiny-cpu", [
+        f"model={model}", f"ref_model={model}", f"dataset={data}", f"output_dir={work / 'dpo'}",
+        f"max_steps={args.steps}", f"per_device_train_batch_size={args.batch}", f"max_seq_len={args.max_seq_len}",
+        "precompute_ref_log_probs=true", "evaluate=false", f"save_steps={args.steps + 1}", "warmup_ratio=0", *common]))
+    dpo_fig = figures(d)
+    out = {"device": name, "gpus": 1, "model": "Qwen2.5-0.5B shape, random init, bf16", "parameters_6n": n_params,
+           "peak_bf16_flops": peak, "steps": args.steps, "per_device_train_batch_size": args.batch,
+           "max_seq_len": args.max_seq_len}
+    for key, fig in (("sft", sft), ("dpo", dpo_fig)):
+        tps = fig["tokens_per_second"]
+        fig["tokens_per_second_per_gpu"] = tps
+        fig["mfu"] = 6 * n_params * tps / peak if peak else None
+        out[key] = fig
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpu", action="store_true", help="GPU variant: ~0.5B model, bf16, SFT and DPO, MFU")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 10 CPU, 30 GPU)")
+    ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: 8 CPU, 8 GPU)")
+    ap.add_argument("--max-seq-len", type=int, default=None, help="packed row length (default: 512 CPU, 2048 GPU)")
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    ap.add_argument("--repeats", type=int, default=2, help="CPU: runs per mode, alternating; the best counts")
+    ap.add_argument("--inputs", nargs="*", default=[], help="data files to prepare (default: bundled samples)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
+    args = ap.parse_args(argv)
+    args.steps = args.steps or (30 if args.gpu else 10)
+    args.batch = args.batch or 8
+    args.max_seq_len = args.max_seq_len or (2048 if args.gpu else 512)
+
+    from charops.errors import CharopsError
+    from charops.io import write_json
+
+    with tempfile.TemporaryDirectory(prefix="charops-bench-") as tmp:
+        try:
+            result = gpu_bench(args, Path(tmp)) if args.gpu else cpu_bench(args, Path(tmp))
+        except CharopsError as exc:
+            raise SystemExit(f"error: {exc}") from None
+    out = Path(args.out)
+    # One file for both variants: a CPU run keeps the last GPU figures and vice versa.
+    previous = json.loads(out.read_text()) if out.is_file() else {}
+    result = {**previous, "gpu" if args.gpu else "cpu": result}
+    write_json(out, result)
+    print(json.dumps(result, indent=2))
+    print(f"saved {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

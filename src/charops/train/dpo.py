@@ -1,0 +1,143 @@
+"""DPO against the SFT model as reference (TRL DPOTrainer).
+
+    charops train dpo --config tiny-cpu
+    python -m charops.train.dpo --config tiny-cpu model=runs/sft/model ref_model=runs/sft/model beta=0.1
+    torchrun --nproc-per-node 8 -m charops.train.dpo --config qwen2-7b-zero3
+
+L_DPO = -E log sigma(beta * log(pi(y_c|x)/pi_ref(y_c|x)) - beta * log(pi(y_r|x)/pi_ref(y_r|x))),
+log pi(y|x) being the summed log-probabilities of the reply's tokens. The implicit rewards
+beta * log(pi/pi_ref) of the chosen and rejected replies, their margin and how often the chosen
+one wins are logged every step (rewards/chosen, rewards/rejected, rewards/margins,
+rewards/accuracies) and reported in training_summary.json.
+
+``ref_model`` is required: the reference is the SFT model (normally the same model DPO starts
+from). With ``precompute_ref_log_probs`` the reference log-probs of every pair are computed once
+before training, and the reference model is not held in memory while training; when the
+reference is the starting model itself (or LoRA is on) no second copy is ever loaded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import transformers
+import trl
+
+from charops.errors import ConfigError
+from charops.train import common
+from charops.train.common import TrainConfig
+
+
+@dataclass
+class DPOConfig(TrainConfig):
+    """Direct preference optimisation on chosen/rejected character replies."""
+
+    stage: ClassVar[str] = "dpo"
+    split_dir: ClassVar[str] = "dpo"
+
+    output_dir: str = field(default="runs/dpo", metadata={
+        "help": "Run directory: model/ (the trained model), checkpoints/, training_summary.json."})
+    ref_model: str | None = field(default=None, metadata={
+        "help": "Reference model (required): the SFT model, as a directory, s3:// prefix or hub id."})
+    beta: float = field(default=0.1, metadata={
+        "help": "Strength of the pull towards the reference: higher keeps the policy closer to it."})
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"] = field(default="sigmoid", metadata={
+        "help": "sigmoid: the DPO paper's loss; hinge, ipo, robust: TRL's variants."})
+    precompute_ref_log_probs: bool = field(default=False, metadata={
+        "help": "Compute the reference log-probs once before training, so the reference model is not in memory "
+                "while training."})
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.ref_model:
+            raise ConfigError("dpo: ref_model is required (the SFT model DPO is measured against), "
+                              "e.g. ref_model=runs/sft/model")
+        if self.beta <= 0:
+            raise ConfigError(f"beta: must be positive, got {self.beta}")
+
+
+def check_pairs(rows: list[dict], where: str) -> None:
+    common.check_rows(rows, ("prompt", "chosen", "rejected"), where)
+
+
+def to_trainer_rows(rows: list[dict]) -> list[dict]:
+    """Conversational prompt/chosen/rejected, the form DPOTrainer tokenizes with the chat template."""
+    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+
+
+class CharopsDPOTrainer(trl.DPOTrainer):
+    """TRL's DPOTrainer, counting tokens (prompt + both replies) and reply tokens of every step."""
+
+    def __init__(self, *args, recorder: common.RunRecorder, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recorder = recorder
+        recorder.accelerator = self.accelerator
+        self.add_callback(recorder)
+        # The recorder prints progress to stderr; Trainer's printer would put dicts on stdout.
+        self.remove_callback(transformers.PrinterCallback)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            # The batch is [chosen rows; rejected rows]; completion_mask marks the reply tokens.
+            self.recorder.count(int(inputs["attention_mask"].sum()), int(inputs["completion_mask"][..., 1:].sum()),
+                                int(inputs["input_ids"].numel()))
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def run(cfg: DPOConfig, callbacks: list | None = None) -> dict:
+    """Train, write output_dir/model and training_summary.json (with reward metrics), return the summary."""
+    wall_start = time.time()
+    inputs, extra = common.prepare_inputs(cfg, {"ref_model": cfg.ref_model})
+    where = f"{inputs.dataset_dir}/dpo"
+    check_pairs(inputs.train_rows, f"{where}/train.jsonl")
+    check_pairs(inputs.validation_rows, f"{where}/validation.jsonl")
+    resume_from = common.checkpoint_to_resume(cfg)
+    common.prepare_run_dir(cfg, resume_from)
+
+    import datasets
+
+    args = common.training_arguments(
+        cfg, trl.DPOConfig,
+        max_length=cfg.max_seq_len,
+        beta=cfg.beta,
+        loss_type=[cfg.loss_type],
+        precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+    )
+    tokenizer = common.load_tokenizer(inputs.model_dir)
+    model = common.load_model(inputs.model_dir, cfg, args.bf16)
+    ref_dir = extra["ref_model"]
+    # TRL's own reference when none is passed is the starting policy (or, with LoRA, the policy with
+    # its adapter disabled): exactly the SFT model when DPO starts from it, with no second copy.
+    same_as_start = Path(ref_dir).resolve() == Path(inputs.model_dir).resolve()
+    ref_model = None if same_as_start and (cfg.precompute_ref_log_probs or cfg.lora.enabled) else \
+        common.load_model(ref_dir, cfg, args.bf16)
+    trainer = CharopsDPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(to_trainer_rows(inputs.train_rows)),
+        eval_dataset=(datasets.Dataset.from_list(to_trainer_rows(inputs.validation_rows))
+                      if inputs.validation_rows and cfg.evaluate else None),
+        processing_class=tokenizer,
+        peft_config=common.peft_config(cfg),
+        callbacks=callbacks,
+        recorder=common.RunRecorder(wall_start),
+    )
+    if cfg.precompute_ref_log_probs and trainer.ref_model is not None:
+        # The reference log-probs now sit in the dataset; training reads them from there.
+        trainer.ref_model = None
+        del ref_model
+    trainer.train(resume_from_checkpoint=resume_from)
+    return common.finish(trainer, cfg, inputs, trainer.recorder, resume_from,
+                         {"reference_model": {"ref": cfg.ref_model, "path": str(ref_dir)}})
+
+
+def main(argv: list[str] | None = None) -> None:
+    common.main(DPOConfig, run, argv)
+
+
+if __name__ == "__main__":
+    main()

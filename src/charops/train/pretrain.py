@@ -1,0 +1,138 @@
+"""Continued pretraining: causal LM loss over every token of packed blocks (transformers Trainer).
+
+    charops train pretrain --config tiny-cpu
+    python -m charops.train.pretrain --config tiny-cpu max_steps=50
+    torchrun --nproc-per-node 8 -m charops.train.pretrain --config qwen2-7b-zero3
+
+L_CLM = -1/n sum_i log P(x_i | x_<i), over the n tokens of the batch that have a predecessor in
+their own document.
+
+``charops data prepare`` writes pretrain/train.jsonl as fixed-length blocks of several documents
+laid end to end, ``position_ids`` restarting at 0 where each document starts. The collator hands
+the model those ``position_ids`` and no attention mask, so transformers builds a block-diagonal
+causal mask from them (``find_packed_sequence_indices``): no token attends across a document
+boundary, and positions (RoPE) restart per document. A document's first token is not a target
+(label -100): the token before it belongs to another document.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import transformers
+
+from charops.errors import DataError
+from charops.train import common
+from charops.train.common import TrainConfig
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """Continued pretraining on character-domain text."""
+
+    stage: ClassVar[str] = "pretrain"
+    split_dir: ClassVar[str] = "pretrain"
+
+    output_dir: str = field(default="runs/pretrain", metadata={
+        "help": "Run directory: model/ (the trained model), checkpoints/, training_summary.json."})
+
+
+class PackedBlockCollator:
+    """Stack packed blocks; targets are the inputs except where a document starts.
+
+    With ``pad_token_id`` given, a block shorter than the longest of the batch is right-padded
+    (position 0 so it forms its own sequence in the mask, label -100).
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            input_ids[i, :n] = torch.tensor(r["input_ids"])
+            position_ids[i, :n] = torch.tensor(r["position_ids"])
+            labels[i, :n] = torch.tensor(r["labels"]) if "labels" in r else input_ids[i, :n]
+        labels[position_ids == 0] = -100
+        return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
+
+
+def check_blocks(rows: list[dict], max_seq_len: int, where: str) -> None:
+    common.check_rows(rows, ("input_ids", "position_ids"), where)
+    for i, r in enumerate(rows):
+        if len(r["input_ids"]) != len(r["position_ids"]):
+            raise DataError(f"{where} row {i + 1}: input_ids and position_ids differ in length; re-run `charops data prepare`")
+        if len(r["input_ids"]) > max_seq_len:
+            raise DataError(f"{where} row {i + 1}: block of {len(r['input_ids'])} tokens exceeds max_seq_len "
+                            f"{max_seq_len}; prepare with a smaller block size or raise max_seq_len")
+
+
+class CharopsPretrainTrainer(transformers.Trainer):
+    """transformers' Trainer, counting tokens and targets of every training micro-batch."""
+
+    def __init__(self, *args, recorder: common.RunRecorder, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recorder = recorder
+        recorder.accelerator = self.accelerator
+        self.add_callback(recorder)
+        # The recorder prints progress to stderr; Trainer's printer would put dicts on stdout.
+        self.remove_callback(transformers.PrinterCallback)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            self.recorder.count(*common.count_tokens(inputs))
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def run(cfg: PretrainConfig, callbacks: list | None = None) -> dict:
+    """Train, write output_dir/model and training_summary.json, return the summary."""
+    wall_start = time.time()
+    inputs, _ = common.prepare_inputs(cfg)
+    check_blocks(inputs.train_rows, cfg.max_seq_len, f"{inputs.dataset_dir}/pretrain/train.jsonl")
+    check_blocks(inputs.validation_rows, cfg.max_seq_len, f"{inputs.dataset_dir}/pretrain/validation.jsonl")
+    resume_from = common.checkpoint_to_resume(cfg)
+    common.prepare_run_dir(cfg, resume_from)
+
+    import datasets
+
+    # remove_unused_columns would drop position_ids' siblings the collator needs (labels, if given).
+    args = common.training_arguments(cfg, transformers.TrainingArguments, remove_unused_columns=False)
+    tokenizer = common.load_tokenizer(inputs.model_dir)
+    model = common.load_model(inputs.model_dir, cfg, args.bf16)
+    if common.peft_config(cfg) is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, common.peft_config(cfg))
+        if cfg.gradient_checkpointing:  # the frozen embedding output must carry grad for checkpointing
+            model.enable_input_require_grads()
+    keep = ["input_ids", "position_ids", "labels"]
+    train = datasets.Dataset.from_list([{k: r[k] for k in keep if k in r} for r in inputs.train_rows])
+    val = datasets.Dataset.from_list([{k: r[k] for k in keep if k in r} for r in inputs.validation_rows])
+    trainer = CharopsPretrainTrainer(
+        model=model,
+        args=args,
+        data_collator=PackedBlockCollator(tokenizer.pad_token_id),
+        train_dataset=train,
+        eval_dataset=val if len(val) and cfg.evaluate else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        recorder=common.RunRecorder(wall_start),
+    )
+    trainer.train(resume_from_checkpoint=resume_from)
+    return common.finish(trainer, cfg, inputs, trainer.recorder, resume_from)
+
+
+def main(argv: list[str] | None = None) -> None:
+    common.main(PretrainConfig, run, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Multi-turn SFT: loss on the tokens of every assistant turn, nothing else (TRL SFTTrainer).
+
+    charops train sft --config tiny-cpu
+    python -m charops.train.sft --config tiny-cpu model=runs/pretrain/model last_turn_only=true
+    torchrun --nproc-per-node 8 -m charops.train.sft --config qwen2-7b-zero3
+
+L_SFT = -1/n sum_i log P(y_i | x, y_<i), the sum over the n tokens of the assistant turns (each
+turn's content and its end-of-turn token) of every dialogue in the batch.
+
+The trainer is fed exactly what ``charops data prepare`` tokenized: ``input_ids`` plus an
+``assistant_masks`` column read off the prepared ``labels`` (-100 outside assistant turns), so
+TRL's ``assistant_only_loss`` trains on the same tokens the dataset says are supervised
+(tests/unit/test_train_sft.py proves TRL's own tokenization of ``messages`` gives the same masks).
+
+Packing (``packing=true``) uses TRL's best-fit-decreasing packing: whole dialogues are laid end
+to end in rows of ``max_seq_len`` tokens (one longer than that is truncated, never split), with
+``position_ids`` restarting at 0 for each and no attention mask, so transformers builds a
+block-diagonal causal mask: a dialogue never attends to another. With FlashAttention the batch
+is one flattened row (TRL's padding-free collator, variable-length kernel); with sdpa/eager the
+rows stay rows (``PackedRowsCollator``), which keeps the dense mask small.
+
+A micro-batch with no supervised token is an error (a DataError naming the step), never a
+silent zero loss.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import transformers
+import trl
+
+from charops.errors import DataError
+from charops.train import common
+from charops.train.common import TrainConfig
+
+
+@dataclass
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning on multi-turn character dialogues."""
+
+    stage: ClassVar[str] = "sft"
+    split_dir: ClassVar[str] = "sft"
+
+    output_dir: str = field(default="runs/sft", metadata={
+        "help": "Run directory: model/ (the trained model), checkpoints/, training_summary.json."})
+    packing: bool = field(default=True, metadata={
+        "help": "Pack several dialogues into each row (no padding; dialogues never attend to each other)."})
+    last_turn_only: bool = field(default=False, metadata={
+        "help": "Supervise only the last assistant turn of each dialogue instead of every assistant turn."})
+
+
+def assistant_masks(labels: list[int], last_turn_only: bool) -> list[int]:
+    """1 where a token is supervised (label != -100); with ``last_turn_only`` only the last run of them.
+
+    Assistant turns are separated by user turns (unsupervised tokens), so each contiguous run of
+    supervised tokens is one assistant turn.
+    """
+    mask = [int(label != -100) for label in labels]
+    if last_turn_only and any(mask):
+        end = len(mask) - mask[::-1].index(1)
+        start = end
+        while start > 0 and mask[start - 1]:
+            start -= 1
+        mask = [int(start <= i < end) for i in range(len(mask))]
+    return mask
+
+
+def to_trainer_rows(rows: list[dict], last_turn_only: bool, where: str) -> list[dict]:
+    """Prepared rows -> ``messages``, ``input_ids``, ``assistant_masks`` (what SFTTrainer takes)."""
+    common.check_rows(rows, ("messages", "input_ids", "labels"), where)
+    out = []
+    for i, row in enumerate(rows):
+        ids, labels = row["input_ids"], row["labels"]
+        if len(ids) != len(labels) or any(lab not in (-100, tok) for tok, lab in zip(ids, labels, strict=True)):
+            raise DataError(f"{where} row {i + 1} (id {row.get('id', '?')}): labels must equal input_ids or be -100; "
+                            "re-run `charops data prepare`")
+        mask = assistant_masks(labels, last_turn_only)
+        if not any(mask):
+            raise DataError(f"{where} row {i + 1} (id {row.get('id', '?')}): no assistant token to train on; "
+                            "every SFT dialogue needs an assistant turn")
+        out.append({"messages": row["messages"], "input_ids": ids, "assistant_masks": mask})
+    return out
+
+
+class PackedRowsCollator:
+    """Packed rows kept as a (batch, row) tensor, ``position_ids`` restarting per dialogue, no mask.
+
+    TRL's padding-free collator lays the whole batch end to end in one row, which is what
+    FlashAttention's variable-length kernel wants. sdpa and eager attention instead build a dense
+    mask over that row, quadratic in batch x row length; rows kept apart cost batch x row^2
+    (bench/train_throughput.py measured ~7x on CPU). Shorter rows are right-padded; the padding
+    forms a sequence of its own (positions from 0) with no targets, so it is never attended to.
+    """
+
+    def __init__(self, pad_token_id: int):
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        width = max(len(e["input_ids"]) for e in examples)
+        input_ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(examples), width), -100, dtype=torch.long)
+        position_ids = torch.arange(width).repeat(len(examples), 1)
+        for i, e in enumerate(examples):
+            n = len(e["input_ids"])
+            input_ids[i, :n] = torch.tensor(e["input_ids"])
+            labels[i, :n] = torch.tensor(e["labels"])
+            position_ids[i, :n] = torch.cat([torch.arange(k) for k in e["seq_lengths"]])
+            position_ids[i, n:] = torch.arange(width - n)
+        # A dialogue's first token follows another dialogue (or padding): never a target.
+        labels[position_ids == 0] = -100
+        return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
+
+
+class CharopsSFTTrainer(trl.SFTTrainer):
+    """TRL's SFTTrainer, counting tokens and refusing a micro-batch with nothing to learn."""
+
+    def __init__(self, *args, recorder: common.RunRecorder, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.recorder = recorder
+        recorder.accelerator = self.accelerator
+        self.add_callback(recorder)
+        # The recorder prints progress to stderr; Trainer's printer would put dicts on stdout.
+        self.remove_callback(transformers.PrinterCallback)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        tokens, supervised, slots = common.count_tokens(inputs)
+        if isinstance(self.data_collator, PackedRowsCollator):  # no attention mask: padding is pad tokens
+            tokens = int((inputs["input_ids"] != self.data_collator.pad_token_id).sum())
+        if supervised == 0:
+            # TRL would return 0/1 = 0 here: a step that trains nothing and looks perfect.
+            raise DataError(f"sft: a {'training' if model.training else 'validation'} micro-batch at step "
+                            f"{self.state.global_step + 1} has no supervised (assistant) token; check the "
+                            "dataset (dialogues without assistant turns, or max_seq_len cutting them off)")
+        if model.training:
+            self.recorder.count(tokens, supervised, slots)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def run(cfg: SFTConfig, callbacks: list | None = None) -> dict:
+    """Train, write output_dir/model and training_summary.json, return the summary."""
+    wall_start = time.time()
+    inputs, _ = common.prepare_inputs(cfg)
+    train_rows = to_trainer_rows(inputs.train_rows, cfg.last_turn_only, f"{inputs.dataset_dir}/sft/train.jsonl")
+    val_rows = to_trainer_rows(inputs.validation_rows, cfg.last_turn_only,
+                               f"{inputs.dataset_dir}/sft/validation.jsonl") if inputs.validation_rows else []
+    resume_from = common.checkpoint_to_resume(cfg)
+    common.prepare_run_dir(cfg, resume_from)
+
+    import datasets
+
+    args = common.training_arguments(
+        cfg, trl.SFTConfig,
+        max_length=cfg.max_seq_len,
+        packing=cfg.packing,
+        packing_strategy="bfd",  # whole dialogues only: an overlong one is truncated, never split
+        assistant_only_loss=True,
+        eval_packing=cfg.packing,
+        dataset_num_proc=None,
+    )
+    tokenizer = common.load_tokenizer(inputs.model_dir)
+    model = common.load_model(inputs.model_dir, cfg, args.bf16)
+    recorder = common.RunRecorder(wall_start)
+    trainer = CharopsSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(train_rows),
+        eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows and cfg.evaluate else None,
+        processing_class=tokenizer,
+        peft_config=common.peft_config(cfg),
+        callbacks=callbacks,
+        recorder=recorder,
+    )
+    if cfg.packing and not cfg.attn_implementation.startswith("flash"):
+        # TRL insists on its own collator for packing; keep its packed rows, lay them out as rows.
+        trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id)
+    trainer.train(resume_from_checkpoint=resume_from)
+    return common.finish(trainer, cfg, inputs, recorder, resume_from)
+
+
+def main(argv: list[str] | None = None) -> None:
+    common.main(SFTConfig, run, argv)
+
+
+if __name__ == "__main__":
+    main()
