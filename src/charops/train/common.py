@@ -298,7 +298,7 @@ def training_arguments(cfg: TrainConfig, args_cls: type, **stage_kwargs: Any):
         use_cpu=not gpu and cfg.deepspeed is None,
         bf16=bf16,
         fp16=False,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name; gradient_checkpointing is its deprecated alias
         deepspeed=str(deepspeed_config_path(cfg.deepspeed)) if cfg.deepspeed else None,
         dataloader_num_workers=0,
         **stage_kwargs,
