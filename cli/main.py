@@ -73,6 +73,10 @@ app.add_typer(_runs.app, name="runs")
 from charops.cli import store as _store  # noqa: E402
 
 app.add_typer(_store.app, name="store")
+from charops.cli import pipeline as _pipeline  # noqa: E402
+
+app.command("submit")(_pipeline.submit)
+app.command("compile")(_pipeline.compile)
 
 
 def main() -> None:

@@ -1,0 +1,138 @@
+"""`charops submit` and `charops compile`: run the versioned pipelines here or on Kubeflow.
+
+    charops submit pipelines/full.yaml --local                      # the whole recipe, here
+    charops submit pipelines/full.yaml --local --param sft_overrides='["max_steps=20"]'
+    charops submit pipelines/full.yaml --host https://kfp.example.com --wait --run-name try1
+    charops compile --all            # regenerate pipelines/*.yaml from pipelines/*.py
+    charops compile --check          # exit 1 listing stale compiled files
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from charops.cli.common import HostOpt, JsonOpt, NamespaceOpt, TokenOpt, echo_json
+from charops.errors import CharopsError
+
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "--param", "-p", help="Pipeline parameter NAME=VALUE (repeatable); lists/objects as JSON.",
+    show_default=False)]
+
+
+def _print_local(result) -> None:
+    """Where everything is: each task's files, then the final model, evaluation and registry."""
+    typer.echo(f"run {result.run_name}: {result.status} in {result.seconds:.1f}s "
+               f"(pipeline {result.pipeline} {result.version or 'unversioned'})")
+    typer.echo(f"run directory: {result.run_dir}  (summary: {Path(result.run_dir) / 'run.json'})")
+    order = list(result.task_seconds) + [t for t in result.outputs if t not in result.task_seconds]
+    for task in order:
+        secs = result.task_seconds.get(task)
+        typer.echo(f"  {task}" + (f"  [{secs:.1f}s]" if secs is not None else ""))
+        for name, path in result.outputs.get(task, {}).items():
+            if Path(path).exists():  # a Metrics artifact has no file locally
+                typer.echo(f"    {name:<14} {path}")
+    trained = [t for t in order if "trained_model" in result.outputs.get(t, {})]
+    if trained:
+        typer.echo(f"final model: {result.outputs[trained[-1]]['trained_model']}")
+    numbers = result.metadata.get("evaluate", {}).get("metrics")
+    if numbers:
+        line = f"validation loss {numbers['loss']:.4f}"
+        if "baseline_loss" in numbers:
+            line += f" (baseline {numbers['baseline_loss']:.4f}, change {numbers['loss_delta']:+.4f})"
+        typer.echo(line)
+        typer.echo(f"evaluation report: {result.outputs['evaluate']['report']}")
+    registered = result.parameters.get("register")
+    if registered:
+        typer.echo(f"registered version {registered['version']}: {registered['model_uri']}")
+
+
+def submit(
+    pipeline: Annotated[Path, typer.Argument(help="Compiled pipeline YAML (pipelines/<name>.yaml).")],
+    local: Annotated[bool, typer.Option("--local", help="Run here under kfp.local instead of on a Kubeflow cluster.")] = False,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Local runs: where run directories go.")] = Path("runs"),
+    param: ParamOpt = None,
+    host: HostOpt = None,
+    token: TokenOpt = None,
+    namespace: NamespaceOpt = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="Kubeflow experiment of the run (created if missing).")] = "charops",
+    run_name: Annotated[str | None, typer.Option("--run-name", help="Name of the run (default: <pipeline>-<time>).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Cluster runs: follow the run until it ends; non-zero exit unless it succeeded.")] = False,
+    poll: Annotated[float, typer.Option("--poll", help="With --wait: seconds between status checks.")] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a compiled pipeline: here with --local (kfp.local), else on a Kubeflow cluster."""
+    from charops.pipeline.spec import load_spec, parse_params
+
+    spec = load_spec(pipeline)
+    # The spec's own version is the default of its `pipeline_version` parameter, so the
+    # register step records which pipeline produced the model.
+    defaults = {"pipeline_version": spec.version or ""}
+    if local:
+        from charops.pipeline.local import run_local
+
+        result = run_local(pipeline, param or [], runs_dir=runs_dir, run_name=run_name,
+                           defaults=defaults)
+        if as_json:
+            from dataclasses import asdict
+
+            echo_json(asdict(result))
+        else:
+            _print_local(result)
+        if result.status != "succeeded":
+            raise CharopsError(f"pipeline {result.pipeline}: {result.error} (logs above; run "
+                               f"directory {result.run_dir})")
+        return
+
+    from charops.pipeline.client import connect
+
+    values = parse_params(spec, param or [])
+    if "pipeline_version" in spec.parameters and "pipeline_version" not in values:
+        values["pipeline_version"] = defaults["pipeline_version"]
+    client = connect(host, token, namespace)
+    ref = client.submit_run(pipeline, values, experiment=experiment, run_name=run_name)
+    if not as_json:
+        uploaded = f" (uploaded {' and '.join(ref.uploaded)})" if ref.uploaded else ""
+        typer.echo(f"pipeline {spec.name} version {ref.version}{uploaded}")
+        typer.echo(f"run {ref.run_name} ({ref.run_id}): {ref.url}")
+    final = None
+    if wait:
+        final = client.wait_run(ref.run_id, poll_s=poll, on_status=None if as_json else (
+            lambda s: typer.echo(f"  {s.state}" + (f": {s.error}" if s.error else ""), err=True)))
+    if as_json:
+        echo_json({**ref.to_dict(), "params": values,
+                   "final": final.to_dict() if final is not None else None})
+    if final is not None and final.exit_code:
+        raise typer.Exit(final.exit_code)
+
+
+def compile(
+    names: Annotated[list[str] | None, typer.Argument(help="Pipelines to compile: names (full) or pipelines/*.py paths.", show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every pipelines/*.py.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 listing compiled YAML that is stale.")] = False,
+    config: Annotated[str, typer.Option("--config", "-c", help="Cluster config: preset of configs/pipeline/ or a YAML file.")] = "cluster",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output YAML (one pipeline only; default pipelines/<name>.yaml).")] = None,
+) -> None:
+    """Compile pipelines/<name>.py to versioned KFP YAML (pipelines/<name>.yaml)."""
+    from charops.pipeline.compile import compile_pipeline, pipeline_names, resolve_source, stale
+    from charops.pipeline.tasks import load_cluster_config
+    from charops.pipeline.version import read_version
+
+    targets = pipeline_names() if all_ or not names else list(names)
+    if output is not None and len(targets) != 1:
+        raise CharopsError("--output needs exactly one pipeline")
+    cluster = load_cluster_config(config)
+    if check:
+        bad = [t for t in targets if stale(t, output, cluster)]
+        for t in bad:
+            typer.echo(f"stale: {output or resolve_source(t).with_suffix('.yaml')} "
+                       f"(run `charops compile {Path(t).stem}`)", err=True)
+        if bad:
+            raise typer.Exit(1)
+        typer.echo(f"up to date: {', '.join(Path(t).stem for t in targets)}")
+        return
+    for t in targets:
+        path = compile_pipeline(t, output, cluster)
+        typer.echo(f"{path}  {read_version(path)}")

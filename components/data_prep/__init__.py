@@ -1,0 +1,1 @@
+"""charops.components.data_prep: the data_prep Kubeflow component (component.py)."""

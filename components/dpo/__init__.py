@@ -1,0 +1,1 @@
+"""charops.components.dpo: the dpo Kubeflow component (component.py)."""

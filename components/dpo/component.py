@@ -1,0 +1,27 @@
+"""The ``dpo`` component: direct preference optimisation against the SFT model.
+
+A thin wrapper of ``charops.train.dpo.run`` (config ``DPOConfig``, presets under
+``configs/dpo/``). The input Model (the SFT model) is both the policy's starting point and the
+frozen reference ``pi_ref`` of ``L_DPO``; the dataset's ``dpo/`` split gives the pairs::
+
+    from kfp import local
+    from charops.components.dpo.component import dpo
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root="/tmp/kfp")
+    dpo(model=sft_task.outputs["trained_model"], dataset=..., config="tiny-cpu", overrides=[])
+"""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+from charops.pipeline.image import default_image
+
+
+@dsl.component(base_image=default_image(), install_kfp_package=False)
+def dpo(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
+        trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown]):
+    """Optimise ``model`` on preference pairs, with ``model`` itself as the reference."""
+    from charops.components.common import run_training
+    from charops.train.dpo import DPOConfig, run
+
+    run_training(DPOConfig, run, "Direct preference optimisation", config, overrides,
+                 model, dataset, trained_model, metrics, report, ref_model=model.path)

@@ -1,0 +1,1 @@
+"""charops.components.evaluate: the evaluate Kubeflow component (component.py)."""

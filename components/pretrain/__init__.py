@@ -1,0 +1,1 @@
+"""charops.components.pretrain: the pretrain Kubeflow component (component.py)."""

@@ -1,0 +1,28 @@
+"""The ``pretrain`` component: continued pretraining (causal LM loss on every token).
+
+A thin wrapper of ``charops.train.pretrain.run`` (config ``PretrainConfig``, presets under
+``configs/pretrain/``): the base Model and prepared Dataset in, the trained Model, its Metrics
+(losses, steps, throughput from ``training_summary.json``) and a Markdown report out::
+
+    from kfp import local
+    from charops.components.pretrain.component import pretrain
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root="/tmp/kfp")
+    pretrain(model=base_task.outputs["model"], dataset=prep_task.outputs["dataset"],
+             config="tiny-cpu", overrides=["max_steps=5"])
+"""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+from charops.pipeline.image import default_image
+
+
+@dsl.component(base_image=default_image(), install_kfp_package=False)
+def pretrain(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
+             trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown]):
+    """Continue pretraining ``model`` on the dataset's packed ``pretrain/`` split."""
+    from charops.components.common import run_training
+    from charops.train.pretrain import PretrainConfig, run
+
+    run_training(PretrainConfig, run, "Continued pretraining", config, overrides,
+                 model, dataset, trained_model, metrics, report)

@@ -1,0 +1,1 @@
+"""charops.components.register: the register Kubeflow component (component.py)."""

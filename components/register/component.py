@@ -1,0 +1,56 @@
+"""The ``register`` component: publish the final model and its reports in the artifact store.
+
+A thin wrapper of ``charops.registry.register``: the trained Model, the prepared Dataset (for
+its manifest hash) and the evaluation results in; the model goes to
+``models/<name>/<version>/model`` of the store named by ``store`` (empty: charops' default
+store, i.e. the KFP object store in a cluster and ``./.charops/store`` locally), the reports beside it, and a registry entry (metrics + lineage) to
+``registry/<name>/<version>.json``. Outputs the entry as an artifact, a Markdown card, and the
+version and model URI as parameters (for a later deploy step)::
+
+    from kfp import local
+    from charops.components.register.component import register
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root="/tmp/kfp")
+    register(model=..., dataset=..., evaluation=..., name="charops-chat", store="/tmp/store",
+             base_model="charops:tiny", pipeline_version="", run_id="r1", run_name="r1")
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+from charops.pipeline.image import default_image
+
+
+@dsl.component(base_image=default_image(), install_kfp_package=False)
+def register(model: Input[Model], dataset: Input[Dataset], evaluation: Input[Artifact],
+             name: str, store: str, base_model: str, pipeline_version: str, run_id: str,
+             run_name: str, entry: Output[Artifact], report: Output[Markdown],
+             ) -> NamedTuple("Outputs", [("version", int), ("model_uri", str)]):
+    """Register ``model`` as the next version of ``name`` in ``store``."""
+    import json
+    from collections import namedtuple
+    from pathlib import Path
+
+    from charops.components.common import numeric_leaves, write_markdown
+    from charops.io import write_json
+    from charops.registry import entry_markdown
+    from charops.registry import register as publish
+    from charops.storage import open_store
+
+    results = json.loads((Path(evaluation.path) / "metrics.json").read_text(encoding="utf-8"))
+    manifest = json.loads((Path(dataset.path) / "manifest.json").read_text(encoding="utf-8"))
+    # Numbers only (no sample replies or configs): what the model is compared by.
+    metrics = numeric_leaves({k: results[k] for k in ("model", "baseline", "loss_delta")
+                              if k in results})
+    lineage = {"dataset_sha256": manifest["content_sha256"], "base_model": base_model,
+               "pipeline_version": pipeline_version, "run_id": run_id, "run_name": run_name}
+    published = publish(open_store(store or None), model.path, name, metrics, lineage,
+                        reports_dir=evaluation.path)
+    write_json(entry.path, published)
+    entry.metadata.update({"name": published["name"], "version": published["version"],
+                           "model_uri": published["model_uri"],
+                           "sha256": published["model_sha256"]})
+    write_markdown(report, entry_markdown(published))
+    outputs = namedtuple("Outputs", ["version", "model_uri"])
+    return outputs(published["version"], published["model_uri"])

@@ -1,0 +1,1 @@
+"""charops.components.sft: the sft Kubeflow component (component.py)."""

@@ -1,0 +1,27 @@
+"""The ``sft`` component: supervised fine-tuning with the loss on response tokens only.
+
+A thin wrapper of ``charops.train.sft.run`` (config ``SFTConfig``, presets under
+``configs/sft/``): a Model and the prepared Dataset (its ``sft/`` split) in, the fine-tuned
+Model, Metrics and a Markdown report out::
+
+    from kfp import local
+    from charops.components.sft.component import sft
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root="/tmp/kfp")
+    sft(model=..., dataset=..., config="tiny-cpu", overrides=["max_steps=5"])
+"""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+from charops.pipeline.image import default_image
+
+
+@dsl.component(base_image=default_image(), install_kfp_package=False)
+def sft(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
+        trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown]):
+    """Fine-tune ``model`` on the dataset's multi-turn dialogues (every assistant turn)."""
+    from charops.components.common import run_training
+    from charops.train.sft import SFTConfig, run
+
+    run_training(SFTConfig, run, "Supervised fine-tuning", config, overrides,
+                 model, dataset, trained_model, metrics, report)

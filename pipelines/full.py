@@ -1,0 +1,91 @@
+"""The full charops recipe as a Kubeflow pipeline: data prep -> pretrain -> SFT -> DPO ->
+evaluate (against the base model) -> register.
+
+Wiring only: the components live in components/<stage>/, how each task runs on a cluster in
+charops.pipeline.tasks (from configs/pipeline/cluster.yaml, read at compile time). Compile and
+run it::
+
+    charops compile full                          # -> pipelines/full.yaml (stamped version)
+    charops submit pipelines/full.yaml --local    # whole recipe on this machine (kfp.local)
+    charops submit pipelines/full.yaml --host https://kfp.example.com --wait \
+        --param base_model=s3://models/qwen2-0.5b --param accelerator_limit=4
+"""
+
+# Pipeline parameters' defaults are lists ([] = no overrides): KFP reads them from the
+# signature and never calls the function with them, so B006 does not apply.
+# ruff: noqa: B006
+
+from kfp import dsl
+
+from charops.components.base_model.component import base_model as base_model_op
+from charops.components.data_prep.component import data_prep
+from charops.components.dpo.component import dpo
+from charops.components.evaluate.component import evaluate
+from charops.components.pretrain.component import pretrain
+from charops.components.register.component import register
+from charops.components.sft.component import sft
+from charops.pipeline.tasks import ClusterConfig, Placement, light_step, training_step
+
+
+def build(cluster: ClusterConfig):
+    """The pipeline function, its cluster parameters' defaults taken from ``cluster``."""
+
+    @dsl.pipeline(name="charops-full",
+                  description="Character role-play model recipe (CharacterGLM style): data prep, "
+                              "continued pretraining, multi-turn SFT, DPO, held-out evaluation "
+                              "against the base model, registration in the artifact store.")
+    def full(
+        base_model: str = "charops:tiny",
+        model_config: str = "tiny",
+        model_overrides: list = [],
+        data: str = "",
+        data_config: str = "default",
+        data_overrides: list = [],
+        pretrain_config: str = "tiny-cpu",
+        pretrain_overrides: list = [],
+        sft_config: str = "tiny-cpu",
+        sft_overrides: list = [],
+        dpo_config: str = "tiny-cpu",
+        dpo_overrides: list = [],
+        eval_config: str = "heldout",
+        eval_overrides: list = [],
+        model_name: str = "charops-chat",
+        store: str = cluster.store,
+        pipeline_version: str = "",
+        accelerator_type: str = cluster.accelerator_type,
+        accelerator_limit: int = cluster.accelerator_limit,
+        node_selector: dict = cluster.node_selector,
+        tolerations: list = cluster.tolerations,
+        s3_secret: str = cluster.s3_secret,
+        judge_secret: str = cluster.judge_secret,
+        model_cache_pvc: str = cluster.model_cache_pvc,
+    ):
+        where = Placement(accelerator_type, accelerator_limit, node_selector, tolerations,
+                          s3_secret, judge_secret, model_cache_pvc)
+        base = light_step(base_model_op(base_model=base_model, config=model_config,
+                                        overrides=model_overrides), cluster, where, "base model")
+        prep = light_step(data_prep(model=base.outputs["model"], data=data, config=data_config,
+                                    overrides=data_overrides), cluster, where, "data prep")
+        pt = training_step(pretrain(model=base.outputs["model"], dataset=prep.outputs["dataset"],
+                                    config=pretrain_config, overrides=pretrain_overrides),
+                           cluster, where, "pretrain")
+        tuned = training_step(sft(model=pt.outputs["trained_model"],
+                                  dataset=prep.outputs["dataset"], config=sft_config,
+                                  overrides=sft_overrides), cluster, where, "sft")
+        aligned = training_step(dpo(model=tuned.outputs["trained_model"],
+                                    dataset=prep.outputs["dataset"], config=dpo_config,
+                                    overrides=dpo_overrides), cluster, where, "dpo")
+        evaluation = training_step(evaluate(model=aligned.outputs["trained_model"],
+                                            dataset=prep.outputs["dataset"],
+                                            baseline=base.outputs["model"], config=eval_config,
+                                            overrides=eval_overrides), cluster, where, "evaluate", judge=True)
+        light_step(register(model=aligned.outputs["trained_model"],
+                            dataset=prep.outputs["dataset"],
+                            evaluation=evaluation.outputs["results"], name=model_name,
+                            store=store, base_model=base_model,
+                            pipeline_version=pipeline_version,
+                            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
+                   cluster, where, "register")
+
+    return full

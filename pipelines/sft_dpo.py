@@ -1,0 +1,83 @@
+"""The recipe without continued pretraining: data prep -> SFT -> DPO -> evaluate -> register.
+
+For a base model that already speaks the language (any Hugging Face chat model): fine-tune it
+on the character dialogues, align it on preference pairs, compare it with the base model::
+
+    charops compile sft_dpo
+    charops submit pipelines/sft_dpo.yaml --local
+    charops submit pipelines/sft_dpo.yaml --host https://kfp.example.com \
+        --param base_model=s3://models/qwen2-1.5b-instruct --param sft_config=gpu-lora
+"""
+
+# Pipeline parameters' defaults are lists ([] = no overrides): KFP reads them from the
+# signature and never calls the function with them, so B006 does not apply.
+# ruff: noqa: B006
+
+from kfp import dsl
+
+from charops.components.base_model.component import base_model as base_model_op
+from charops.components.data_prep.component import data_prep
+from charops.components.dpo.component import dpo
+from charops.components.evaluate.component import evaluate
+from charops.components.register.component import register
+from charops.components.sft.component import sft
+from charops.pipeline.tasks import ClusterConfig, Placement, light_step, training_step
+
+
+def build(cluster: ClusterConfig):
+    """The pipeline function, its cluster parameters' defaults taken from ``cluster``."""
+
+    @dsl.pipeline(name="charops-sft-dpo",
+                  description="Character role-play fine-tuning without pretraining: data prep, "
+                              "multi-turn SFT, DPO, held-out evaluation against the base model, "
+                              "registration in the artifact store.")
+    def sft_dpo(
+        base_model: str = "charops:tiny",
+        model_config: str = "tiny",
+        model_overrides: list = [],
+        data: str = "",
+        data_config: str = "default",
+        data_overrides: list = [],
+        sft_config: str = "tiny-cpu",
+        sft_overrides: list = [],
+        dpo_config: str = "tiny-cpu",
+        dpo_overrides: list = [],
+        eval_config: str = "heldout",
+        eval_overrides: list = [],
+        model_name: str = "charops-chat",
+        store: str = cluster.store,
+        pipeline_version: str = "",
+        accelerator_type: str = cluster.accelerator_type,
+        accelerator_limit: int = cluster.accelerator_limit,
+        node_selector: dict = cluster.node_selector,
+        tolerations: list = cluster.tolerations,
+        s3_secret: str = cluster.s3_secret,
+        judge_secret: str = cluster.judge_secret,
+        model_cache_pvc: str = cluster.model_cache_pvc,
+    ):
+        where = Placement(accelerator_type, accelerator_limit, node_selector, tolerations,
+                          s3_secret, judge_secret, model_cache_pvc)
+        base = light_step(base_model_op(base_model=base_model, config=model_config,
+                                        overrides=model_overrides), cluster, where, "base model")
+        prep = light_step(data_prep(model=base.outputs["model"], data=data, config=data_config,
+                                    overrides=data_overrides), cluster, where, "data prep")
+        tuned = training_step(sft(model=base.outputs["model"], dataset=prep.outputs["dataset"],
+                                  config=sft_config, overrides=sft_overrides),
+                              cluster, where, "sft")
+        aligned = training_step(dpo(model=tuned.outputs["trained_model"],
+                                    dataset=prep.outputs["dataset"], config=dpo_config,
+                                    overrides=dpo_overrides), cluster, where, "dpo")
+        evaluation = training_step(evaluate(model=aligned.outputs["trained_model"],
+                                            dataset=prep.outputs["dataset"],
+                                            baseline=base.outputs["model"], config=eval_config,
+                                            overrides=eval_overrides), cluster, where, "evaluate", judge=True)
+        light_step(register(model=aligned.outputs["trained_model"],
+                            dataset=prep.outputs["dataset"],
+                            evaluation=evaluation.outputs["results"], name=model_name,
+                            store=store, base_model=base_model,
+                            pipeline_version=pipeline_version,
+                            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
+                   cluster, where, "register")
+
+    return sft_dpo

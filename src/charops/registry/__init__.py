@@ -1,0 +1,151 @@
+"""Model registry: published models, their numbers and lineage, in the artifact store.
+
+Layout inside a store (``charops.storage.open_store``: a local directory or any S3)::
+
+    models/<name>/<version>/model/...      the model directory (Hugging Face files)
+    models/<name>/<version>/reports/...    evaluation results (metrics.json, report.md, ...)
+    registry/<name>/<version>.json         the entry: name, version, model sha256, metrics,
+                                           lineage (dataset hash, base model, pipeline version,
+                                           run id), where the model and reports are
+
+Versions are consecutive integers per name (1, 2, ...), so "the latest" is obvious to people
+and to ``charops deploy``. Registering content that is already registered (same model
+sha256) returns the existing entry instead of minting a new version: a retried or cached
+pipeline step does not create duplicates. The entry is written last, after every file of the
+model: an upload that died half-way has no entry and is invisible to readers::
+
+    from charops.registry import register, get_entry
+    from charops.storage import open_store
+    store = open_store(".charops/store")
+    entry = register(store, "runs/dpo-model", "charops-chat", {"loss": 2.1},
+                     {"dataset_sha256": "...", "base_model": "charops:tiny"})
+    get_entry(store, "charops-chat")["version"]      # latest
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from pathlib import Path
+from typing import Any
+
+import charops
+from charops.errors import CharopsError
+from charops.io import sha256_tree
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
+_ENTRY_RE = re.compile(r"(?:^|/)(\d+)\.json$")
+
+
+class RegistryError(CharopsError):
+    """A registry name, version or model directory is wrong."""
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise RegistryError(f"model name '{name}': use 1-63 lowercase letters, digits, '.', '_' "
+                            "or '-', starting and ending with a letter or digit")
+    return name
+
+
+def model_prefix(name: str, version: int) -> str:
+    return f"models/{check_name(name)}/{version}/model"
+
+
+def reports_prefix(name: str, version: int) -> str:
+    return f"models/{check_name(name)}/{version}/reports"
+
+
+def entry_key(name: str, version: int) -> str:
+    return f"registry/{check_name(name)}/{version}.json"
+
+
+def list_versions(store: Any, name: str) -> list[int]:
+    """Registered versions of ``name``, ascending (empty when none)."""
+    keys = store.list(f"registry/{check_name(name)}/")
+    return sorted(int(m.group(1)) for k in keys if (m := _ENTRY_RE.search(k)))
+
+
+def get_entry(store: Any, name: str, version: int | str = "latest") -> dict:
+    """The entry of ``name`` at ``version`` (an integer or ``latest``)."""
+    versions = list_versions(store, name)
+    if not versions:
+        raise RegistryError(f"model '{name}' is not registered in {store}; run a pipeline "
+                            "with a register step first")
+    if version == "latest":
+        version = versions[-1]
+    try:
+        version = int(version)
+    except ValueError:
+        raise RegistryError(f"model '{name}': version '{version}' is not an integer or 'latest'") from None
+    if version not in versions:
+        raise RegistryError(f"model '{name}' has no version {version} (versions: "
+                            f"{', '.join(map(str, versions))})")
+    return store.get_json(entry_key(name, version))
+
+
+def _check_free(store: Any, name: str, version: int) -> None:
+    if store.exists(entry_key(name, version)):
+        raise RegistryError(f"model '{name}' version {version} was registered concurrently by "
+                            "another run; retry the registration")
+
+
+def register(store: Any, model_dir: str | Path, name: str, metrics: dict, lineage: dict,
+             reports_dir: str | Path | None = None) -> dict:
+    """Publish ``model_dir`` (and ``reports_dir``) as the next version of ``name``; the entry.
+
+    ``metrics`` are the numbers the model is judged by (e.g. held-out loss, baseline loss);
+    ``lineage`` says where it came from (dataset manifest hash, base model, pipeline version,
+    run id). Both must be JSON-serialisable and are stored as given.
+    """
+    check_name(name)
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise RegistryError(f"'{model_dir}' is not a model directory (no config.json); register "
+                            "the output of a training step")
+    if reports_dir is not None and not Path(reports_dir).is_dir():
+        raise RegistryError(f"reports directory '{reports_dir}' does not exist")
+    digest = sha256_tree(model_dir)
+    versions = list_versions(store, name)
+    for v in reversed(versions):
+        existing = store.get_json(entry_key(name, v))
+        if existing["model_sha256"] == digest:
+            return existing
+    version = (versions[-1] if versions else 0) + 1
+    _check_free(store, name, version)
+    store.put_dir(model_dir, model_prefix(name, version))
+    if reports_dir is not None:
+        store.put_dir(reports_dir, reports_prefix(name, version))
+    entry = {
+        "name": name,
+        "version": version,
+        "model_sha256": digest,
+        "model_uri": store.url_for(model_prefix(name, version)),
+        "reports_uri": store.url_for(reports_prefix(name, version)) if reports_dir is not None else None,
+        "metrics": metrics,
+        "lineage": lineage,
+        "charops_version": charops.__version__,
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
+    # Written last: its presence is what makes the version exist. Another registration of the
+    # same name may have taken this number meanwhile; fail (a retry takes the next one) rather
+    # than overwrite its entry.
+    _check_free(store, name, version)
+    store.put_json(entry_key(name, version), entry)
+    return entry
+
+
+def entry_markdown(entry: dict) -> str:
+    """A short Markdown card of a registry entry (the register step's report)."""
+    lines = [f"# {entry['name']} v{entry['version']}", "",
+             f"- model: `{entry['model_uri']}`",
+             f"- sha256: `{entry['model_sha256']}`"]
+    if entry.get("reports_uri"):
+        lines.append(f"- reports: `{entry['reports_uri']}`")
+    for key, value in sorted(entry["lineage"].items()):
+        lines.append(f"- {key}: `{value}`")
+    numbers = {k: v for k, v in entry["metrics"].items() if isinstance(v, (int, float))}
+    if numbers:
+        lines += ["", "| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {v:.6g} |" for k, v in sorted(numbers.items())]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,156 @@
+"""Compiled pipelines: committed YAML is fresh, versions follow the spec, cluster settings land.
+
+    .venv/bin/python -m pytest tests/unit/test_compile.py -x -q
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from charops.errors import CharopsError
+from charops.pipeline.compile import compile_pipeline, compile_text, pipeline_names, stale
+from charops.pipeline.tasks import load_cluster_config
+from charops.pipeline.version import compute_version, read_version
+
+ROOT = Path(__file__).resolve().parents[2]
+PIPELINES = ["eval_only", "full", "sft_dpo"]
+TRAINING = {"full": ["pretrain", "sft", "dpo", "evaluate"], "sft_dpo": ["sft", "dpo", "evaluate"],
+            "eval_only": ["evaluate"]}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    # The committed files are compiled with the default image and from the repository root.
+    monkeypatch.delenv("CHAROPS_IMAGE", raising=False)
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(scope="module")
+def fresh() -> dict[str, str]:
+    return {name: compile_text(name) for name in PIPELINES}
+
+
+def _docs(text: str) -> tuple[dict, dict]:
+    spec, platform = yaml.safe_load_all(text)
+    return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def test_every_pipeline_is_found():
+    assert pipeline_names() == PIPELINES
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_committed_yaml_is_not_stale(name, fresh):
+    committed = ROOT / "pipelines" / f"{name}.yaml"
+    assert committed.is_file(), f"{committed} missing: run `charops compile --all`"
+    assert committed.read_text(encoding="utf-8") == fresh[name], \
+        f"{committed} is stale: run `charops compile {name}` and commit the result"
+    assert read_version(committed) == compute_version(fresh[name])
+
+
+def test_compiling_twice_gives_the_same_bytes(fresh):
+    assert compile_text("full") == fresh["full"]
+
+
+def test_version_changes_with_the_spec(fresh):
+    other = compile_text("full", load_cluster_config("cluster", ["retries=5"]))
+    base_version, other_version = compute_version(fresh["full"]), compute_version(other)
+    assert base_version != other_version
+    assert base_version.startswith("0.1.0-") and len(base_version.split("-")[1]) == 8
+    assert f"# charops-pipeline-version: {other_version}" in other
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_yaml_loads_back_as_a_pipeline(name, tmp_path, fresh):
+    from kfp.components import load_component_from_file
+
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(fresh[name], encoding="utf-8")
+    component = load_component_from_file(str(path))
+    assert component.name == f"charops-{name.replace('_', '-')}"
+    params = component.component_spec.inputs
+    for p in ("accelerator_type", "accelerator_limit", "node_selector", "tolerations",
+              "s3_secret", "judge_secret", "model_cache_pvc", "eval_config", "eval_overrides"):
+        assert p in params, f"{name} lacks parameter {p}"
+
+
+def test_cluster_settings_are_parameters_or_config(fresh):
+    cluster = load_cluster_config()
+    spec, executors = _docs(fresh["full"])
+    tasks = spec["root"]["dag"]["tasks"]
+    for task in TRAINING["full"]:
+        t = tasks[task]
+        assert t["cachingOptions"] == {}, f"{task}: caching must be off"  # enableCache false
+        assert t["retryPolicy"]["maxRetryCount"] == cluster.retries
+        ex = executors[f"exec-{task}"]
+        assert ex["activeDeadlineSeconds"] == str(cluster.training_timeout_s)
+        assert ex["nodeSelector"]["nodeSelectorJson"] == {"componentInputParameter": "node_selector"}
+        assert ex["tolerations"] == [{"tolerationJson": {"componentInputParameter": "tolerations"}}]
+        s3 = next(s for s in ex["secretAsEnv"] if s["secretNameParameter"] == {"componentInputParameter": "s3_secret"})
+        assert {k["secretKey"]: k["envVar"] for k in s3["keyToEnv"]} == cluster.s3_secret_env
+        assert ex["pvcMount"][0]["pvcNameParameter"] == {"componentInputParameter": "model_cache_pvc"}
+        resources = spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]["resources"]
+        assert "accelerator_limit" in resources["accelerator"]["resourceCount"]
+        assert "accelerator_type" in resources["accelerator"]["resourceType"]
+    # The judge key only goes to evaluation.
+    judge = [t for t, ex in executors.items()
+             if any(s["secretNameParameter"] == {"componentInputParameter": "judge_secret"}
+                    for s in ex.get("secretAsEnv", []))]
+    assert judge == ["exec-evaluate"]
+    # Light steps: cached, no accelerator, shorter deadline.
+    for task in ("base-model", "data-prep", "register"):
+        assert tasks[task]["cachingOptions"] == {"enableCache": True}
+        assert executors[f"exec-{task}"]["activeDeadlineSeconds"] == str(cluster.step_timeout_s)
+        assert "accelerator" not in spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"].get("resources", {})
+    # Cluster config defaults become parameter defaults.
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert inputs["s3_secret"]["defaultValue"] == cluster.s3_secret
+    assert inputs["tolerations"]["defaultValue"] == cluster.tolerations
+    assert inputs["store"]["defaultValue"] == cluster.store
+
+
+def test_a_cluster_config_changes_compile_time_settings():
+    cluster = load_cluster_config("cluster", ["training_timeout_s=60", "model_cache_enabled=false",
+                                              "s3_secret=my-minio", "retries=0"])
+    spec, executors = _docs(compile_text("sft_dpo", cluster))
+    assert executors["exec-sft"]["activeDeadlineSeconds"] == "60"
+    assert all("pvcMount" not in ex for ex in executors.values())
+    assert spec["root"]["inputDefinitions"]["parameters"]["s3_secret"]["defaultValue"] == "my-minio"
+    assert "retryPolicy" not in spec["root"]["dag"]["tasks"]["sft"]
+
+
+def test_unknown_pipeline_and_bad_cluster_config_are_one_line_errors(tmp_path):
+    with pytest.raises(CharopsError, match="no pipeline named 'nope'.*full"):
+        compile_text("nope")
+    with pytest.raises(CharopsError, match="unknown key 'retry'; did you mean 'retries'"):
+        load_cluster_config("cluster", ["retry=1"])
+    with pytest.raises(CharopsError, match="retries must be >= 0"):
+        load_cluster_config("cluster", ["retries=-1"])
+
+
+def test_stale_detects_an_edited_file(tmp_path, fresh):
+    path = compile_pipeline("eval_only", tmp_path / "eval_only.yaml")
+    assert not stale("eval_only", path)
+    path.write_text(path.read_text().replace("heldout", "other"), encoding="utf-8")
+    assert stale("eval_only", path)
+    assert stale("eval_only", tmp_path / "missing.yaml")
+
+
+def test_cli_compile_and_check(tmp_path):
+    from charops.cli.main import app
+
+    runner = CliRunner()
+    out = tmp_path / "full.yaml"
+    res = runner.invoke(app, ["compile", "full", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert read_version(out) in res.output
+    assert runner.invoke(app, ["compile", "full", "--output", str(out), "--check"]).exit_code == 0
+    out.write_text(out.read_text().replace("tiny-cpu", "gpu"), encoding="utf-8")
+    res = runner.invoke(app, ["compile", "full", "--output", str(out), "--check"])
+    assert res.exit_code == 1 and f"stale: {out}" in res.output
+    res = runner.invoke(app, ["compile", "nope"])
+    assert res.exit_code == 2 and "error: no pipeline named 'nope'" in res.output
