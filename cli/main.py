@@ -54,29 +54,17 @@ def version(
                 typer.echo(f"  {k:<13} {v or 'not installed'}")
 
 
-# Command groups, one module each: cli/<group>.py defines `app`, registered here.
-from charops.cli import data as _data  # noqa: E402
+# Command groups, one module each (cli/<group>.py defines `app`); pipeline commands are top level.
+from charops.cli import data, eval, model, pipeline, runs, store, train  # noqa: E402
 
-app.add_typer(_data.app, name="data")
-from charops.cli import model as _model  # noqa: E402
-
-app.add_typer(_model.app, name="model")
-from charops.cli import eval as _eval  # noqa: E402
-
-app.add_typer(_eval.app, name="eval")
-from charops.cli import train as _train  # noqa: E402
-
-app.add_typer(_train.app, name="train")
-from charops.cli import runs as _runs  # noqa: E402
-
-app.add_typer(_runs.app, name="runs")
-from charops.cli import store as _store  # noqa: E402
-
-app.add_typer(_store.app, name="store")
-from charops.cli import pipeline as _pipeline  # noqa: E402
-
-app.command("submit")(_pipeline.submit)
-app.command("compile")(_pipeline.compile)
+app.command("submit")(pipeline.submit)
+app.command("compile")(pipeline.compile)
+app.add_typer(data.app, name="data")
+app.add_typer(model.app, name="model")
+app.add_typer(train.app, name="train")
+app.add_typer(eval.app, name="eval")
+app.add_typer(runs.app, name="runs")
+app.add_typer(store.app, name="store")
 
 
 def main() -> None:
