@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import signal
 import socket
@@ -193,7 +192,7 @@ def s3_server(tmp_path_factory):
     }]}))
     names = ["master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
              "filer.port.grpc", "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc"]
-    ports = dict(zip(names, _free_ports(len(names))))
+    ports = dict(zip(names, _free_ports(len(names)), strict=True))
     (base / "data").mkdir()
     args = [weed, "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.config={base / 's3.json'}", "-admin.ui=false", "-webdav=false",
