@@ -15,13 +15,10 @@ on the character dialogues, align it on preference pairs, compare it with the ba
 
 from kfp import dsl
 
-from charops.components.base_model.component import base_model as base_model_op
-from charops.components.data_prep.component import data_prep
 from charops.components.dpo.component import dpo
-from charops.components.evaluate.component import evaluate
-from charops.components.register.component import register
 from charops.components.sft.component import sft
-from charops.pipeline.tasks import ClusterConfig, Placement, light_step, training_step
+from charops.pipeline.recipe import base_and_data, evaluate_and_register
+from charops.pipeline.tasks import ClusterConfig, Placement, training_step
 
 
 def build(cluster: ClusterConfig):
@@ -57,27 +54,20 @@ def build(cluster: ClusterConfig):
     ):
         where = Placement(accelerator_type, accelerator_limit, node_selector, tolerations,
                           s3_secret, judge_secret, model_cache_pvc)
-        base = light_step(base_model_op(base_model=base_model, config=model_config,
-                                        overrides=model_overrides), cluster, where, "base model")
-        prep = light_step(data_prep(model=base.outputs["model"], data=data, config=data_config,
-                                    overrides=data_overrides), cluster, where, "data prep")
+        base, prep = base_and_data(cluster, where, base_model=base_model,
+                                   model_config=model_config, model_overrides=model_overrides,
+                                   data=data, data_config=data_config,
+                                   data_overrides=data_overrides)
         tuned = training_step(sft(model=base.outputs["model"], dataset=prep.outputs["dataset"],
                                   config=sft_config, overrides=sft_overrides),
                               cluster, where, "sft")
         aligned = training_step(dpo(model=tuned.outputs["trained_model"],
                                     dataset=prep.outputs["dataset"], config=dpo_config,
                                     overrides=dpo_overrides), cluster, where, "dpo")
-        evaluation = training_step(evaluate(model=aligned.outputs["trained_model"],
-                                            dataset=prep.outputs["dataset"],
-                                            baseline=base.outputs["model"], config=eval_config,
-                                            overrides=eval_overrides), cluster, where, "evaluate", judge=True)
-        light_step(register(model=aligned.outputs["trained_model"],
-                            dataset=prep.outputs["dataset"],
-                            evaluation=evaluation.outputs["results"], name=model_name,
-                            store=store, base_model=base_model,
-                            pipeline_version=pipeline_version,
-                            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
-                   cluster, where, "register")
+        evaluate_and_register(cluster, where, model=aligned.outputs["trained_model"],
+                              dataset=prep.outputs["dataset"], baseline=base.outputs["model"],
+                              eval_config=eval_config, eval_overrides=eval_overrides,
+                              model_name=model_name, store=store, base_model=base_model,
+                              pipeline_version=pipeline_version)
 
     return sft_dpo

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from transformers import TrainerCallback
+from transformers import PrinterCallback, TrainerCallback
 
 from charops.config import load_config, preset_dir, to_dict
 from charops.errors import CharopsError, ConfigError, DataError
@@ -437,6 +437,15 @@ class RunRecorder(TrainerCallback):
 
 
 # --- 5. final model and summary ----------------------------------------------------------------
+
+
+def attach_recorder(trainer, recorder: RunRecorder) -> None:
+    """Record every step of ``trainer`` with ``recorder`` (its ``compute_loss`` counts tokens)."""
+    trainer.recorder = recorder
+    recorder.accelerator = trainer.accelerator
+    trainer.add_callback(recorder)
+    # The recorder prints progress to stderr; Trainer's printer would put dicts on stdout.
+    trainer.remove_callback(PrinterCallback)
 
 
 def loss_curve(log_history: list[dict]) -> list[dict]:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import transformers
 import trl
 
 from charops.errors import ConfigError
@@ -73,11 +72,7 @@ class CharopsDPOTrainer(trl.DPOTrainer):
 
     def __init__(self, *args, recorder: common.RunRecorder, **kwargs):
         super().__init__(*args, **kwargs)
-        self.recorder = recorder
-        recorder.accelerator = self.accelerator
-        self.add_callback(recorder)
-        # The recorder prints progress to stderr; Trainer's printer would put dicts on stdout.
-        self.remove_callback(transformers.PrinterCallback)
+        common.attach_recorder(self, recorder)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:

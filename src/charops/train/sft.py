@@ -29,7 +29,6 @@ import time
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-import transformers
 import trl
 
 from charops.errors import DataError
@@ -121,11 +120,7 @@ class CharopsSFTTrainer(trl.SFTTrainer):
 
     def __init__(self, *args, recorder: common.RunRecorder, **kwargs):
         super().__init__(*args, **kwargs)
-        self.recorder = recorder
-        recorder.accelerator = self.accelerator
-        self.add_callback(recorder)
-        # The recorder prints progress to stderr; Trainer's printer would put dicts on stdout.
-        self.remove_callback(transformers.PrinterCallback)
+        common.attach_recorder(self, recorder)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         tokens, supervised, slots = common.count_tokens(inputs)
