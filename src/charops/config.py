@@ -153,15 +153,24 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type[T], data: dict, where: str) -> T:
+def _check_keys(cls: type, data: dict, where: str) -> None:
+    """Unknown keys in ``data`` (recursing into nested config sections) are errors."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    kwargs = {}
     for key, value in data.items():
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            _check_keys(hints[key], value, where)
+
+
+def _build(cls: type[T], data: dict, where: str) -> T:
+    _check_keys(cls, data, where)
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
         kwargs[key] = _coerce(value, hints[key], f"{where}: {key}" if "." not in where else f"{where}.{key}")
     try:
         return cls(**kwargs)
@@ -183,8 +192,9 @@ def load_config(cls: type[T], source: str | Path | dict | None = None,
         path = resolve_config_path(stage, source)
         data = read_yaml(path)
         where = str(path)
-    data = _merge(data, parse_overrides(list(overrides)))
-    cfg = _build(cls, data, where)
+    extra = parse_overrides(list(overrides))
+    _check_keys(cls, extra, "override")  # name the command line, not the preset, for a typo there
+    cfg = _build(cls, _merge(data, extra), where)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()

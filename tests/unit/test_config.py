@@ -83,3 +83,13 @@ def test_missing_preset_lists_known_ones():
 def test_parse_overrides_nesting():
     assert parse_overrides(["a=1", "b.c=x", "b.d=[1, 2]", "e="]) == {
         "a": 1, "b": {"c": "x", "d": [1, 2]}, "e": ""}
+
+
+def test_typo_in_file_names_the_file_and_typo_on_command_line_names_the_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("modle: x\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'modle'; did you mean 'model'"):
+        load_config(DemoConfig, path)
+    path.write_text("model: x\n")
+    with pytest.raises(ConfigError, match=r"^override: unknown key 'r0'"):
+        load_config(DemoConfig, path, ["lora.r0=1"])
