@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 # mkstemp/mkdtemp create private (0600/0700) files; published files get the usual permissions
 # (what open() would give under the process umask) so other users of an image can read them.
 _UMASK = os.umask(0)
@@ -53,8 +55,12 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def dumps_json(obj: Any) -> str:
-    """Canonical JSON (sorted keys, UTF-8, no spaces variance) so equal data gives equal bytes."""
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    """Canonical JSON (sorted keys, UTF-8, compact) so equal data gives equal bytes.
+
+    orjson, because datasets are mostly long token-id lists: it encodes them ~6x faster than
+    the json module, which made JSON writing a third of ``data prepare``'s own time.
+    """
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
