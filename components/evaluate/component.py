@@ -31,9 +31,9 @@ def evaluate(model: Input[Model], dataset: Input[Dataset], config: str, override
     from charops.components.common import log_metrics, stage_config, write_markdown
     from charops.eval.heldout import HeldoutEvalConfig, run
 
-    paths = {"model": model.path, "dataset": dataset.path, "output_dir": results.path}
-    if baseline is not None:
-        paths["baseline_model"] = baseline.path
+    # No baseline input means no baseline, whatever the preset names for command-line use.
+    paths = {"model": model.path, "dataset": dataset.path, "output_dir": results.path,
+             "baseline_model": baseline.path if baseline is not None else None}
     out = run(stage_config(HeldoutEvalConfig, config, overrides, **paths))
     # The headline numbers; per-category/topic breakdowns stay in results/metrics.json.
     headline = {"loss": out["model"]["loss"], "perplexity": out["model"]["perplexity"],
