@@ -26,6 +26,7 @@ from charops.storage.store import (
     clean_key,
     copy_file_hashing,
     copy_stream,
+    decode_json,
     download_tree,
     is_internal,
     publish_dir,
@@ -127,12 +128,7 @@ class LocalStore:
     def get_json(self, key: str) -> Any:
         info = self._info(key)
         data = self._path(key).read_bytes()
-        if info.sha256 and sha256_bytes(data) != info.sha256:
-            raise StorageError(f"{self.url_for(key)}: checksum mismatch: the stored object is corrupt")
-        try:
-            return json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise StorageError(f"{self.url_for(key)}: not valid JSON ({exc.msg})") from None
+        return decode_json(self.url_for(key), data, info.sha256)
 
     def put_dir(self, local_dir: str | os.PathLike, prefix: str) -> dict:
         return publish_dir(self, local_dir, prefix, workers=self.workers)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -35,6 +34,7 @@ from charops.storage.store import (
     StorageError,
     Transfer,
     clean_key,
+    decode_json,
     download_tree,
     file_digests,
     is_internal,
@@ -245,12 +245,7 @@ class S3Store:
             finally:
                 response.close()
                 response.release_conn()
-        if info.sha256 and sha256_bytes(data) != info.sha256:
-            raise StorageError(f"{self.url_for(key)}: checksum mismatch: the stored object is corrupt")
-        try:
-            return json.loads(data)
-        except json.JSONDecodeError as exc:
-            raise StorageError(f"{self.url_for(key)}: not valid JSON ({exc.msg})") from None
+        return decode_json(self.url_for(key), data, info.sha256)
 
     # -- directories ---------------------------------------------------------------------
 

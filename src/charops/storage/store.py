@@ -18,6 +18,7 @@ sees a half-published model or dataset::
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -29,7 +30,7 @@ from typing import Any, Protocol
 
 import charops
 from charops.errors import CharopsError
-from charops.io import atomic_dir
+from charops.io import atomic_dir, sha256_bytes
 
 MARKER = "_SUCCESS"
 STAGING = ".staging"
@@ -184,6 +185,16 @@ def resumable_download(url: str, local: str | os.PathLike, size: int, sha256: st
             raise
         return Transfer(final, size, got, transferred, resumed_from)
     raise AssertionError("unreachable")
+
+
+def decode_json(url: str, data: bytes, sha256: str | None) -> Any:
+    """A stored JSON object's bytes, checked against their recorded sha256, parsed."""
+    if sha256 and sha256_bytes(data) != sha256:
+        raise StorageError(f"{url}: checksum mismatch: the stored object is corrupt")
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise StorageError(f"{url}: not valid JSON ({exc.msg})") from None
 
 
 def _local_files(local_dir: Path) -> list[str]:
