@@ -119,7 +119,7 @@ def test_batching_does_not_change_the_loss(micro_model_dir, eval_dataset_dir, tm
     for bs in (1, 4):
         cfg = load_config(HeldoutEvalConfig, "heldout", [f"model={micro_model_dir}", f"dataset={eval_dataset_dir}",
                                                          f"output_dir={tmp_path / str(bs)}", f"batch_size={bs}",
-                                                         "num_samples=0"])
+                                                         "num_samples=0", "baseline_model=null"])
         losses.append(run(cfg)["model"]["loss"])
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-5, atol=1e-6)
 
