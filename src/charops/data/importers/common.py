@@ -224,6 +224,18 @@ def json_units(path: Path) -> list[Unit]:
     return units
 
 
+def json_objects(path: Path, display: str, record_type: str | None, out: Parsed) -> Iterator[Unit]:
+    """The units of ``path`` (see :func:`json_units`) that are JSON objects; the others become
+    rejects in ``out`` ("invalid JSON", "not a JSON object")."""
+    for unit in json_units(path):
+        if unit.error:
+            out.rejects.append(Reject(display, unit.location, record_type, unit.error))
+        elif not isinstance(unit.value, dict):
+            out.rejects.append(Reject(display, unit.location, record_type, "not a JSON object"))
+        else:
+            yield unit
+
+
 def json_document(path: Path) -> Any:
     """A file holding one JSON value (array or object)."""
     text = read_text(path)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from charops.data.importers.common import Parsed, Reject, build, json_units
+from charops.data.importers.common import Parsed, Reject, build, json_objects
 from charops.data.schema import Dialogue
 
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant",
@@ -69,14 +69,8 @@ def _sharegpt_turns(items: list) -> list[dict] | str:
 
 def _parse(path: Path, display: str, character: str | None, key: str) -> Parsed:
     out = Parsed()
-    for unit in json_units(path):
-        if unit.error:
-            out.rejects.append(Reject(display, unit.location, "dialogue", unit.error))
-            continue
+    for unit in json_objects(path, display, "dialogue", out):
         obj = unit.value
-        if not isinstance(obj, dict):
-            out.rejects.append(Reject(display, unit.location, "dialogue", "not a JSON object"))
-            continue
         if not isinstance(obj.get(key), list):
             out.rejects.append(Reject(display, unit.location, "dialogue", f"missing '{key}' list"))
             continue

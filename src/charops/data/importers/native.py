@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charops.data.importers.common import Parsed, Reject, build, json_units
+from charops.data.importers.common import Parsed, Reject, build, json_objects
 from charops.data.schema import MODELS
 
 
@@ -36,14 +36,8 @@ def infer_type(obj: dict) -> str | None:
 
 def parse(path: Path, display: str, character: str | None = None) -> Parsed:
     out = Parsed()
-    for unit in json_units(path):
-        if unit.error:
-            out.rejects.append(Reject(display, unit.location, None, unit.error))
-            continue
+    for unit in json_objects(path, display, None, out):
         obj = unit.value
-        if not isinstance(obj, dict):
-            out.rejects.append(Reject(display, unit.location, None, "not a JSON object"))
-            continue
         rtype = infer_type(obj)
         if rtype is None:
             out.rejects.append(Reject(display, unit.location, None, "unknown record type"))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charops.data.importers.common import Parsed, Reject, build, json_units, read_text
+from charops.data.importers.common import Parsed, Reject, build, json_objects, read_text
 from charops.data.schema import CorpusDocument
 
 _OWN_KEYS = {"id", "text", "language", "source", "type", "meta"}
@@ -49,14 +49,8 @@ def parse_txt(path: Path, display: str) -> Parsed:
 
 def parse_jsonl(path: Path, display: str) -> Parsed:
     out = Parsed()
-    for unit in json_units(path):
-        if unit.error:
-            out.rejects.append(Reject(display, unit.location, "document", unit.error))
-            continue
+    for unit in json_objects(path, display, "document", out):
         obj = unit.value
-        if not isinstance(obj, dict):
-            out.rejects.append(Reject(display, unit.location, "document", "not a JSON object"))
-            continue
         if "text" not in obj:
             out.rejects.append(Reject(display, unit.location, "document", "text: Field required"))
             continue
