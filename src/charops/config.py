@@ -10,8 +10,10 @@ closest known key, before any work starts::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from importlib import resources
@@ -20,7 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from charops.errors import ConfigError
+from charops.errors import CharopsError, ConfigError
 
 T = TypeVar("T")
 
@@ -209,3 +211,27 @@ def to_dict(cfg: Any) -> dict:
 def help_of(cls: type) -> dict[str, str]:
     """Field name -> help string, for ``--help`` listings and docs."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+def stage_main(cls: type[T], run: Any, argv: list[str] | None, default: str,
+               flags: dict[str, str] | None = None) -> Any:
+    """The ``python -m charops.<area>.<stage>`` command line of a stage module.
+
+    ``--config PRESET [--FLAG VALUE ...] [key=value ...]``, where each ``flags`` entry maps an
+    option (``--output``) to the config key it sets (``output_dir``); runs ``run(config)`` and
+    returns its result. A user error exits with a one-line ``error: ...``, as the CLI does.
+    """
+    module = run.__module__
+    ap = argparse.ArgumentParser(prog=f"python -m {module}",
+                                 description=(sys.modules[module].__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--config", default=default, help=f"preset name (configs/{cls.stage}/) or YAML path")
+    for flag, key in (flags or {}).items():
+        ap.add_argument(flag, dest=key, help=f"sets {key}")
+    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = ap.parse_args(argv)
+    overrides = list(args.overrides) + [f"{key}={getattr(args, key)}" for key in (flags or {}).values()
+                                        if getattr(args, key) is not None]
+    try:
+        return run(load_config(cls, args.config, overrides))
+    except CharopsError as exc:
+        raise SystemExit(f"error: {' '.join(str(exc).split())}") from None

@@ -93,3 +93,22 @@ def test_typo_in_file_names_the_file_and_typo_on_command_line_names_the_override
     path.write_text("model: x\n")
     with pytest.raises(ConfigError, match=r"^override: unknown key 'r0'"):
         load_config(DemoConfig, path, ["lora.r0=1"])
+
+
+def test_stage_main_parses_config_flags_and_overrides(tmp_path):
+    from charops.config import stage_main
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m1\n")
+    seen = []
+
+    def run(cfg):
+        seen.append(cfg)
+        return "summary"
+
+    out = stage_main(DemoConfig, run, ["--config", str(path), "--steps", "7", "packing=false"],
+                     default="nope", flags={"--steps": "max_steps"})
+    assert out == "summary" and seen == [DemoConfig(model="m1", max_steps=7, packing=False)]
+    with pytest.raises(SystemExit) as exc:
+        stage_main(DemoConfig, run, ["--config", str(path), "lora.rank=1"], default="nope")
+    assert str(exc.value) == "error: override: unknown key 'rank'"

@@ -364,19 +364,9 @@ def _config_dict(cfg: PrepareConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
+    from charops.config import stage_main
 
-    from charops.config import load_config
-    from charops.errors import CharopsError
-
-    ap = argparse.ArgumentParser(prog="python -m charops.data.prepare", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="default", help="preset name (configs/data/) or YAML path")
-    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = ap.parse_args(argv)
-    try:
-        manifest = run(load_config(PrepareConfig, args.config, args.overrides))
-    except CharopsError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    manifest = stage_main(PrepareConfig, run, argv, default="default")
     print(json.dumps({"output_dir": manifest["output_dir"], "counts": manifest["counts"]}, indent=2,
                      ensure_ascii=False))
 

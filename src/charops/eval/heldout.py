@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import ClassVar
 
 import torch
 
-from charops.config import load_config, to_dict
+from charops.config import stage_main, to_dict
 from charops.errors import DataError
 from charops.io import read_jsonl, write_json, write_jsonl, write_text
 
@@ -283,11 +282,7 @@ def run(cfg: HeldoutEvalConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    source = None
-    if args[:1] and args[0].startswith("--config="):
-        source, args = args[0].split("=", 1)[1], args[1:]
-    metrics = run(load_config(HeldoutEvalConfig, source, args))
+    metrics = stage_main(HeldoutEvalConfig, run, argv, default="heldout")
     print(f"loss {metrics['model']['loss']:.4f}  wrote {Path(metrics['config']['output_dir']) / 'report.md'}")
 
 

@@ -246,20 +246,9 @@ def _config_dict(cfg: ModelInitConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
+    from charops.config import stage_main
 
-    from charops.config import load_config
-
-    ap = argparse.ArgumentParser(prog="python -m charops.model.init", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="tiny", help="preset name (configs/model/) or YAML path")
-    ap.add_argument("--output", help="output directory (overrides output_dir)")
-    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = ap.parse_args(argv)
-    overrides = list(args.overrides) + ([f"output_dir={args.output}"] if args.output else [])
-    try:
-        summary = run(load_config(ModelInitConfig, args.config, overrides))
-    except CharopsError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    summary = stage_main(ModelInitConfig, run, argv, default="tiny", flags={"--output": "output_dir"})
     print(json.dumps(summary, indent=2, ensure_ascii=False))
 
 

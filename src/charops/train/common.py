@@ -32,7 +32,6 @@ Launch any stage single-process, under ``torchrun`` or under ``deepspeed``::
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import json
 import os
@@ -47,7 +46,7 @@ from typing import Any, ClassVar
 
 from transformers import PrinterCallback, TrainerCallback
 
-from charops.config import load_config, preset_dir, to_dict
+from charops.config import load_config, preset_dir, stage_main, to_dict
 from charops.errors import CharopsError, ConfigError, DataError
 from charops.io import atomic_dir, read_jsonl, sha256_file, write_json
 
@@ -598,17 +597,7 @@ def prepare_run_dir(cfg: TrainConfig, resume_from: str | None) -> None:
 
 def main(cls: type, run, argv: list[str] | None = None) -> None:
     """Command line of a stage module: ``--config PRESET [--resume auto] [key=value ...]``."""
-    ap = argparse.ArgumentParser(prog=f"python -m charops.train.{cls.stage}",
-                                 description=(sys.modules[run.__module__].__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--config", default="tiny-cpu", help=f"preset name (configs/{cls.stage}/) or YAML path")
-    ap.add_argument("--resume", help="auto, never, or a checkpoint directory (overrides resume)")
-    ap.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = ap.parse_args(argv)
-    overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
-    try:
-        summary = run(load_config(cls, args.config, overrides))
-    except CharopsError as exc:
-        raise SystemExit(f"error: {exc}") from None
+    summary = stage_main(cls, run, argv, default="tiny-cpu", flags={"--resume": "resume"})
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: summary[k] for k in ("stage", "model_dir", "steps", "final_loss", "tokens_seen",
                                                   "supervised_tokens", "tokens_per_second")}, indent=2))
