@@ -95,7 +95,7 @@ def gpu_model(base: Path, out: Path) -> tuple[Path, int]:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from charops.train.common import copy_tokenizer_files
+    from charops.train.finish import copy_tokenizer_files
 
     tok_cfg = json.loads((base / "config.json").read_text())
     cfg = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,

@@ -108,7 +108,7 @@ def test_presets_load(tmp_path):
 def test_every_config_field_has_help():
     import dataclasses
 
-    from charops.train.common import LoraSettings
+    from charops.train.config import LoraSettings
     from charops.train.dpo import DPOConfig
     from charops.train.pretrain import PretrainConfig
     from charops.train.sft import SFTConfig

@@ -26,8 +26,11 @@ from typing import ClassVar, Literal
 import trl
 
 from charops.errors import ConfigError
-from charops.train import common
-from charops.train.common import TrainConfig
+from charops.train import arguments
+from charops.train.config import TrainConfig, stage_cli
+from charops.train.finish import finish
+from charops.train.inputs import check_rows, prepare_inputs
+from charops.train.recorder import RecordingTrainer, RunRecorder
 
 
 @dataclass
@@ -59,7 +62,7 @@ class DPOConfig(TrainConfig):
 
 
 def check_pairs(rows: list[dict], where: str) -> None:
-    common.check_rows(rows, ("prompt", "chosen", "rejected"), where)
+    check_rows(rows, ("prompt", "chosen", "rejected"), where)
 
 
 def to_trainer_rows(rows: list[dict]) -> list[dict]:
@@ -67,48 +70,42 @@ def to_trainer_rows(rows: list[dict]) -> list[dict]:
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
 
 
-class CharopsDPOTrainer(trl.DPOTrainer):
+class CharopsDPOTrainer(RecordingTrainer, trl.DPOTrainer):
     """TRL's DPOTrainer, counting tokens (prompt + both replies) and reply tokens of every step."""
 
-    def __init__(self, *args, recorder: common.RunRecorder, **kwargs):
-        super().__init__(*args, **kwargs)
-        common.attach_recorder(self, recorder)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training:
-            # The batch is [chosen rows; rejected rows]; completion_mask marks the reply tokens.
-            self.recorder.count(int(inputs["attention_mask"].sum()), int(inputs["completion_mask"][..., 1:].sum()),
-                                int(inputs["input_ids"].numel()))
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+    def batch_counts(self, model, inputs) -> tuple[int, int, int]:
+        # The batch is [chosen rows; rejected rows]; completion_mask marks the reply tokens.
+        return (int(inputs["attention_mask"].sum()), int(inputs["completion_mask"][..., 1:].sum()),
+                int(inputs["input_ids"].numel()))
 
 
 def run(cfg: DPOConfig, callbacks: list | None = None) -> dict:
     """Train, write output_dir/model and training_summary.json (with reward metrics), return the summary."""
     wall_start = time.time()
-    inputs, extra = common.prepare_inputs(cfg, {"ref_model": cfg.ref_model})
+    inputs, extra = prepare_inputs(cfg, {"ref_model": cfg.ref_model})
     where = f"{inputs.dataset_dir}/dpo"
     check_pairs(inputs.train_rows, f"{where}/train.jsonl")
     check_pairs(inputs.validation_rows, f"{where}/validation.jsonl")
-    resume_from = common.checkpoint_to_resume(cfg)
-    common.prepare_run_dir(cfg, resume_from)
+    resume_from = arguments.checkpoint_to_resume(cfg)
+    arguments.prepare_run_dir(cfg, resume_from)
 
     import datasets
 
-    args = common.training_arguments(
+    args = arguments.training_arguments(
         cfg, trl.DPOConfig,
         max_length=cfg.max_seq_len,
         beta=cfg.beta,
         loss_type=[cfg.loss_type],
         precompute_ref_log_probs=cfg.precompute_ref_log_probs,
     )
-    tokenizer = common.load_tokenizer(inputs.model_dir)
-    model = common.load_model(inputs.model_dir, cfg, args.bf16)
+    tokenizer = arguments.load_tokenizer(inputs.model_dir)
+    model = arguments.load_model(inputs.model_dir, cfg, args.bf16)
     ref_dir = extra["ref_model"]
     # TRL's own reference when none is passed is the starting policy (or, with LoRA, the policy with
     # its adapter disabled): exactly the SFT model when DPO starts from it, with no second copy.
     same_as_start = Path(ref_dir).resolve() == Path(inputs.model_dir).resolve()
     ref_model = None if same_as_start and (cfg.precompute_ref_log_probs or cfg.lora.enabled) else \
-        common.load_model(ref_dir, cfg, args.bf16)
+        arguments.load_model(ref_dir, cfg, args.bf16)
     trainer = CharopsDPOTrainer(
         model=model,
         ref_model=ref_model,
@@ -117,21 +114,21 @@ def run(cfg: DPOConfig, callbacks: list | None = None) -> dict:
         eval_dataset=(datasets.Dataset.from_list(to_trainer_rows(inputs.validation_rows))
                       if inputs.validation_rows and cfg.evaluate else None),
         processing_class=tokenizer,
-        peft_config=common.peft_config(cfg),
+        peft_config=arguments.peft_config(cfg),
         callbacks=callbacks,
-        recorder=common.RunRecorder(wall_start),
+        recorder=RunRecorder(wall_start),
     )
     if cfg.precompute_ref_log_probs and trainer.ref_model is not None:
         # The reference log-probs now sit in the dataset; training reads them from there.
         trainer.ref_model = None
         del ref_model
     trainer.train(resume_from_checkpoint=resume_from)
-    return common.finish(trainer, cfg, inputs, trainer.recorder, resume_from,
+    return finish(trainer, cfg, inputs, trainer.recorder, resume_from,
                          {"reference_model": {"ref": cfg.ref_model, "path": str(ref_dir)}})
 
 
 def main(argv: list[str] | None = None) -> None:
-    common.main(DPOConfig, run, argv)
+    stage_cli(DPOConfig, run, argv)
 
 
 if __name__ == "__main__":

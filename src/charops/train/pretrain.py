@@ -24,8 +24,11 @@ from typing import ClassVar
 import transformers
 
 from charops.errors import DataError
-from charops.train import common
-from charops.train.common import TrainConfig
+from charops.train import arguments
+from charops.train.config import TrainConfig, stage_cli
+from charops.train.finish import finish
+from charops.train.inputs import check_rows, prepare_inputs
+from charops.train.recorder import RecordingTrainer, RunRecorder
 
 
 @dataclass
@@ -66,7 +69,7 @@ class PackedBlockCollator:
 
 
 def check_blocks(rows: list[dict], max_seq_len: int, where: str) -> None:
-    common.check_rows(rows, ("input_ids", "position_ids"), where)
+    check_rows(rows, ("input_ids", "position_ids"), where)
     for i, r in enumerate(rows):
         if len(r["input_ids"]) != len(r["position_ids"]):
             raise DataError(f"{where} row {i + 1}: input_ids and position_ids differ in length; re-run `charops data prepare`")
@@ -75,38 +78,29 @@ def check_blocks(rows: list[dict], max_seq_len: int, where: str) -> None:
                             f"{max_seq_len}; prepare with a smaller block size or raise max_seq_len")
 
 
-class CharopsPretrainTrainer(transformers.Trainer):
+class CharopsPretrainTrainer(RecordingTrainer, transformers.Trainer):
     """transformers' Trainer, counting tokens and targets of every training micro-batch."""
-
-    def __init__(self, *args, recorder: common.RunRecorder, **kwargs):
-        super().__init__(*args, **kwargs)
-        common.attach_recorder(self, recorder)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training:
-            self.recorder.count(*common.count_tokens(inputs))
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
 def run(cfg: PretrainConfig, callbacks: list | None = None) -> dict:
     """Train, write output_dir/model and training_summary.json, return the summary."""
     wall_start = time.time()
-    inputs, _ = common.prepare_inputs(cfg)
+    inputs, _ = prepare_inputs(cfg)
     check_blocks(inputs.train_rows, cfg.max_seq_len, f"{inputs.dataset_dir}/pretrain/train.jsonl")
     check_blocks(inputs.validation_rows, cfg.max_seq_len, f"{inputs.dataset_dir}/pretrain/validation.jsonl")
-    resume_from = common.checkpoint_to_resume(cfg)
-    common.prepare_run_dir(cfg, resume_from)
+    resume_from = arguments.checkpoint_to_resume(cfg)
+    arguments.prepare_run_dir(cfg, resume_from)
 
     import datasets
 
     # remove_unused_columns would drop position_ids' siblings the collator needs (labels, if given).
-    args = common.training_arguments(cfg, transformers.TrainingArguments, remove_unused_columns=False)
-    tokenizer = common.load_tokenizer(inputs.model_dir)
-    model = common.load_model(inputs.model_dir, cfg, args.bf16)
-    if common.peft_config(cfg) is not None:
+    args = arguments.training_arguments(cfg, transformers.TrainingArguments, remove_unused_columns=False)
+    tokenizer = arguments.load_tokenizer(inputs.model_dir)
+    model = arguments.load_model(inputs.model_dir, cfg, args.bf16)
+    if arguments.peft_config(cfg) is not None:
         from peft import get_peft_model
 
-        model = get_peft_model(model, common.peft_config(cfg))
+        model = get_peft_model(model, arguments.peft_config(cfg))
         if cfg.gradient_checkpointing:  # the frozen embedding output must carry grad for checkpointing
             model.enable_input_require_grads()
     keep = ["input_ids", "position_ids", "labels"]
@@ -120,14 +114,14 @@ def run(cfg: PretrainConfig, callbacks: list | None = None) -> dict:
         eval_dataset=val if len(val) and cfg.evaluate else None,
         processing_class=tokenizer,
         callbacks=callbacks,
-        recorder=common.RunRecorder(wall_start),
+        recorder=RunRecorder(wall_start),
     )
     trainer.train(resume_from_checkpoint=resume_from)
-    return common.finish(trainer, cfg, inputs, trainer.recorder, resume_from)
+    return finish(trainer, cfg, inputs, trainer.recorder, resume_from)
 
 
 def main(argv: list[str] | None = None) -> None:
-    common.main(PretrainConfig, run, argv)
+    stage_cli(PretrainConfig, run, argv)
 
 
 if __name__ == "__main__":

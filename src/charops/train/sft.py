@@ -32,8 +32,11 @@ from typing import ClassVar
 import trl
 
 from charops.errors import DataError
-from charops.train import common
-from charops.train.common import TrainConfig
+from charops.train import arguments
+from charops.train.config import TrainConfig, stage_cli
+from charops.train.finish import finish
+from charops.train.inputs import check_rows, prepare_inputs
+from charops.train.recorder import RecordingTrainer, RunRecorder
 
 
 @dataclass
@@ -69,7 +72,7 @@ def assistant_masks(labels: list[int], last_turn_only: bool) -> list[int]:
 
 def to_trainer_rows(rows: list[dict], last_turn_only: bool, where: str) -> list[dict]:
     """Prepared rows -> ``messages``, ``input_ids``, ``assistant_masks`` (what SFTTrainer takes)."""
-    common.check_rows(rows, ("messages", "input_ids", "labels"), where)
+    check_rows(rows, ("messages", "input_ids", "labels"), where)
     out = []
     for i, row in enumerate(rows):
         ids, labels = row["input_ids"], row["labels"]
@@ -115,15 +118,11 @@ class PackedRowsCollator:
         return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
 
 
-class CharopsSFTTrainer(trl.SFTTrainer):
+class CharopsSFTTrainer(RecordingTrainer, trl.SFTTrainer):
     """TRL's SFTTrainer, counting tokens and refusing a micro-batch with nothing to learn."""
 
-    def __init__(self, *args, recorder: common.RunRecorder, **kwargs):
-        super().__init__(*args, **kwargs)
-        common.attach_recorder(self, recorder)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        tokens, supervised, slots = common.count_tokens(inputs)
+    def batch_counts(self, model, inputs) -> tuple[int, int, int]:
+        tokens, supervised, slots = super().batch_counts(model, inputs)
         if isinstance(self.data_collator, PackedRowsCollator):  # no attention mask: padding is pad tokens
             tokens = int((inputs["input_ids"] != self.data_collator.pad_token_id).sum())
         if supervised == 0:
@@ -131,24 +130,22 @@ class CharopsSFTTrainer(trl.SFTTrainer):
             raise DataError(f"sft: a {'training' if model.training else 'validation'} micro-batch at step "
                             f"{self.state.global_step + 1} has no supervised (assistant) token; check the "
                             "dataset (dialogues without assistant turns, or max_seq_len cutting them off)")
-        if model.training:
-            self.recorder.count(tokens, supervised, slots)
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return tokens, supervised, slots
 
 
 def run(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     """Train, write output_dir/model and training_summary.json, return the summary."""
     wall_start = time.time()
-    inputs, _ = common.prepare_inputs(cfg)
+    inputs, _ = prepare_inputs(cfg)
     train_rows = to_trainer_rows(inputs.train_rows, cfg.last_turn_only, f"{inputs.dataset_dir}/sft/train.jsonl")
     val_rows = to_trainer_rows(inputs.validation_rows, cfg.last_turn_only,
                                f"{inputs.dataset_dir}/sft/validation.jsonl") if inputs.validation_rows else []
-    resume_from = common.checkpoint_to_resume(cfg)
-    common.prepare_run_dir(cfg, resume_from)
+    resume_from = arguments.checkpoint_to_resume(cfg)
+    arguments.prepare_run_dir(cfg, resume_from)
 
     import datasets
 
-    args = common.training_arguments(
+    args = arguments.training_arguments(
         cfg, trl.SFTConfig,
         max_length=cfg.max_seq_len,
         packing=cfg.packing,
@@ -157,16 +154,16 @@ def run(cfg: SFTConfig, callbacks: list | None = None) -> dict:
         eval_packing=cfg.packing,
         dataset_num_proc=None,
     )
-    tokenizer = common.load_tokenizer(inputs.model_dir)
-    model = common.load_model(inputs.model_dir, cfg, args.bf16)
-    recorder = common.RunRecorder(wall_start)
+    tokenizer = arguments.load_tokenizer(inputs.model_dir)
+    model = arguments.load_model(inputs.model_dir, cfg, args.bf16)
+    recorder = RunRecorder(wall_start)
     trainer = CharopsSFTTrainer(
         model=model,
         args=args,
         train_dataset=datasets.Dataset.from_list(train_rows),
         eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows and cfg.evaluate else None,
         processing_class=tokenizer,
-        peft_config=common.peft_config(cfg),
+        peft_config=arguments.peft_config(cfg),
         callbacks=callbacks,
         recorder=recorder,
     )
@@ -174,11 +171,11 @@ def run(cfg: SFTConfig, callbacks: list | None = None) -> dict:
         # TRL insists on its own collator for packing; keep its packed rows, lay them out as rows.
         trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id)
     trainer.train(resume_from_checkpoint=resume_from)
-    return common.finish(trainer, cfg, inputs, recorder, resume_from)
+    return finish(trainer, cfg, inputs, recorder, resume_from)
 
 
 def main(argv: list[str] | None = None) -> None:
-    common.main(SFTConfig, run, argv)
+    stage_cli(SFTConfig, run, argv)
 
 
 if __name__ == "__main__":
