@@ -15,10 +15,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from charops.io import atomic_open, dumps_json, sha256_bytes, write_json
+from charops.io import FILE_MODE, atomic_open, dumps_json, sha256_bytes, write_json
 from charops.storage.store import (
     ObjectInfo,
     StorageError,
@@ -123,6 +124,33 @@ class LocalStore:
         write_json(self._meta_path(key), {"size": len(data), "sha256": sha256_bytes(data)})
         with atomic_open(path, "wb") as fh:
             fh.write(data)
+        return ObjectInfo(clean_key(key), len(data), sha256_bytes(data))
+
+    def put_json_if_absent(self, key: str, obj: Any) -> ObjectInfo | None:
+        """Create ``key`` holding ``obj`` only if no object is there; None if one is.
+
+        The compare-and-swap is ``link(2)``: a complete temporary file is hard-linked to the
+        key, which fails with EEXIST when the key exists, atomically on a POSIX filesystem,
+        also between processes. (``O_CREAT|O_EXCL`` would be as atomic, but a reader could see
+        the file before its bytes are written.) The checksum is recorded only by the winner.
+        """
+        data = (dumps_json(obj) + "\n").encode("utf-8")
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, FILE_MODE)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return None
+        finally:
+            os.unlink(tmp)
+        write_json(self._meta_path(key), {"size": len(data), "sha256": sha256_bytes(data)})
         return ObjectInfo(clean_key(key), len(data), sha256_bytes(data))
 
     def get_json(self, key: str) -> Any:

@@ -236,6 +236,29 @@ class S3Store:
                                    content_type="application/json", metadata={SHA_META: sha})
         return ObjectInfo(clean_key(key), len(data), sha)
 
+    def put_json_if_absent(self, key: str, obj: Any) -> ObjectInfo | None:
+        """Create ``key`` holding ``obj`` only if no object is there; None if one is.
+
+        A conditional PUT (``If-None-Match: *``): the server checks and writes under its own
+        per-object lock (MinIO: the namespace lock in ``putObject``; SeaweedFS: the filer's
+        per-path lock for a routed write condition), so of concurrent creators exactly one
+        wins and the others get 412 PreconditionFailed (AWS may also answer 409
+        ConditionalRequestConflict while another conditional write is in flight). minio's
+        ``put_object`` would send the header as user metadata, hence its PutObject primitive.
+        """
+        data = (dumps_json(obj) + "\n").encode("utf-8")
+        sha = sha256_bytes(data)
+        headers = {"Content-Type": "application/json", f"x-amz-meta-{SHA_META}": sha,
+                   "If-None-Match": "*"}
+        with self._errors(self.url_for(key)):
+            try:
+                self.client._put_object(self.bucket, self._name(key), data, headers=headers)
+            except S3Error as exc:
+                if exc.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return None
+                raise
+        return ObjectInfo(clean_key(key), len(data), sha)
+
     def get_json(self, key: str) -> Any:
         info = self._stat(key)
         with self._errors(self.url_for(key)):
