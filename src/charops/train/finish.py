@@ -7,7 +7,8 @@ Public names::
 
 ``finish`` evaluates on the validation split (when there is one and ``evaluate`` is on), writes
 ``output_dir/model`` atomically (safetensors, the base model's tokenizer files byte for byte,
-chat template; LoRA adapters merged into a plain model) and ``training_summary.json`` (also
+chat template; LoRA adapters merged into a plain model; the dataset's ``characters.jsonl`` so
+serving and the model card know the model's characters) and ``training_summary.json`` (also
 inside ``model/``), and returns the summary on every rank.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from charops.config import to_dict
 from charops.io import atomic_dir, write_json
-from charops.train.config import MODEL, SUMMARY, TrainConfig
+from charops.train.config import CHARACTERS, MODEL, SUMMARY, TrainConfig
 from charops.train.inputs import Inputs
 from charops.train.recorder import RunRecorder
 
@@ -113,6 +114,7 @@ def save_model(trainer, inputs: Inputs, model_dir: Path, cfg: TrainConfig, summa
                 unwrapped.config.use_cache = True  # training turned the KV cache off; generation wants it
                 unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             copy_tokenizer_files(base_dir, tmp)
+            copy_characters(inputs, tmp)
             write_json(tmp / SUMMARY, summary)
     accelerator.wait_for_everyone()
 
@@ -129,6 +131,20 @@ def copy_tokenizer_files(base_dir: Path, out: Path) -> None:
         for p in Path(base_dir).glob(pattern):
             if p.is_file():
                 shutil.copy2(p, out / p.name)
+
+
+def copy_characters(inputs: Inputs, out: Path) -> Path | None:
+    """The model's characters (CharacterProfile records) into ``out/characters.jsonl``.
+
+    They come from the dataset the stage trained on (``charops data prepare`` writes them); a
+    dataset without the file (prepared by an older charops) keeps the base model's, if it has
+    any, so characters still travel along pretrain -> sft -> dpo.
+    """
+    for source in (inputs.dataset_dir / CHARACTERS, inputs.model_dir / CHARACTERS):
+        if source.is_file():
+            shutil.copy2(source, out / CHARACTERS)
+            return out / CHARACTERS
+    return None
 
 
 def _merge_adapter(base_dir: Path, adapter_dir: Path, out: Path, cfg: TrainConfig) -> None:
