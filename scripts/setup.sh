@@ -24,4 +24,10 @@ if torch.__version__.split("+")[0] != "${TORCH_VERSION}":
     sys.exit(f"setup: torch was replaced ({torch.__version__}); expected ${TORCH_VERSION}")
 PY
 .venv/bin/python -m pip check
+# Headless Chromium for the HTML report test (tests/unit/test_eval_report.py skips without it):
+# Debian's package, only where apt-get exists and chromium is missing, so a rerun does nothing.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
+    && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 echo "setup: ok ($(.venv/bin/charops version | head -1), torch ${TORCH_VERSION})"

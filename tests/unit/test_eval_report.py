@@ -1,0 +1,190 @@
+"""Evaluation reports: Markdown against a golden file, HTML safety, HTML in headless Chromium.
+
+    .venv/bin/python -m pytest tests/unit/test_eval_report.py -x -q
+    CHAROPS_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/unit/test_eval_report.py -k golden
+
+The fixed result set (tests/unit/eval_fixtures/results) has six prompts over three character
+categories and three topics, a candidate and a baseline, one empty reply left unjudged, and
+replies carrying Markdown/HTML markup (`|`, `*`, `<script>`), Chinese text and a newline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from charops.errors import DataError
+from charops.eval.report import (
+    MARKDOWN_LIMIT,
+    Results,
+    headline_metrics,
+    load_results,
+    render_html,
+    render_markdown,
+    write_reports,
+)
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "eval_fixtures" / "results"
+GOLDEN = HERE / "golden" / "eval_report.md"
+
+
+@pytest.fixture()
+def results() -> Results:
+    return load_results(RESULTS)
+
+
+def test_markdown_matches_the_golden_file(results):
+    text = render_markdown(results)
+    if os.environ.get("CHAROPS_UPDATE_GOLDEN"):
+        GOLDEN.write_text(text, encoding="utf-8")
+    assert text == GOLDEN.read_text(encoding="utf-8"), \
+        "report changed: check it, then CHAROPS_UPDATE_GOLDEN=1 to rewrite the golden file"
+
+
+def test_markdown_tables_carry_the_numbers_and_the_judge(results):
+    text = render_markdown(results)
+    # Table 7 row of one category: n, win, tie, lose, Advantage, its CI, the sign test's p.
+    summary = results.summary
+    games = summary["pairwise"]["by_category"]["games & videos"]
+    assert games["win"] == 0.0 and games["lose"] == 50.0  # the fixture's two pairs: tie, lose
+    row = next(line for line in text.splitlines() if line.startswith(r"| games \& videos | 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:7] == ["2", "0.0", "50.0", "50.0", "-50.0",
+                          f"[{games['advantage_ci95'][0]:.1f}, {games['advantage_ci95'][1]:.1f}]"]
+    assert cells[7] == f"{games['sign_test_p']:.3f}"
+    # Every table section names the judge; the skipped part is stated.
+    sections = re.split(r"\n(?=##+ )", text.split("## Sample replies")[0])[1:]
+    tables = [s for s in sections if "| --- |" in s and "Automatic" not in s]
+    # Pair-wise overall, per category, per topic; point-wise overall and, for each of the two
+    # models, per category and per topic.
+    assert len(tables) == 8
+    assert all("Judge: reward model, model runs/reward/model, rubric characterglm-v1" in s
+               for s in tables)
+    assert "- point-wise: reply p6 of candidate is empty and was not scored" in text
+
+
+def test_markdown_has_no_raw_html_and_escapes_markup(results):
+    text = render_markdown(results)
+    assert not re.search(r"(?<!\\)<", text), "raw HTML in Markdown (the Kubeflow UI shows it as text)"
+    assert r"\<script\>alert('x')\</script\>" in text
+    assert r"The '89 gale \| we lost the mast. Still here." in text  # one table cell, one line
+    assert r"\*Because\*" in text
+
+
+def test_markdown_stays_under_the_ui_limit_with_a_note(results):
+    big = results.replies[0]
+    replies = []
+    for i in range(3000):  # 3000 prompts x 2 models x ~800 characters: far past 400k
+        for model in ("candidate", "baseline"):
+            replies.append({**big, "id": f"q{i}", "model": model, "reply": "海" * 2000})
+    many = Results(results.summary, replies, [], [])
+    text = render_markdown(many, max_samples=3000)
+    assert len(text) <= MARKDOWN_LIMIT < 400_000
+    shown = int(re.search(r"(\d+) of 3000 prompts shown", text).group(1))
+    assert 0 < shown < 3000
+    assert len(re.findall(r"^### \d+\. ", text, re.M)) == shown
+    assert "past the ~400k characters the Kubeflow UI renders" in text
+    assert "海" * 800 + " …\\[cut\\]" in text and "海" * 801 not in text
+
+
+def test_skipped_parts_and_no_judge(results):
+    summary = {**results.summary, "judge": {"kind": "none"}, "pointwise": None, "pairwise": None,
+               "skipped": ["point-wise and pair-wise: no judge configured (judge=none)"]}
+    text = render_markdown(Results(summary, results.replies))
+    assert "## Pair-wise" not in text and "## Point-wise" not in text
+    assert "| judge | no judge |" in text
+    assert "- point-wise and pair-wise: no judge configured (judge=none)" in text
+    assert "## Automatic signals" in text
+    page = render_html(Results(summary, results.replies))
+    assert "pairwise-category" not in page and "no judge configured" in page
+
+
+def test_html_is_self_contained_and_escaped(results):
+    page = render_html(results)
+    assert "<script" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "Tell me a joke &lt;b&gt;now&lt;/b&gt;" in page
+    for banned in ("src=", "href=", "base64", "url(", "@import", "<link", "<img"):
+        assert banned not in page, banned
+    # Only the SVG namespace may look like a URL.
+    assert set(re.findall(r"https?://[^\s\"']+", page)) == {"http://www.w3.org/2000/svg"}
+    assert "default-src 'none'" in page
+
+
+def test_headline_metrics(results):
+    s = results.summary
+    head = headline_metrics(s)
+    assert head["pairwise_advantage"] == 40.0 and head["pairwise_win"] == 60.0
+    assert head["pairwise_sign_test_p"] == pytest.approx(0.625)
+    assert head["pointwise_overall_candidate"] == pytest.approx(3.6)
+    assert head["pointwise_overall_baseline"] == pytest.approx(3.0)
+    assert head["loss"] == s["automatic"]["candidate"]["loss"]
+    assert head["baseline_loss"] == s["automatic"]["baseline"]["loss"]
+    assert "baseline_distinct_1" not in head
+    assert all(isinstance(v, float) for v in head.values())
+
+
+def test_write_reports_and_bad_input(tmp_path):
+    shutil.copytree(RESULTS, tmp_path / "r")
+    paths = write_reports(tmp_path / "r")
+    assert paths["markdown"].read_text(encoding="utf-8") == GOLDEN.read_text(encoding="utf-8")
+    assert paths["html"].read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    assert json.loads(paths["headline"].read_text())["pairwise_n"] == 5.0
+
+    with pytest.raises(DataError, match="no eval_summary.json"):
+        load_results(tmp_path)
+    (tmp_path / "r" / "eval_summary.json").write_text('{"schema": "other"}')
+    with pytest.raises(DataError, match="schema is 'other'"):
+        write_reports(tmp_path / "r")
+    (tmp_path / "r" / "eval_summary.json").write_text("{not json")
+    with pytest.raises(DataError, match="eval_summary.json: not valid JSON"):
+        load_results(tmp_path / "r")
+    # The old reports are still there, whole.
+    assert paths["markdown"].read_text(encoding="utf-8") == GOLDEN.read_text(encoding="utf-8")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH (scripts/setup.sh installs "
+                                             "Debian's chromium where apt-get exists)")
+def test_html_renders_in_headless_chromium(results, tmp_path):
+    from PIL import Image, ImageStat
+
+    page = tmp_path / "report.html"
+    page.write_text(render_html(results), encoding="utf-8")
+    flags = [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
+             "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+             "--window-size=1000,1400"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--screenshot={shot}", page.as_uri()], check=True,
+                   capture_output=True, timeout=120)
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1000, 1400)
+    # Not blank: many colours, and the win/lose bar colours are on screen.
+    colours = image.getcolors(maxcolors=1 << 20)
+    assert len(colours) > 50
+    pixels = {c for _, c in colours}
+    assert (0x2F, 0x9E, 0x44) in pixels and (0xE0, 0x31, 0x31) in pixels
+    assert max(ImageStat.Stat(image).stddev) > 20
+
+    # The charts' elements exist in the DOM Chromium built: one win/tie/lose triple per row
+    # (overall + 3 categories, overall + 3 topics), one score bar per model and dimension.
+    for chart in ("pairwise-category", "pairwise-topic"):
+        svg = re.search(rf'<svg class="chart {chart}".*?</svg>', dom, re.S).group(0)
+        for part in ("win", "tie", "lose"):
+            assert len(re.findall(rf'<rect class="bar {part}"', svg)) == 4
+    svg = re.search(r'<svg class="chart pointwise".*?</svg>', dom, re.S).group(0)
+    assert len(re.findall(r'<rect class="bar score candidate"', svg)) == 7
+    assert len(re.findall(r'<rect class="bar score baseline"', svg)) == 7
+    assert len(re.findall(r'<div class="pair">', dom)) == 6
+    assert "<script" not in dom
