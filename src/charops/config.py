@@ -208,11 +208,6 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def help_of(cls: type) -> dict[str, str]:
-    """Field name -> help string, for ``--help`` listings and docs."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
-
-
 def stage_main(cls: type[T], run: Any, argv: list[str] | None, default: str,
                flags: dict[str, str] | None = None) -> Any:
     """The ``python -m charops.<area>.<stage>`` command line of a stage module.

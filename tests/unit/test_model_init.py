@@ -15,7 +15,7 @@ from charops.config import load_config
 from charops.errors import CharopsError
 from charops.io import sha256_file, sha256_tree
 from charops.model import tokenizer_sha256
-from charops.model.chat_template import CHATML_TEMPLATE, IM_END, render_chatml
+from charops.model.chat_template import CHATML_TEMPLATE, IM_END, render_chatml_with_spans
 from charops.model.init import ModelInitConfig, build_model, run
 from charops.model.load import load_tokenizer, resolve_model
 
@@ -113,7 +113,7 @@ def test_reloaded_tokenizer_encodes_like_the_trained_one(micro_model_dir):
 
     raw = Tokenizer.from_file(str(micro_model_dir / "tokenizer.json"))
     tok = load_tokenizer(micro_model_dir)
-    text = render_chatml(SCENE) + "  numbers 12345,\n\n tabs\tand 全角！？ “quotes” é"
+    text = render_chatml_with_spans(SCENE)[0] + "  numbers 12345,\n\n tabs\tand 全角！？ “quotes” é"
     assert tok(text, add_special_tokens=False)["input_ids"] == raw.encode(text).ids
     assert tok.decode(raw.encode(text).ids) == text
 
@@ -121,11 +121,11 @@ def test_reloaded_tokenizer_encodes_like_the_trained_one(micro_model_dir):
 def test_chat_template_renders_chatml_with_names(micro_model_dir):
     tok = load_tokenizer(micro_model_dir)
     text = tok.apply_chat_template(SCENE, tokenize=False, add_generation_prompt=True)
-    assert text == render_chatml(SCENE, add_generation_prompt=True)
+    assert text == render_chatml_with_spans(SCENE, add_generation_prompt=True)[0]
     assert "<|im_start|>user\n小红：你好呀<|im_end|>\n" in text
     assert "<|im_start|>user\n好看吗？<|im_end|>\n<|im_start|>assistant\n" in text
     assert text.endswith("<|im_start|>assistant\n")
-    assert tok.apply_chat_template(SCENE, tokenize=False) == render_chatml(SCENE)
+    assert tok.apply_chat_template(SCENE, tokenize=False) == render_chatml_with_spans(SCENE)[0]
 
 
 def test_assistant_mask_is_content_plus_end_of_turn(micro_model_dir):

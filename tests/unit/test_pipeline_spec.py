@@ -16,7 +16,6 @@ from charops.errors import CharopsError
 from charops.pipeline.spec import convert, load_spec, parse_params
 from charops.pipeline.version import (
     compute_version,
-    is_stale,
     read_version,
     stamp,
     version_in_text,
@@ -69,17 +68,13 @@ def test_changed_pipeline_gets_a_new_version(tiny_pipeline_yaml):
     assert base != variant and base.split("-")[0] == variant.split("-")[0] == charops.__version__
 
 
-def test_is_stale(tiny_pipeline_yaml, stamped, tmp_path):
-    assert not is_stale(stamped)
-    assert is_stale(tiny_pipeline_yaml["base"])  # never stamped
-    assert is_stale(tmp_path / "missing.yaml")
-    # Compared with a fresh compilation of the same / a changed pipeline.
-    assert not is_stale(stamped, tiny_pipeline_yaml["base"].read_text())
-    assert is_stale(stamped, tiny_pipeline_yaml["variant"].read_text())
-    # Edited by hand after stamping: the stamp no longer matches.
+def test_hand_edit_after_stamping_no_longer_matches_the_stamp(stamped, tmp_path):
+    """What `charops submit` refuses (client.py) and `charops compile --check` reports."""
+    assert compute_version(stamped.read_text()) == read_version(stamped)
     edited = tmp_path / "edited.yaml"
     edited.write_text(stamped.read_text().replace("defaultValue: 3.0", "defaultValue: 5.0"))
-    assert is_stale(edited)
+    assert "defaultValue: 5.0" in edited.read_text()
+    assert compute_version(edited.read_text()) != read_version(edited) == read_version(stamped)
 
 
 def test_load_spec_reads_name_version_and_typed_parameters(stamped):

@@ -10,7 +10,7 @@ overlapping an assistant span is supervised).
 
 It is built for speed: every text is rendered first, then tokenized in one ``encode_batch``
 call of the Rust tokenizer (threads, no per-example Python tokenization). For charops' own
-ChatML template the rendering is done in plain Python (charops.model.chat_template.render_chatml,
+ChatML template the rendering is done in plain Python (charops.model.chat_template.render_chatml_with_spans,
 held to the Jinja template by the tests) instead of Jinja.
 
     from charops.data.tokenize import ChatEncoder
@@ -27,32 +27,11 @@ from bisect import bisect_right
 from collections.abc import Sequence
 
 from charops.errors import CharopsError
-from charops.model.chat_template import CHATML_TEMPLATE, ENDOFTEXT, IM_END, IM_START, NAME_SEPARATOR
+from charops.model.chat_template import CHATML_TEMPLATE, ENDOFTEXT, render_chatml_with_spans
 
 IGNORE_INDEX = -100
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 Messages = list[dict]
-
-
-def _chatml_with_spans(messages: Messages, add_generation_prompt: bool = False) -> tuple[str, list[tuple[int, int]]]:
-    """render_chatml plus the (start, end) character span of each assistant content + <|im_end|>."""
-    parts: list[str] = []
-    spans: list[tuple[int, int]] = []
-    pos = 0
-    for m in messages:
-        if m["role"] == "assistant":
-            head = f"{IM_START}assistant\n"
-            body = f"{m['content']}{IM_END}"
-            spans.append((pos + len(head), pos + len(head) + len(body)))
-            piece = f"{head}{body}\n"
-        else:
-            prefix = f"{m['name']}{NAME_SEPARATOR}" if m["role"] == "user" and m.get("name") else ""
-            piece = f"{IM_START}{m['role']}\n{prefix}{m['content']}{IM_END}\n"
-        parts.append(piece)
-        pos += len(piece)
-    if add_generation_prompt:
-        parts.append(f"{IM_START}assistant\n")
-    return "".join(parts), spans
 
 
 def _labels_by_offsets(ids: list[int], offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
@@ -121,7 +100,7 @@ class ChatEncoder:
                ) -> tuple[list[str], list[list[tuple[int, int]]]]:
         """Texts and, per text, the character spans of assistant turns (template order)."""
         if self.fast_chatml:
-            pairs = [_chatml_with_spans(m, add_generation_prompt) for m in chats]
+            pairs = [render_chatml_with_spans(m, add_generation_prompt) for m in chats]
             return [t for t, _ in pairs], [s for _, s in pairs]
         from transformers.utils.chat_template_utils import render_jinja_template
 

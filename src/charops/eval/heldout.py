@@ -51,7 +51,6 @@ class HeldoutEvalConfig:
     max_examples: int = field(default=0, metadata={"help": "Evaluate at most this many validation examples (0 = all)."})
     num_samples: int = field(default=4, metadata={"help": "Prompts to generate sample replies for (0 = none)."})
     max_new_tokens: int = field(default=48, metadata={"help": "Length limit of each sample reply."})
-    seed: int = field(default=0, metadata={"help": "Seed (generation is greedy; kept for reproducible set-up)."})
 
     def validate(self) -> None:
         if not self.model:
@@ -266,7 +265,6 @@ def run(cfg: HeldoutEvalConfig) -> dict:
         pairs = pairs[: cfg.max_examples]
     prompts = _prompts(dataset, validation, cfg.num_samples)
 
-    torch.manual_seed(cfg.seed)
     metrics: dict = {"config": to_dict(cfg), "dataset_sha256": manifest.get("content_sha256")}
     metrics["model"] = evaluate_model(cfg.model, dataset, manifest, cfg, validation, pairs, prompts)
     if cfg.baseline_model:

@@ -48,15 +48,25 @@ CHATML_TEMPLATE = (
 )
 
 
-def render_chatml(messages: list[dict], add_generation_prompt: bool = False) -> str:
-    """The same rendering in plain Python: the reference the tests hold the template to."""
-    out = []
+def render_chatml_with_spans(messages: list[dict], add_generation_prompt: bool = False
+                             ) -> tuple[str, list[tuple[int, int]]]:
+    """CHATML_TEMPLATE's rendering in plain Python (no Jinja: data prepare renders every dialogue
+    this way, and the tests hold it to the template), plus the (start, end) character span of each
+    assistant content + <|im_end|>: the text ``{% generation %}`` marks."""
+    parts: list[str] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0
     for m in messages:
         if m["role"] == "assistant":
-            out.append(f"{IM_START}assistant\n{m['content']}{IM_END}\n")
+            head = f"{IM_START}assistant\n"
+            body = f"{m['content']}{IM_END}"
+            spans.append((pos + len(head), pos + len(head) + len(body)))
+            piece = f"{head}{body}\n"
         else:
             prefix = f"{m['name']}{NAME_SEPARATOR}" if m["role"] == "user" and m.get("name") else ""
-            out.append(f"{IM_START}{m['role']}\n{prefix}{m['content']}{IM_END}\n")
+            piece = f"{IM_START}{m['role']}\n{prefix}{m['content']}{IM_END}\n"
+        parts.append(piece)
+        pos += len(piece)
     if add_generation_prompt:
-        out.append(f"{IM_START}assistant\n")
-    return "".join(out)
+        parts.append(f"{IM_START}assistant\n")
+    return "".join(parts), spans

@@ -6,7 +6,7 @@ uploads the pipeline only if the server lacks it and that version only if the se
 
     from charops.pipeline.client import connect
     kfp = connect(host="http://localhost:8080", token=None)      # or KF_PIPELINES_ENDPOINT
-    ref = kfp.submit_run("pipelines/train.yaml", {"epochs": 1}, experiment="charops")
+    ref = kfp.submit_run("pipelines/full.yaml", {"sft_overrides": ["max_steps=20"]}, experiment="charops")
     print(ref.url)
     final = kfp.wait_run(ref.run_id, timeout=3600, on_status=lambda s: print(s.state))
 
@@ -327,11 +327,3 @@ def connect(host: str | None = None, token: str | None = None, namespace: str | 
     env = os.environ if env is None else env
     return KfpClient(resolve_host(host, env), token=token or env.get("KF_PIPELINES_TOKEN"),
                      namespace=namespace, ui_host=env.get("KF_PIPELINES_UI_ENDPOINT"))
-
-
-def submit_run(yaml_path: str | os.PathLike, host: str | None = None,
-               params: Mapping[str, Any] | None = None, experiment: str = "charops",
-               run_name: str | None = None, token: str | None = None,
-               namespace: str | None = None) -> RunRef:
-    """Connect and submit in one call (what ``charops submit --host ...`` does)."""
-    return connect(host, token, namespace).submit_run(yaml_path, params, experiment, run_name)

@@ -5,9 +5,10 @@ kubernetes platform spec that kfp-kubernetes adds). ``charops submit`` uses this
 type ``--param k=v`` values before anything is sent anywhere::
 
     from charops.pipeline.spec import load_spec, parse_params
-    spec = load_spec("pipelines/train.yaml")
-    spec.name, spec.version, spec.parameters["learning_rate"].type   # 'NUMBER_DOUBLE'
-    parse_params(spec, ["learning_rate=1e-4", "epochs=2"])  # {'learning_rate': 0.0001, 'epochs': 2}
+    spec = load_spec("pipelines/full.yaml")
+    spec.name, spec.version, spec.parameters["accelerator_limit"].type   # 'NUMBER_INTEGER'
+    parse_params(spec, ["accelerator_limit=8", 'sft_overrides=["max_steps=20"]'])
+    # {'accelerator_limit': 8, 'sft_overrides': ['max_steps=20']}
 """
 
 from __future__ import annotations

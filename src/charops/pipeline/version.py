@@ -14,10 +14,13 @@ platform spec) with the stamp removed, as canonical JSON: formatting and comment
 it, any change to what the cluster would run does. ``charops submit`` names the pipeline
 version on the server after it and uploads only versions the server lacks::
 
-    from charops.pipeline.version import stamp, read_version, is_stale
-    text = stamp(open("pipelines/train.yaml").read())
-    read_version("pipelines/train.yaml")       # '0.1.0-1a2b3c4d' or None if never stamped
-    is_stale("pipelines/train.yaml")           # stamp missing, edited by hand, or old charops
+    from charops.pipeline.version import stamp, read_version, compute_version
+    text = stamp(open("pipelines/full.yaml").read())
+    read_version("pipelines/full.yaml")        # '0.1.0-1a2b3c4d' or None if never stamped
+    compute_version(text)                      # the version the content has (stamp excluded)
+
+Whether a committed YAML is stale is ``charops.pipeline.compile.stale`` (``charops compile
+--check``): it compares the file with a fresh compilation, byte for byte.
 """
 
 from __future__ import annotations
@@ -128,23 +131,3 @@ def version_in_text(yaml_text: str, where: str = "pipeline YAML") -> str | None:
     description = str(_load_documents(yaml_text, where)[0]["pipelineInfo"].get("description", ""))
     found = re.search(r"\(charops pipeline version ([^()\s]+)\)\s*$", description)
     return found.group(1) if found else None
-
-
-def is_stale(path: str | os.PathLike, compiled_text: str | None = None) -> bool:
-    """Whether a committed pipeline file needs recompiling/restamping.
-
-    Without ``compiled_text``: the file is stale when it is unstamped or its stamp does not
-    match its content under this charops version (edited by hand, or charops was upgraded).
-    With ``compiled_text`` (a fresh compilation of the pipeline's .py): also when the fresh
-    compilation has a different version, i.e. the .py changed since the file was written.
-    """
-    path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.exists() else None
-    if text is None:
-        return True
-    stamped = version_in_text(text, str(path))
-    if stamped is None or stamped != compute_version(text, str(path)):
-        return True
-    if compiled_text is not None and compute_version(compiled_text) != stamped:
-        return True
-    return False
