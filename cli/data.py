@@ -134,3 +134,30 @@ def prepare(
     typer.echo(f"pretrain: {c['pretrain_blocks']['train']} + {c['pretrain_blocks']['validation']} blocks of "
                f"{t['block_size']} from {sum(c['pretrain_documents'].values())} documents")
     typer.echo(f"eval prompts: {c['eval_prompts']}   tokenizer {manifest['tokenizer']['sha256'][:16]}")
+
+
+CardFormat = Enum("CardFormat", {"v2": "v2", "v3": "v3"}, type=str)  # type: ignore[misc]
+
+
+@app.command("export-card")
+def export_card(
+    paths: PathsArg,
+    name: Annotated[str | None, typer.Option("--name", help="The profile to export (needed when the inputs hold several).")] = None,
+    fmt: Annotated[CardFormat, typer.Option("--format", "-f", help="Character card spec version.")] = CardFormat.v3,
+    png: Annotated[str | None, typer.Option("--png", help="Embed the card in this PNG image (written to --out, the image is not changed).")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Card file to write: .png, .charx or .json (default: NAME.FORMAT.png with --png, else .json).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a character profile as a TavernAI/SillyTavern character card (V2 or V3; JSON, PNG or CHARX).
+
+    A profile read from a card is written back field for field (lorebook and extensions included).
+    """
+    from charops.data.cards import export_card as export
+
+    target = export(paths, version=fmt.value, name=name, out=out, image=png, overwrite=overwrite)
+    if as_json:
+        echo_json({"card": str(target), "format": fmt.value})
+    elif not quiet:
+        typer.echo(f"card written to {target}")

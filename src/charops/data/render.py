@@ -15,6 +15,7 @@ serving must agree byte for byte)::
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from charops.data.schema import CharacterProfile
@@ -46,11 +47,16 @@ BEHAVIOURS = (
     ("interaction_patterns", "互动方式", "Interaction patterns"),
 )
 
+# ``extra`` keys that are kept for round trips, not written into the prompt (a character card's
+# lorebook, extensions and raw fields: charops.data.cards).
+NOT_RENDERED = ("tavern_card",)
+
 _TEXT = {
     "zh": {
         "intro": "你将扮演{name}。请始终以{name}的身份、性格和说话方式与用户对话，保持角色，"
                  "不要跳出角色，也不要提及自己是AI或语言模型。",
         "attributes": "【角色信息】", "behaviours": "【行为特点】", "other": "【其他】",
+        "scenario": "【场景】", "instructions": "【注意】",
         "name": "姓名", "catchphrases": "口头禅", "classic_lines": "经典台词",
         "sep": "：", "join": "；", "quote": "“{}”", "quote_join": "、",
     },
@@ -59,6 +65,7 @@ _TEXT = {
                  "with their identity, personality and way of talking, and never say you are an "
                  "AI or a language model.",
         "attributes": "Character profile:", "behaviours": "Behaviour:", "other": "Other:",
+        "scenario": "Scenario:", "instructions": "Instructions:",
         "name": "Name", "catchphrases": "Catchphrases", "classic_lines": "Classic lines",
         "sep": ": ", "join": "; ", "quote": "\"{}\"", "quote_join": ", ",
     },
@@ -104,10 +111,19 @@ def render_system_prompt(profile: CharacterProfile, language: str | None = None)
         behaviours += [f"- {c}" for c in classic]
     other: list[str] = []
     for key, value in profile.extra.items():
-        other += line(str(key), value)
+        if key not in NOT_RENDERED:
+            other += line(str(key), value)
 
-    blocks = [t["intro"].format(name=name)]
-    for title, lines in ((t["attributes"], attributes), (t["behaviours"], behaviours), (t["other"], other)):
+    intro = t["intro"].format(name=name)
+    if profile.system_prompt.strip():  # a card's own prompt; {{original}} is ours (SillyTavern's rule)
+        intro = re.sub(r"\{\{\s*original\s*\}\}", lambda _: intro, profile.system_prompt.strip(),
+                       flags=re.IGNORECASE)
+    blocks = [intro]
+    scenario = [profile.scenario.strip()] if profile.scenario.strip() else []
+    instructions = [profile.post_history_instructions.strip()] if profile.post_history_instructions.strip() else []
+    for title, lines in ((t["attributes"], attributes), (t["behaviours"], behaviours),
+                         (t["scenario"], scenario), (t["other"], other),
+                         (t["instructions"], instructions)):
         if lines:
             blocks.append("\n".join([title, *lines]))
     return "\n\n".join(blocks)

@@ -77,6 +77,13 @@ class CharacterProfile(_Record):
     catchphrases: StrList = Field(default_factory=list)
     classic_lines: StrList = Field(default_factory=list)
     greeting: str = ""
+    # Character-card fields (TavernAI / SillyTavern V1-V3, see charops.data.cards).
+    scenario: str = Field("", description="The situation the conversation starts in (rendered).")
+    system_prompt: str = Field("", description="The card author's own system prompt; replaces the default opening ({{original}} keeps it).")
+    post_history_instructions: str = Field("", description="Instructions the card wants after the history (rendered last).")
+    alternate_greetings: StrList = Field(default_factory=list, description="Other opening lines (not rendered).")
+    tags: StrList = Field(default_factory=list, description="Card tags (not rendered).")
+    creator_notes: str = Field("", description="Notes for people using the card (not rendered).")
     source: str = ""
     extra: dict[str, Any] = Field(default_factory=dict, description="Source fields with no field of their own.")
 

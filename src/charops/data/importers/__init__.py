@@ -11,7 +11,8 @@ returns accepted records plus a reject for every unit that did not make it::
 or from the shell: ``charops data validate data/ --rejects rejects.jsonl``.
 
 Formats: ``native`` (charops JSONL), ``messages`` (OpenAI), ``sharegpt``, ``charactereval``
-(test data), ``charactereval-profiles``, ``characterglm`` (character cards), ``text``.
+(test data), ``charactereval-profiles``, ``characterglm`` (character cards), ``tavern-card``
+(TavernAI/SillyTavern character cards V1-V3: JSON, PNG, CHARX), ``text``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from charops.data.importers import charactereval, characterglm, messages, native, text
+from charops.data.cards import is_card
+from charops.data.importers import cards, charactereval, characterglm, messages, native, text
 from charops.data.importers.common import (
     FileRejected,
     LoadResult,
@@ -42,10 +44,11 @@ PARSERS: dict[str, Callable[..., Parsed]] = {
     "charactereval": charactereval.parse_contexts,
     "charactereval-profiles": charactereval.parse_profiles,
     "characterglm": characterglm.parse,
+    "tavern-card": cards.parse,
     "text": text.parse,
 }
 FORMATS: tuple[str, ...] = tuple(PARSERS)
-EXTENSIONS = (".jsonl", ".json", ".txt")
+EXTENSIONS = (".jsonl", ".json", ".txt", ".png", ".charx")
 _SCAN_LINES = 50
 # Keys that make a JSON object one record rather than an object keyed by character name.
 _RECORD_KEYS = {"type", "turns", "chosen", "rejected", "text", "messages", "conversations", "context"}  # how many lines format detection may look at for a parseable object
@@ -53,6 +56,8 @@ _RECORD_KEYS = {"type", "turns", "chosen", "rejected", "text", "messages", "conv
 
 def _classify_item(obj: dict) -> str:
     """The format a single JSON record belongs to, from its keys."""
+    if is_card(obj):
+        return "tavern-card"
     if "context" in obj and "role" in obj:
         return "charactereval"
     if "messages" in obj:
@@ -69,8 +74,10 @@ def detect_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix == ".txt":
         return "text"
+    if suffix in (".png", ".charx"):
+        return "tavern-card"
     if suffix not in (".json", ".jsonl"):
-        raise FileRejected(f"unsupported file type '{suffix or path.name}' (use .jsonl, .json or .txt, or pass --format)")
+        raise FileRejected(f"unsupported file type '{suffix or path.name}' (use .jsonl, .json, .txt, .png or .charx, or pass --format)")
     content = read_text(path)
     try:
         whole = json.loads(content)
@@ -80,6 +87,8 @@ def detect_format(path: Path) -> str:
         first = next((v for v in whole if isinstance(v, dict)), None)
         return _classify_item(first) if first is not None else "native"
     if isinstance(whole, dict):
+        if is_card(whole):
+            return "tavern-card"
         if _RECORD_KEYS & whole.keys() or isinstance(whole.get("name"), str):
             return _classify_item(whole)  # one record alone in the file
         # Objects keyed by character name; one card or profile is enough to tell, and a bad
