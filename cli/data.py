@@ -43,6 +43,8 @@ def _print_summary(summary: dict[str, Any], dropped: dict[str, int]) -> None:
     for s in summary["sources"]:
         typer.echo(f"  {s['path']}  [{s['format']}]  read {s['read']}  accepted {s['accepted']}  "
                    f"rejected {s['rejected']}")
+    for s in summary["skipped_files"]:
+        typer.echo(f"  {s['path']}  skipped: {s['reason']}")
     missing = summary.get("characters_without_profile")
     if missing:
         typer.echo("characters without a profile (kept; add profiles for them): " + ", ".join(missing))
@@ -61,9 +63,13 @@ def validate(
 
     Exits non-zero when nothing is accepted, or (with --strict) when anything is rejected.
     """
-    from charops.data.validate import load_and_check, write_rejects
+    from charops.data.validate import check_rejects_path, load_and_check, write_rejects
 
+    if rejects:
+        check_rejects_path(rejects)
     result, dropped = load_and_check(paths, fmt=fmt.value, character=character)
+    if rejects:
+        check_rejects_path(rejects, result)
     summary = result.summary() | {"duplicates_dropped": dropped}
     if as_json:
         echo_json(summary)

@@ -40,11 +40,18 @@ def ls(prefix: Annotated[str, typer.Argument(help="Key prefix (a folder).")] = "
 @app.command()
 def put(local: Annotated[Path, typer.Argument(help="A file or a directory.")],
         key: Annotated[str, typer.Argument(help="Destination key (a prefix for a directory).")],
+        force: Annotated[bool, typer.Option("--force", help="Allow replacing published content, a non-empty prefix, or keys under .meta/ and .staging/.")] = False,
         store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Upload a file, or publish a directory (visible only once complete)."""
+    """Upload a file, or publish a directory (visible only once complete).
+
+    Nothing published is replaced without --force.
+    """
     from charops.storage import StorageError, open_store
+    from charops.storage.store import check_put
 
     st = open_store(store)
+    if local.exists():
+        key = check_put(st, key, directory=local.is_dir(), force=force)
     if local.is_dir():
         manifest = st.put_dir(local, key)
         summary = {"url": st.url_for(key), "files": len(manifest["files"]),
@@ -63,17 +70,23 @@ def put(local: Annotated[Path, typer.Argument(help="A file or a directory.")],
 @app.command()
 def get(key: Annotated[str, typer.Argument(help="A published prefix or one object's key.")],
         dest: Annotated[Path, typer.Argument(help="Local directory (prefix) or file (object).")],
-        force: Annotated[bool, typer.Option("--force", help="Replace a non-empty destination directory.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Replace an existing file or non-empty directory.")] = False,
         store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Download a published prefix (verified, atomic) or a single object (resumable)."""
+    """Download a published prefix (verified, atomic) or a single object (resumable).
+
+    An object downloaded into an existing directory keeps its name; nothing local is
+    replaced without --force.
+    """
     from charops.storage import MARKER, open_store
+    from charops.storage.store import get_destination
 
     st = open_store(store)
     if st.exists(f"{key.rstrip('/')}/{MARKER}"):
-        out = st.download_prefix(key, dest, overwrite=force)
+        out = st.download_prefix(key, get_destination(key, dest, prefix=True, force=force), overwrite=force)
         summary = {"url": st.url_for(key), "path": str(out)}
     else:
-        transfer = st.get_file(key, dest)
+        st.url_for(key)  # a bad key is reported as such, before the destination
+        transfer = st.get_file(key, get_destination(key, dest, prefix=False, force=force))
         summary = {"url": st.url_for(key), "path": str(transfer.path), "bytes": transfer.size,
                    "resumed_from": transfer.resumed_from}
     if as_json:

@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -27,26 +29,53 @@ DIR_MODE = 0o777 & ~_UMASK
 
 
 @contextlib.contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """While temporary files exist, SIGTERM (``kill``, a pod stopping) raises SystemExit like
+    Ctrl-C raises KeyboardInterrupt, so the cleanup below runs instead of the process just
+    vanishing. Only in the main thread, and only where nobody installed a handler of their own."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; rename it over ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, FILE_MODE)
-    try:
-        if "b" not in mode:
-            kwargs.setdefault("encoding", "utf-8")
-            kwargs.setdefault("newline", "\n")
-        with open(tmp, mode, **kwargs) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with sigterm_as_exit():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, FILE_MODE)
+        try:
+            if "b" not in mode:
+                kwargs.setdefault("encoding", "utf-8")
+                kwargs.setdefault("newline", "\n")
+            with open(tmp, mode, **kwargs) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+
+def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths are the same, or one lies inside the other (symlinks resolved)."""
+    ra, rb = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()
+    return ra == rb or ra in rb.parents or rb in ra.parents
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -123,21 +152,24 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     otherwise an existing non-empty ``path`` is an error raised by the caller beforehand.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():  # a file is never moved aside
+        raise FileExistsError(f"{path} is a file, not a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, DIR_MODE)
-    try:
-        yield tmp
-        if path.exists():
-            if not overwrite and any(path.iterdir()):
-                raise FileExistsError(path)
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with sigterm_as_exit():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, DIR_MODE)
+        try:
+            yield tmp
+            if path.exists():
+                if not overwrite and any(path.iterdir()):
+                    raise FileExistsError(path)
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise

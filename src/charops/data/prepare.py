@@ -259,9 +259,18 @@ def _split(items: list, cfg: PrepareConfig, by_character: bool) -> tuple[list, l
     return split_dialogues(items, cfg.validation_fraction, cfg.seed, by="dialogue")
 
 
-def _check_output(cfg: PrepareConfig) -> Path:
+def _check_output(cfg: PrepareConfig, inputs: list[str]) -> Path:
+    """The output directory, refused when replacing it could destroy anything the user has."""
+    from charops.io import overlaps
+
     out = Path(cfg.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
+    if out.is_file() or (out.is_symlink() and not out.is_dir()):
+        raise DataError(f"output directory '{out}' is a file; choose another --out (a file is never replaced)")
+    for given in inputs:
+        if overlaps(out, given):
+            raise DataError(f"output directory '{out}' overlaps the input '{given}' (the same folder, inside "
+                            "it, or holding it); writing there could destroy the input, choose another --out")
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise DataError(f"output directory '{out}' exists and is not empty; pass overwrite=true (--overwrite) "
                         "or choose another --out")
     return out
@@ -273,8 +282,8 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
     from charops.model import tokenizer_sha256
     from charops.model.load import load_tokenizer, resolve_model
 
-    out = _check_output(cfg)
     inputs = cfg.inputs or [str(SAMPLES_DIR)]
+    out = _check_output(cfg, inputs)
     model_dir = resolve_model(cfg.model)
     tokenizer = load_tokenizer(model_dir)
     result, duplicates = load_and_check(inputs, fmt=cfg.format, character=cfg.character)

@@ -27,7 +27,8 @@ from pathlib import Path
 from charops.data.importers import LoadResult, Reject, load_inputs
 from charops.data.normalize import normalize
 from charops.data.schema import Record
-from charops.io import write_jsonl
+from charops.errors import DataError
+from charops.io import overlaps, write_jsonl
 
 
 def check_references(result: LoadResult) -> LoadResult:
@@ -59,6 +60,35 @@ def load_and_check(paths: Sequence[str | Path], fmt: str = "auto",
     return check_references(result), dropped
 
 
+def check_rejects_path(path: str | os.PathLike, result: LoadResult | None = None) -> Path:
+    """Where ``--rejects`` may write: not a directory, not under a file, not any input read.
+
+    Called before loading (``result`` None: the shape of the path) and again with the load
+    result (the files actually read), so that an input is never overwritten by its rejects.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise DataError(f"--rejects {path}: is a directory; name a file such as {target / 'rejects.jsonl'}")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(f"--rejects {path}: '{parent}' is a file, not a folder; choose another path")
+            break
+    if result is not None:
+        for src in result.sources:
+            if overlaps(target, src.path):
+                raise DataError(f"--rejects {path}: is an input ('{src.path}'); writing the rejects there would "
+                                "destroy it, choose another file")
+    return target
+
+
 def write_rejects(path: str | os.PathLike, rejects: Iterable[Reject]) -> int:
-    """Rejects as JSONL (source, location, record_type, reason), written atomically."""
-    return write_jsonl(path, (dataclasses.asdict(r) for r in rejects))
+    """Rejects as JSONL (source, location, record_type, reason), written atomically.
+
+    Such a file is recognised by its fields and never read back as input from a folder.
+    """
+    check_rejects_path(path)
+    try:
+        return write_jsonl(path, (dataclasses.asdict(r) for r in rejects))
+    except OSError as exc:
+        raise DataError(f"--rejects {path}: cannot write ({exc.strerror})") from None

@@ -103,6 +103,80 @@ def is_internal(key: str) -> bool:
     return key.split("/", 1)[0] in (STAGING, ".meta")
 
 
+def check_put(store: Store, key: str, directory: bool, force: bool = False) -> str:
+    """Refuse an upload that would corrupt the store or silently replace published content.
+
+    Always refused: a key under an existing object (``m/config.json/x``), a file onto a key
+    that is a folder, a directory onto a key that is a file. Refused unless ``force``: keys
+    under the store's own ``.meta/`` and ``.staging/``, a ``_SUCCESS`` marker, a file inside a
+    published prefix, and a directory onto a prefix that holds anything (publishing replaces
+    everything under it). Returns the cleaned key.
+    """
+    key = clean_key(key)
+    url = store.url_for(key)
+    parts = key.split("/")
+    if is_internal(key) and not force:
+        raise StorageError(f"{url}: keys under {STAGING}/ and .meta/ belong to the store itself; "
+                           "choose another key (or --force)")
+    ancestors = ["/".join(parts[:i]) for i in range(1, len(parts))]
+    for a in ancestors:
+        if store.exists(a):
+            raise StorageError(f"{store.url_for(a)} is a file in the store, so nothing can go under it; "
+                               "choose another key")
+    if not force:
+        for a in ancestors:
+            if store.exists(join(a, MARKER)):
+                raise StorageError(f"{url} is inside the published prefix {a}; changing it in place "
+                                   "changes it under its readers: publish a new version, or pass --force")
+    if directory:
+        if store.exists(key):
+            raise StorageError(f"{url} is a file in the store; a directory needs a key that is a folder")
+        held = store.list(key)
+        if held and not force:
+            raise StorageError(f"{url} already holds {len(held)} object(s); publishing a directory there "
+                               "replaces all of them: choose a new key, or pass --force")
+    else:
+        if store.list(key):
+            raise StorageError(f"{url} is a folder in the store; name the file's own key ({key}/NAME)")
+        if parts[-1] == MARKER and not force:
+            raise StorageError(f"{url}: {MARKER} is the publish marker charops writes itself; upload "
+                               "a directory to publish it (or --force)")
+    return key
+
+
+def get_destination(key: str, dest: str | os.PathLike, prefix: bool, force: bool = False) -> Path:
+    """Where ``store get`` writes, refusing what would destroy local files.
+
+    An object into an existing directory keeps its name there (as ``cp`` does); an existing
+    file is replaced only with ``force``. A prefix never replaces a file, the current
+    directory or one above it; a non-empty directory only with ``force``.
+    """
+    dest = Path(dest)
+    if prefix:
+        if dest.exists() and not dest.is_dir():
+            raise StorageError(f"{dest} is a file; a published prefix downloads into a directory")
+        here = Path.cwd().resolve()
+        resolved = dest.resolve()
+        if resolved == here or resolved in here.parents:
+            raise StorageError(f"{dest} is the current directory or holds it, which a download never "
+                               f"replaces; name a new folder, e.g. ./{key.rstrip('/').rsplit('/', 1)[-1]}")
+        if dest.is_dir() and any(dest.iterdir()) and not force:
+            raise StorageError(f"{dest}: already exists and is not empty (pass --force to replace it)")
+        return resolved
+    if dest.is_dir():
+        dest = dest / clean_key(key).rsplit("/", 1)[-1]
+        if dest.is_dir():
+            raise StorageError(f"{dest} is a directory; name the file to write")
+    if dest.exists() and not force:
+        raise StorageError(f"{dest} already exists (pass --force to replace it)")
+    for parent in dest.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise StorageError(f"{parent} is a file, not a folder; choose another destination")
+            break
+    return dest
+
+
 def file_digests(path: str | os.PathLike, part_size: int = 0) -> tuple[str, str]:
     """sha256 of a file and the S3 ETag an upload in ``part_size`` parts would get (0: one part).
 

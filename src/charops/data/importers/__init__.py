@@ -29,6 +29,7 @@ from charops.data.importers.common import (
     Parsed,
     Reject,
     SourceFile,
+    is_rejects_file,
     read_text,
 )
 from charops.errors import DataError
@@ -113,8 +114,12 @@ def detect_format(path: Path) -> str:
     return "native"
 
 
-def _expand(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
-    """(file, display name) for every input file, in a deterministic order, each once."""
+def _expand(paths: Sequence[str | Path], skipped: list[dict[str, str]]) -> list[tuple[Path, str]]:
+    """(file, display name) for every input file, in a deterministic order, each once.
+
+    Under a directory, rejects files that charops wrote there are left out (listed in
+    ``skipped``); a file named on its own is always read.
+    """
     out: list[tuple[Path, str]] = []
     seen: set[Path] = set()
     for p in paths:
@@ -126,6 +131,9 @@ def _expand(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
                            and not any(part.startswith(".") for part in q.relative_to(path).parts))
             if not files:
                 raise DataError(f"{p}: no .jsonl, .json or .txt file in this directory")
+            for f in [f for f in files if f.suffix.lower() == ".jsonl" and is_rejects_file(f)]:
+                files.remove(f)
+                skipped.append({"path": str(f), "reason": "a charops rejects file"})
         else:
             files = [path]
         for f in files:
@@ -147,7 +155,7 @@ def load_inputs(paths: Sequence[str | Path], fmt: str = "auto", character: str |
     if not paths:
         raise DataError("no input paths given")
     result = LoadResult()
-    for path, display in _expand(paths):
+    for path, display in _expand(paths, result.skipped):
         src = SourceFile(path=display, sha256=sha256_file(path), format=fmt)
         try:
             src.format = detect_format(path) if fmt == "auto" else fmt

@@ -36,6 +36,27 @@ class Reject:
     reason: str  # short and stable, so that summaries can count per reason
 
 
+REJECT_FIELDS = ("source", "location", "record_type", "reason")
+
+
+def is_rejects_file(path: Path) -> bool:
+    """Whether ``path`` is a rejects file charops wrote (its first record has exactly the
+    fields of a :class:`Reject`), so that one written into an input folder is not read back."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return False
+    for line in head.split(b"\n"):
+        if line.strip():
+            try:
+                first = json.loads(line)
+            except (ValueError, RecursionError):
+                return False
+            return isinstance(first, dict) and sorted(first) == sorted(REJECT_FIELDS)
+    return False
+
+
 @dataclass
 class SourceFile:
     """One input file and what became of its units."""
@@ -76,6 +97,9 @@ class LoadResult:
     sources: list[SourceFile] = field(default_factory=list)
     # Set by charops.data.validate.check_references; None until references were checked.
     characters_without_profile: list[str] | None = None
+    # Files found under an input directory and not read, e.g. a rejects file charops wrote
+    # there: {"path", "reason"} each (they are not sources: nothing was read from them).
+    skipped: list[dict[str, str]] = field(default_factory=list)
     # id(record) -> (file, location). Records are shared, not copied, between results, and
     # every result maps only the records it holds, so the ids stay valid.
     origins: dict[int, tuple[str, str]] = field(default_factory=dict, repr=False)
@@ -103,7 +127,8 @@ class LoadResult:
         first occurrence wins) are deterministic. Per-file counts follow the rejects.
         """
         out = LoadResult(rejects=list(self.rejects), sources=[replace(s) for s in self.sources],
-                         characters_without_profile=self.characters_without_profile)
+                         characters_without_profile=self.characters_without_profile,
+                         skipped=list(self.skipped))
         by_path = {s.path: s for s in out.sources}
         for record in self.records():
             src, loc = self.origin(record)
@@ -130,6 +155,7 @@ class LoadResult:
             "eval_prompts": sum(d.is_eval_prompt for d in self.dialogues),
             "characters": sorted({p.name for p in self.profiles}),
             "sources": [vars(s).copy() for s in self.sources],
+            "skipped_files": [dict(s) for s in self.skipped],
         }
         if self.characters_without_profile is not None:
             out["characters_without_profile"] = list(self.characters_without_profile)
