@@ -55,10 +55,12 @@ def version(
 
 
 # Command groups, one module each (cli/<group>.py defines `app`); pipeline commands are top level.
-from charops.cli import data, eval, model, pipeline, runs, store, train  # noqa: E402
+from charops.cli import chat, data, deploy, eval, model, pipeline, runs, store, train  # noqa: E402
 
 app.command("submit")(pipeline.submit)
 app.command("compile")(pipeline.compile)
+app.command("deploy")(deploy.deploy)
+app.command("chat")(chat.chat)
 app.add_typer(data.app, name="data")
 app.add_typer(model.app, name="model")
 app.add_typer(train.app, name="train")

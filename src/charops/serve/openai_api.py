@@ -1,0 +1,470 @@
+"""OpenAI-compatible routes of the local server: ``/openai/v1/models``, ``chat/completions``,
+``completions`` (non-streaming and SSE streaming), plus the guard that checks the API key and
+the body size of every request.
+
+KServe's own OpenAI classes import vLLM, so these routes are a plain FastAPI router added to
+KServe's app (see ``charops.serve.server``). Every refusal is an OpenAI-style error body
+``{"error": {"message", "type", "param", "code"}}`` with a 4xx status; a failed generation is a
+500 with the same shape; nothing a client sends can stop the server::
+
+    curl -s http://127.0.0.1:8080/openai/v1/chat/completions -H 'content-type: application/json' \\
+      -d '{"model": "charops-chat:林小满", "messages": [{"role": "user", "content": "你好"}]}'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from charops.serve.characters import Character
+from charops.serve.engine import Engine, EngineStopped, GenRequest, QueueFull
+
+
+@dataclasses.dataclass
+class Limits:
+    """What a request may ask for, and what it gets when it does not say."""
+
+    max_tokens_cap: int = 1024
+    default_max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    repetition_penalty: float = 1.1
+    max_body_bytes: int = 1 << 20
+
+
+@dataclasses.dataclass
+class ServingState:
+    name: str
+    engine: Engine
+    tokenizer: Any
+    characters: dict[str, Character]
+    max_context: int
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    created: int = dataclasses.field(default_factory=lambda: int(time.time()))
+
+
+class APIError(Exception):
+    """A refusal with an HTTP status and an OpenAI-style error body."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+# -- request parsing --------------------------------------------------------------------------
+
+def _number(body: dict, key: str, default: float, lo: float, hi: float, *, lo_open: bool = False) -> float:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise APIError(400, f"'{key}' must be a number", param=key)
+    if value > hi or value < lo or (lo_open and value == lo):
+        bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+        raise APIError(400, f"'{key}' is {value}; it must be in {bound}", param=key)
+    return float(value)
+
+
+def _integer(body: dict, key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise APIError(400, f"'{key}' must be an integer", param=key)
+    return value
+
+
+def _stop(body: dict) -> tuple[str, ...]:
+    value = body.get("stop")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or len(value) > 4 or not all(isinstance(s, str) and s for s in value):
+        raise APIError(400, "'stop' must be a non-empty string or a list of up to 4 of them", param="stop")
+    return tuple(value)
+
+
+def resolve_character(state: ServingState, body: dict) -> Character | None:
+    """The character a request names (``model: NAME:CHARACTER`` or ``character``), or None."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise APIError(400, "'model' is required: a model id from /openai/v1/models", param="model")
+    from_model = None
+    if model != state.name:
+        base, sep, char = model.partition(":")
+        if base != state.name or not sep or not char:
+            raise APIError(404, f"the model '{model}' does not exist; this server serves '{state.name}' "
+                           f"and '{state.name}:CHARACTER' (see /openai/v1/models)",
+                           param="model", code="model_not_found")
+        from_model = char
+    extra = body.get("character")
+    if extra is not None and not isinstance(extra, str):
+        raise APIError(400, "'character' must be a string", param="character")
+    if extra and from_model and extra != from_model:
+        raise APIError(400, f"'model' names character '{from_model}' but 'character' names '{extra}'",
+                       param="character")
+    name = extra or from_model
+    if not name:
+        return None
+    if name not in state.characters:
+        known = ", ".join(sorted(state.characters)) or "none"
+        raise APIError(404, f"unknown character '{name}' (this model plays: {known})",
+                       param="model" if from_model else "character", code="character_not_found")
+    return state.characters[name]
+
+
+def _content(message: dict, i: int) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise APIError(400, f"messages[{i}].content: only text parts are supported",
+                               param=f"messages[{i}].content")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise APIError(400, f"messages[{i}].content must be a string or a list of text parts",
+                   param=f"messages[{i}].content")
+
+
+def chat_messages(body: dict, character: Character | None) -> list[dict]:
+    """The conversation to render: the request's messages, the character's profile as system
+    prompt unless the request brings its own."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "'messages' is required: a non-empty list of {role, content}", param="messages")
+    out: list[dict] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise APIError(400, f"messages[{i}] must be an object", param=f"messages[{i}]")
+        role = m.get("role")
+        if role == "developer":  # the newer OpenAI name of the system role
+            role = "system"
+        if role not in ("system", "user", "assistant"):
+            raise APIError(400, f"messages[{i}].role '{role}' is not system, user or assistant",
+                           param=f"messages[{i}].role")
+        msg = {"role": role, "content": _content(m, i)}
+        if role == "user" and isinstance(m.get("name"), str) and m["name"]:
+            msg["name"] = m["name"]
+        out.append(msg)
+    if character is not None and not any(m["role"] == "system" for m in out):
+        out.insert(0, {"role": "system", "content": character.system_prompt})
+    return out
+
+
+def chat_prompt_ids(state: ServingState, messages: list[dict]) -> list[int]:
+    text = state.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return state.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def gen_request(state: ServingState, body: dict, prompt_ids: list[int]) -> GenRequest:
+    """Sampling settings from the body (OpenAI names, plus vLLM's ``min_tokens`` and
+    ``repetition_penalty``), checked against the server's limits and the context window."""
+    lim = state.limits
+    if body.get("n") not in (None, 1):
+        raise APIError(400, "'n' must be 1 on this server", param="n")
+    if body.get("tools") or body.get("functions"):
+        raise APIError(400, "tools and functions are not supported by this server", param="tools")
+    max_tokens = _integer(body, "max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens")
+    param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    if max_tokens is not None and not 1 <= max_tokens <= lim.max_tokens_cap:
+        raise APIError(400, f"'{param}' is {max_tokens}; this server allows 1 to {lim.max_tokens_cap}",
+                       param=param)
+    room = state.max_context - len(prompt_ids)
+    if room < 1 or (max_tokens is not None and max_tokens > room):
+        raise APIError(400, f"the prompt is {len(prompt_ids)} tokens; with {max_tokens or 1} new tokens "
+                       f"it exceeds the model's {state.max_context}-token context",
+                       param="messages", code="context_length_exceeded")
+    if max_tokens is None:
+        max_tokens = min(lim.default_max_tokens, room)
+    min_tokens = _integer(body, "min_tokens") or 0
+    if not 0 <= min_tokens <= max_tokens:
+        raise APIError(400, f"'min_tokens' is {min_tokens}; it must be between 0 and the max tokens "
+                       f"({max_tokens})", param="min_tokens")
+    return GenRequest(
+        input_ids=prompt_ids, max_new_tokens=max_tokens, min_new_tokens=min_tokens,
+        temperature=_number(body, "temperature", lim.temperature, 0.0, 2.0),
+        top_p=_number(body, "top_p", lim.top_p, 0.0, 1.0, lo_open=True),
+        repetition_penalty=_number(body, "repetition_penalty", lim.repetition_penalty, 0.0, 10.0, lo_open=True),
+        stop=_stop(body), seed=_integer(body, "seed"))
+
+
+async def read_json(request: Request) -> dict:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"the request body is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    return body
+
+
+# -- running a request ------------------------------------------------------------------------
+
+def submit(state: ServingState, req: GenRequest) -> asyncio.Queue:
+    events = req.attach_async(asyncio.get_running_loop())
+    try:
+        state.engine.submit(req)
+    except QueueFull as exc:
+        raise APIError(429, f"the server is busy: {exc}; retry shortly", type="rate_limit_error",
+                       code="rate_limit_exceeded", headers={"Retry-After": "1"}) from None
+    except EngineStopped as exc:
+        raise APIError(503, str(exc), type="server_error", code="shutting_down") from None
+    return events
+
+
+async def run_to_end(state: ServingState, req: GenRequest) -> str:
+    """Submit and wait for the whole reply; the finish reason is left on ``req``."""
+    events = submit(state, req)
+    try:
+        while True:
+            kind, value = await events.get()
+            if kind == "error":
+                raise APIError(500, value, type="server_error")
+            if kind == "done":
+                return req.text
+    finally:
+        req.cancelled = True  # a client that went away frees its batch row
+
+
+def _usage(req: GenRequest) -> dict:
+    n = len(req.input_ids)
+    return {"prompt_tokens": n, "completion_tokens": req.completion_tokens,
+            "total_tokens": n + req.completion_tokens}
+
+
+def _finish(req: GenRequest) -> str:
+    return "length" if req.finish_reason == "length" else "stop"
+
+
+def _sse(obj: dict | str) -> bytes:
+    data = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)
+    return f"data: {data}\n\n".encode()
+
+
+async def stream_events(state: ServingState, req: GenRequest, chunk, include_usage: bool) -> AsyncIterator[bytes]:
+    """SSE frames: ``chunk(delta_text | None, finish_reason | None)`` builds each one."""
+    events = submit(state, req)
+
+    async def frames() -> AsyncIterator[bytes]:
+        try:
+            first = chunk(None, None, first=True)
+            if first is not None:
+                yield _sse(first)
+            while True:
+                kind, value = await events.get()
+                if kind == "text":
+                    yield _sse(chunk(value, None))
+                elif kind == "error":
+                    yield _sse(APIError(500, value, type="server_error").body())
+                    break
+                else:
+                    yield _sse(chunk(None, _finish(req)))
+                    if include_usage:
+                        last = chunk(None, None, usage=_usage(req))
+                        yield _sse(last)
+                    break
+            yield _sse("[DONE]")
+        finally:
+            req.cancelled = True  # the client went away mid-stream: stop generating its row
+
+    return frames()
+
+
+def _stream_options(body: dict) -> bool:
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+def openai_router(state: ServingState) -> APIRouter:
+    router = APIRouter(prefix="/openai/v1")
+
+    def model_card(model_id: str, character: Character | None = None) -> dict:
+        card = {"id": model_id, "object": "model", "created": state.created, "owned_by": "charops"}
+        if character is not None:
+            p = character.profile
+            card["character"] = {"name": p.name, "category": p.category, "language": p.language,
+                                 "greeting": p.greeting}
+        return card
+
+    @router.get("/models")
+    async def list_models() -> JSONResponse:
+        data = [model_card(state.name)]
+        data += [model_card(f"{state.name}:{c.name}", c) for c in state.characters.values()]
+        return JSONResponse({"object": "list", "data": data})
+
+    @router.get("/models/{model_id:path}")
+    async def get_model(model_id: str) -> JSONResponse:
+        try:
+            character = resolve_character(state, {"model": model_id})
+        except APIError as exc:
+            return exc.response()
+        return JSONResponse(model_card(model_id, character))
+
+    @router.post("/chat/completions")
+    async def chat_completions(request: Request):
+        try:
+            body = await read_json(request)
+            character = resolve_character(state, body)
+            messages = chat_messages(body, character)
+            req = gen_request(state, body, chat_prompt_ids(state, messages))
+            rid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body["model"]
+            if body.get("stream"):
+                def chunk(text, finish, first=False, usage=None):
+                    if usage is not None:
+                        choices = []
+                    elif first:
+                        choices = [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                    "logprobs": None, "finish_reason": None}]
+                    else:
+                        delta = {"content": text} if text is not None else {}
+                        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+                    out = {"id": rid, "object": "chat.completion.chunk", "created": created,
+                           "model": model, "choices": choices}
+                    if usage is not None:
+                        out["usage"] = usage
+                    return out
+                frames = await stream_events(state, req, chunk, _stream_options(body))
+                return StreamingResponse(frames, media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache"})
+            text = await run_to_end(state, req)
+        except APIError as exc:
+            return exc.response()
+        return JSONResponse({
+            "id": rid, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": None, "finish_reason": _finish(req)}],
+            "usage": _usage(req)})
+
+    @router.post("/completions")
+    async def completions(request: Request):
+        try:
+            body = await read_json(request)
+            if resolve_character(state, body) is not None:
+                raise APIError(400, "completions continue raw text and take no character; use "
+                               "/openai/v1/chat/completions to talk to one", param="model")
+            prompt = body.get("prompt")
+            if isinstance(prompt, list) and len(prompt) == 1:
+                prompt = prompt[0]
+            if not isinstance(prompt, str) or not prompt:
+                raise APIError(400, "'prompt' is required: a non-empty string", param="prompt")
+            if body.get("echo"):
+                raise APIError(400, "'echo' is not supported by this server", param="echo")
+            ids = state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            req = gen_request(state, body, ids)
+            rid, created, model = f"cmpl-{uuid.uuid4().hex}", int(time.time()), body["model"]
+            if body.get("stream"):
+                def chunk(text, finish, first=False, usage=None):
+                    if first:
+                        return None
+                    choices = [] if usage is not None else [
+                        {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
+                    out = {"id": rid, "object": "text_completion", "created": created,
+                           "model": model, "choices": choices}
+                    if usage is not None:
+                        out["usage"] = usage
+                    return out
+                frames = await stream_events(state, req, chunk, _stream_options(body))
+                return StreamingResponse(frames, media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache"})
+            text = await run_to_end(state, req)
+        except APIError as exc:
+            return exc.response()
+        return JSONResponse({
+            "id": rid, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(req)}],
+            "usage": _usage(req)})
+
+    return router
+
+
+# -- the guard: API key and body size, for every route of the app ----------------------------
+
+class Guard:
+    """Pure ASGI middleware: Bearer key on everything but the health probes, and a body cap.
+
+    A body over the cap is refused before the route reads it: by its Content-Length, or,
+    for a chunked body, once the bytes read so far pass the cap.
+    """
+
+    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int, open_paths: set[str]):
+        self.app, self.api_key, self.max_body = app, api_key, max_body_bytes
+        self.open_paths = open_paths
+
+    async def _refuse(self, send: Any, err: APIError) -> None:
+        body = json.dumps(err.body()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if err.status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.api_key and scope["path"] not in self.open_paths:
+            given = headers.get("authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
+                return await self._refuse(send, APIError(
+                    401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                    type="invalid_request_error", code="invalid_api_key"))
+        too_big = APIError(413, f"the request body is over {self.max_body} bytes", code="request_too_large")
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await self._refuse(send, APIError(400, "bad Content-Length header"))
+            if int(length) > self.max_body:
+                return await self._refuse(send, too_big)
+            return await self.app(scope, receive, send)
+        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        # A chunked body: read it here (bounded), then hand the route the same bytes.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return await self._refuse(send, too_big)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
