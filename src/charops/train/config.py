@@ -16,7 +16,7 @@ Run directory layout (``output_dir``)::
     model/                   the trained model (a Hugging Face directory; the next stage's `model`),
                              with training_summary.json and the dataset's characters.jsonl
     checkpoints/checkpoint-N  Trainer checkpoints (optimizer, scheduler, RNG) for `resume=auto`
-    dataset/                 only when `dataset` was a raw file: the prepared dataset
+    dataset/                 only when `dataset` was a raw file (prepared here) or an s3:// prefix
     training_summary.json    also copied into model/
 """
 
@@ -61,8 +61,9 @@ class TrainConfig:
     model: str = field(default="runs/base", metadata={
         "help": "Base model: a Hugging Face model directory, an s3://bucket/prefix or a hub id."})
     dataset: str = field(default="runs/data", metadata={
-        "help": "Prepared dataset directory (charops data prepare), or a raw data file that is prepared "
-                "first into output_dir/dataset with the base model's tokenizer."})
+        "help": "Prepared dataset directory (charops data prepare) or an s3://bucket/prefix it was published to "
+                "(downloaded into output_dir/dataset), or a raw data file that is prepared first into "
+                "output_dir/dataset with the base model's tokenizer."})
     output_dir: str = field(default="runs/train", metadata={
         "help": "Run directory: model/ (the trained model), checkpoints/, training_summary.json."})
     max_steps: int = field(default=-1, metadata={

@@ -7,8 +7,8 @@ Public names::
     check_rows(inputs.train_rows, ("prompt", "chosen", "rejected"), "<dataset>/dpo/train.jsonl")
 
 ``prepare_inputs`` resolves the base model (local dir, ``s3://``, hub id) and the dataset (a
-prepared dataset directory, or a raw file that ``charops.data.prepare`` turns into one under
-``output_dir/dataset``), refuses a dataset tokenized with another tokenizer, and reads the
+prepared dataset directory; an ``s3://bucket/prefix`` where one was published, downloaded to
+``output_dir/dataset``; or a raw file that ``charops.data.prepare`` turns into one there), refuses a dataset tokenized with another tokenizer, and reads the
 stage's split (``<dataset>/<cfg.split_dir>/train.jsonl`` and ``validation.jsonl``).
 """
 
@@ -76,7 +76,10 @@ def prepare_inputs(cfg: TrainConfig, extra_models: dict[str, str] | None = None)
 
 
 def resolve_dataset(cfg: TrainConfig, model_dir: Path) -> Path:
-    """A prepared dataset directory as is; a raw file is prepared first into output_dir/dataset."""
+    """A prepared dataset directory as is; an ``s3://`` one is downloaded and a raw file prepared
+    first, both into output_dir/dataset."""
+    if cfg.dataset.startswith("s3://"):
+        return fetch_dataset(cfg.dataset, Path(cfg.output_dir) / "dataset")
     p = Path(cfg.dataset)
     if p.is_dir():
         if not (p / "manifest.json").is_file():
@@ -92,6 +95,36 @@ def resolve_dataset(cfg: TrainConfig, model_dir: Path) -> Path:
                                             "output_dir": str(out), "overwrite": True}))
         return out
     raise DataError(f"dataset '{cfg.dataset}' does not exist; pass a prepared dataset directory or a raw data file")
+
+
+def fetch_dataset(url: str, dest: Path) -> Path:
+    """A prepared dataset published at ``s3://BUCKET/PREFIX`` (``charops store put``), in ``dest``.
+
+    Only a published prefix is read (its ``_SUCCESS`` manifest lists every file and checksum), so
+    a half-uploaded dataset never is. The ranks of one node share ``dest``: under a lock the first
+    downloads it and the others, like a resumed run, find the same manifest.json and reuse it.
+    """
+    import fcntl
+
+    from charops.storage import open_store
+    from charops.storage.store import read_manifest
+
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    if not bucket or not prefix:
+        raise DataError(f"dataset '{url}': expected s3://BUCKET/PREFIX")
+    store = open_store(f"s3://{bucket}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        want = read_manifest(store, prefix)["files"].get("manifest.json", {}).get("sha256")
+        if want is None:
+            raise DataError(f"dataset '{url}' has no manifest.json: not a prepared dataset "
+                            "(publish the output of `charops data prepare` with `charops store put`)")
+        have = dest / "manifest.json"
+        if not (have.is_file() and sha256_file(have) == want):
+            store.download_prefix(prefix, dest, overwrite=True)
+    return dest
 
 
 def check_rows(rows: list[dict], keys: tuple[str, ...], where: str) -> None:
