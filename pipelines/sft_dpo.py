@@ -6,7 +6,8 @@ on the character dialogues, align it on preference pairs, compare it with the ba
     charops compile sft_dpo
     charops submit pipelines/sft_dpo.yaml --local
     charops submit pipelines/sft_dpo.yaml --host https://kfp.example.com \
-        --param base_model=s3://models/qwen2-1.5b-instruct --param sft_config=gpu-lora
+        --param base_model=s3://models/qwen2-1.5b-instruct --param sft_config=qwen2-7b-zero3 \
+        --param 'sft_overrides=["lora.enabled=true"]'      # presets: configs/sft/*.yaml
 """
 
 # Pipeline parameters' defaults are lists ([] = no overrides): KFP reads them from the
