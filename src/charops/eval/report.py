@@ -331,6 +331,44 @@ def _markdown_automatic(summary: dict) -> list[str]:
     return lines
 
 
+def human_tables(summary: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """(title, note, head, rows) of the people-only tables: agreement and the Turing test."""
+    out = []
+    agree = summary.get("agreement") or {}
+    if agree:
+        head = ["question", "annotators", "items", "rated by 2+", "agree %", "Cohen's κ",
+                "Fleiss' κ", "Krippendorff's α"]
+        rows = []
+        for task, block in agree.items():
+            for name, b in (block.items() if task == "pointwise" else [(task, block)]):
+                alpha = next((v for k, v in b.items() if k.startswith("krippendorff_alpha")), None)
+                kind = next((k.rsplit("_", 1)[1] for k in b if k.startswith("krippendorff_alpha")), "")
+                rows.append([f"{task}: {name}" if task == "pointwise" else task,
+                             str(b.get("annotators", "–")), str(b.get("items", "–")),
+                             str(b.get("items_multiply_rated", "–")), _pct(b.get("percent_agreement")),
+                             _num(b.get("cohen_kappa"), 3), _num(b.get("fleiss_kappa"), 3),
+                             f"{_num(alpha, 3)} ({kind})"])
+        out.append(("Annotator agreement", "Cohen's kappa with two annotators, Fleiss' kappa with "
+                    "more (items every annotator rated), Krippendorff's alpha over all ratings "
+                    "(ordinal for scores, nominal for choices).", head, rows))
+    turing = summary.get("turing") or {}
+    if turing:
+        out.append(("Turing test", "Replies of models mixed with the dataset's human-written "
+                    "references; how often annotators said a person wrote them.",
+                    ["written by", "judgements", "taken for a person", "%"],
+                    [[k, str(b["judgements"]), str(b["taken_for_human"]), _pct(b["taken_for_human_pct"])]
+                     for k, b in turing.items()]))
+    return out
+
+
+def _markdown_human(summary: dict) -> list[str]:
+    lines = []
+    for title, note, head, rows in human_tables(summary):
+        lines += [f"## {title}", "", f"Judge: {md_text(judge_text(summary.get('judge')))}. "
+                  f"{md_text(note)}", "", *_md_table(head, [[md_text(c) for c in r] for r in rows])]
+    return lines
+
+
 def _markdown_sample(index: int, s: Sample, labels: list[str], summary: dict) -> list[str]:
     head = f"### {index}. {md_text(s.character)} · {md_text(s.category)} · {md_text(s.topic)}"
     lines = [head, "", f"**user:** {md_text(_cut(_last_user(s.context)))}", ""]
@@ -368,6 +406,7 @@ def render_markdown(results: Results, *, max_samples: int = DEFAULT_SAMPLES,
         ["Nothing was skipped.", ""]
     lines += _markdown_pairwise(summary, judge)
     lines += _markdown_pointwise(summary, judge)
+    lines += _markdown_human(summary)
     lines += _markdown_automatic(summary)
     text = "\n".join(lines)
 
@@ -544,6 +583,9 @@ def render_html(results: Results, *, max_samples: int = DEFAULT_SAMPLES) -> str:
                              [[summary[lab]["label"],
                                *(_score_cell((point[lab].get("overall") or {}).get(d)) for d in dims)]
                               for lab in labels])]
+    for title, note, head, rows in human_tables(summary):
+        body += [f"<h2>{esc(title)}</h2>", f'<p class="judge">Judge: {esc(judge)}. {esc(note)}</p>',
+                 _html_table(head, rows)]
     auto = summary.get("automatic") or {}
     sides = [s for s in ("candidate", "baseline") if auto.get(s)]
     if sides:
