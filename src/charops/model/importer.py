@@ -1,0 +1,189 @@
+"""``charops model import``: a GGUF file or a Hugging Face directory -> a charops model directory.
+
+The result is an ordinary Hugging Face directory (``model.safetensors``, tokenizer files,
+``chat_template.jinja``, ``generation_config.json``) plus ``charops_import.json`` recording where
+it came from (path, sha256, catalog entry) and what was done to it. Two things are done:
+
+- **GGUF weights are dequantised** (transformers' ``gguf_file=`` loading, with the ``gguf``
+  package) to float32 or bfloat16 and saved as safetensors, so training and serving never touch
+  the quantised file again.
+- **The chat template gets ``{% generation %}`` markers** (charops.model.template_patch): the
+  model's own template patched where that is provably safe, or ``--chat-template FILE``; the
+  assistant-mask check then proves the supervised tokens are exactly the replies.
+
+It also writes generation defaults a chat needs: stop at the end-of-turn token, sampling with
+temperature/top-p, a repetition penalty (small models loop without one).
+
+    charops model import SmolLM2-135M-Instruct.Q4_1.gguf --output runs/smollm2
+    charops model import charops:smollm2-135m --output runs/smollm2     # from the catalog
+    python -m charops.model.importer some/hf-dir /tmp/out --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from charops.errors import CharopsError
+from charops.io import (
+    FILE_MODE,
+    atomic_dir,
+    overlaps,
+    sha256_file,
+    sha256_tree,
+    write_json,
+    write_text,
+)
+
+DTYPES = ("float32", "bfloat16")
+# Sampling defaults written into generation_config.json (and so recorded with the model): what
+# small chat models need to hold a conversation rather than loop.
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "do_sample": True,
+    "temperature": 0.7,
+    "top_p": 0.9,
+    "top_k": 50,
+    "repetition_penalty": 1.15,
+    "max_new_tokens": 256,
+}
+
+
+def _source(src: Path) -> tuple[str, Path, str | None]:
+    """``(kind, folder to load from, gguf file name or None)``."""
+    if src.is_file():
+        if src.suffix.lower() != ".gguf":
+            raise CharopsError(f"'{src}' is a file but not a .gguf file; pass a GGUF file or a Hugging Face model directory")
+        return "gguf", src.parent, src.name
+    if src.is_dir():
+        if not (src / "config.json").is_file():
+            raise CharopsError(f"'{src}' has no config.json: not a Hugging Face model directory")
+        return "hf", src, None
+    raise CharopsError(f"'{src}' does not exist; pass a GGUF file, a Hugging Face model directory or a charops: reference")
+
+
+def _read_template(path: str | Path) -> str:
+    p = Path(path)
+    if not p.is_file():
+        raise CharopsError(f"chat template file '{p}' does not exist")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CharopsError(f"chat template file '{p}' is not UTF-8 (byte {exc.start})") from None
+
+
+def import_model(src: str | Path, output: str | Path, *, dtype: str = "float32",
+                 chat_template: str | None = None, chat_template_file: str | Path | None = None,
+                 overwrite: bool = False, catalog: dict | None = None, progress: bool = True) -> dict:
+    """Import ``src`` (GGUF file or HF directory) into ``output``; return the summary written as
+    ``charops_import.json``. ``chat_template`` (text) or ``chat_template_file`` replaces the model's own."""
+    if dtype not in DTYPES:
+        raise CharopsError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
+    src, out = Path(src).expanduser(), Path(output).expanduser()
+    kind, folder, gguf_name = _source(src)
+    if overlaps(src, out):  # out is src, holds it (the GGUF's folder) or lies inside it
+        raise CharopsError(f"output '{out}' overlaps the source '{src}'; choose another --output")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise CharopsError(f"output directory '{out}' exists and is not empty; pass --overwrite or choose another --output")
+    if chat_template_file is not None:
+        chat_template = _read_template(chat_template_file)
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers.utils import logging as hf_logging
+
+    from charops.model import tokenizer_sha256
+    from charops.model.template_patch import check_assistant_mask, patch_chat_template
+
+    source_sha = sha256_file(src) if kind == "gguf" else sha256_tree(src)
+    kwargs = {"gguf_file": gguf_name} if gguf_name else {}
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+        except ImportError as exc:  # the gguf package is missing
+            raise CharopsError(f"loading '{src}' needs a package that is not installed: {exc}") from None
+        except (ValueError, OSError) as exc:
+            raise CharopsError(f"cannot read the tokenizer of '{src}': {str(exc).splitlines()[0]}") from None
+        if not tokenizer.is_fast:
+            raise CharopsError(f"'{src}': charops needs a fast (Rust) tokenizer")
+        special = dict(tokenizer.special_tokens_map)
+        if chat_template is not None:
+            template, family = patch_chat_template(chat_template, **special)
+            template_origin = "file" if chat_template_file is not None else "catalog"
+        else:
+            template, family = patch_chat_template(tokenizer.chat_template, **special)
+            template_origin = "model"
+        tokenizer.chat_template = template
+        end_of_turn = check_assistant_mask(tokenizer)
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kwargs)
+        except (ValueError, OSError, KeyError) as exc:
+            raise CharopsError(f"cannot load the weights of '{src}': {str(exc).splitlines()[0]}") from None
+    finally:
+        if not progress:
+            hf_logging.enable_progress_bar()
+    # A GGUF-loaded model remembers its quantised origin and refuses to save; its tensors are
+    # already dequantised, so dropping the marker is all it takes.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.dtype = dtype
+
+    eot_id = tokenizer.convert_tokens_to_ids(end_of_turn)
+    eos_ids = [eot_id] + [i for i in (tokenizer.eos_token_id,) if i is not None and i != eot_id]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot_id
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = end_of_turn
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=eos_ids, pad_token_id=pad_id, **GENERATION_DEFAULTS)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    summary: dict[str, Any] = {
+        "source": {"kind": kind, "path": str(src.resolve()), "sha256": source_sha, **(catalog or {})},
+        "architecture": model.config.architectures[0] if model.config.architectures else type(model).__name__,
+        "model_type": model.config.model_type,
+        "parameters": n_params,
+        "dtype": dtype,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": getattr(model.config, "max_position_embeddings", None),
+        "chat_template": {"family": family, "from": template_origin, "end_of_turn": end_of_turn},
+        "generation": {"eos_token_id": eos_ids, "pad_token_id": pad_id, **GENERATION_DEFAULTS},
+    }
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        os.chmod(tmp, 0o755)  # a model dir is shared (serving pods, other users); mkdtemp made it 0700
+        hf_logging.disable_progress_bar()
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+        finally:
+            hf_logging.enable_progress_bar()
+        tokenizer.save_pretrained(tmp)
+        # transformers 5 saves the template as chat_template.jinja; make sure the patched one is there.
+        write_text(tmp / "chat_template.jinja", template)
+        for f in tmp.iterdir():  # safetensors writes its file 0600; a model dir is read by others
+            os.chmod(f, FILE_MODE)
+        summary["tokenizer_sha256"] = tokenizer_sha256(tmp)
+        write_json(tmp / "charops_import.json", summary)
+    return {"output_dir": str(out), **summary}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m charops.model.importer", description=__doc__.splitlines()[0])
+    ap.add_argument("src")
+    ap.add_argument("output")
+    ap.add_argument("--dtype", default="float32", choices=DTYPES)
+    ap.add_argument("--chat-template", dest="chat_template_file")
+    ap.add_argument("--overwrite", action="store_true")
+    args = ap.parse_args(argv)
+    from charops.model.catalog import import_ref
+
+    print(json.dumps(import_ref(args.src, args.output, dtype=args.dtype, chat_template_file=args.chat_template_file,
+                                overwrite=args.overwrite), indent=2))
+
+
+if __name__ == "__main__":
+    main()
