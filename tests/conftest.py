@@ -246,3 +246,133 @@ def s3_bucket(s3_server) -> str:
     name = "t-" + uuid.uuid4().hex[:12]
     s3_server["client"]().make_bucket(name)
     return name
+
+
+# --- Kubernetes API stand-in (owner: charops.deploy tests) ---------------------------------
+
+CRD_DIR = ROOT.parent / "shared" / "crds"
+
+
+@pytest.fixture
+def kube_standin(tmp_path):
+    """A STAND-IN Kubernetes API server on 127.0.0.1 (tests/k8s_standin.py), not a cluster.
+
+    It validates request bodies against the upstream CRDs in ../shared/crds (unknown fields
+    rejected) and has no controllers: tests set status through ``standin.controllers``.
+    Yields the KubeStandIn; ``standin.kubeconfig`` is a kubeconfig file for it (namespace
+    ``charops-test``). Skips where ../shared/crds is absent (a user's clone).
+    """
+    if not CRD_DIR.is_dir():
+        pytest.skip(f"{CRD_DIR} absent (a user's clone): no CRD schemas for the stand-in")
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
+    from k8s_standin import KubeStandIn
+
+    standin = KubeStandIn(CRD_DIR).start()
+    standin.kubeconfig = standin.write_kubeconfig(tmp_path / "kubeconfig")
+    try:
+        yield standin
+    finally:
+        standin.stop()
+
+
+@pytest.fixture
+def kube(kube_standin):
+    """A charops.deploy.kube.Kube connected to the stand-in through its kubeconfig (short timeouts)."""
+    from charops.deploy.kube import connect
+
+    return connect(kubeconfig=str(kube_standin.kubeconfig), timeout=(2.0, 5.0), backoff_s=0.01)
+
+
+# --- local model server (owner: charops.serve tests) ---------------------------------------
+
+SERVE_CHARACTERS = [
+    {"type": "profile", "name": "林小满", "category": "daily-life", "identity": "爱看书的大学生",
+     "linguistic_style": "温和，爱用括号写动作", "greeting": "（微笑）你好呀！"},
+    {"type": "profile", "name": "Tom", "language": "en", "category": "games-videos",
+     "identity": "a cheerful gamer", "catchphrases": ["GG!"]},
+]
+
+
+@pytest.fixture(scope="session")
+def serve_model_dir(tmp_path_factory, micro_model_dir) -> Path:
+    """micro_model_dir plus a characters.jsonl of SERVE_CHARACTERS (林小满, Tom). Read-only."""
+    out = tmp_path_factory.mktemp("serve") / "model"
+    shutil.copytree(micro_model_dir, out)
+    (out / "characters.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in SERVE_CHARACTERS), encoding="utf-8")
+    return out
+
+
+class ServerProcess:
+    """`charops deploy ...` running as a subprocess on a free loopback port."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
+        import os
+
+        self.port = _free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        charops = Path(sys.executable).parent / "charops"
+        full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+        self.proc = subprocess.Popen([str(charops), "deploy", *args, "--port", str(self.port)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> ServerProcess:
+        deadline = time.monotonic() + timeout
+        while "charops: serving" not in self.log():
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode}: {self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"server not ready in {timeout} s: {self.log()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """start_server(*deploy_args, env=None) -> a ready ServerProcess; all stopped at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, env: dict | None = None) -> ServerProcess:
+        server = ServerProcess(list(args), tmp_path / f"server{len(started)}.log", env)
+        started.append(server)
+        return server.wait_ready()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, serve_model_dir):
+    """One server for a test module: serve_model_dir registered as charops-chat v1 in a local
+    store and served by `charops deploy charops-chat --local --version 1`."""
+    from charops.registry import register
+    from charops.storage import open_store
+
+    base = tmp_path_factory.mktemp("served")
+    store = base / "store"
+    register(open_store(str(store)), serve_model_dir, "charops-chat", {}, {"base_model": "micro"})
+    server = ServerProcess(["charops-chat", "--local", "--version", "1", "--store", str(store),
+                            "--max-tokens-cap", "64", "--max-batch-size", "8"],
+                           base / "server.log", env={"CHAROPS_CACHE": str(base / "cache")})
+    server.wait_ready()
+    yield server
+    server.stop()
