@@ -63,7 +63,7 @@ def deploy(
     max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Most concurrent requests in one generate call.")] = 8,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Waiting requests beyond this are answered 429.")] = 64,
     max_tokens_cap: Annotated[int, typer.Option("--max-tokens-cap", help="Largest max_tokens a request may ask for.")] = 1024,
-    default_max_tokens: Annotated[int, typer.Option("--default-max-tokens", help="max_tokens when a request gives none.")] = 256,
+    default_max_tokens: Annotated[int | None, typer.Option("--default-max-tokens", help="max_tokens when a request gives none (default: 256, or the cap if lower).", show_default=False)] = None,
     batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="How long a lone request waits for others to batch with.")] = 2.0,
 ) -> None:
     """Serve a model with OpenAI-compatible chat routes, one model id per character."""
@@ -84,4 +84,4 @@ def deploy(
     typer.echo(f"loading {what} ...", err=True)
     serve(ServeConfig(model_dir=str(model_dir), name=name, host=bind, port=port, api_key=api_key,
                       max_batch_size=max_batch_size, max_queue=max_queue, max_tokens_cap=max_tokens_cap,
-                      default_max_tokens=default_max_tokens, batch_wait_ms=batch_wait_ms))
+                      default_max_tokens=default_max_tokens or min(256, max_tokens_cap), batch_wait_ms=batch_wait_ms))
