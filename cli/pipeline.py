@@ -1,6 +1,7 @@
 """`charops submit` and `charops compile`: run the versioned pipelines here or on Kubeflow.
 
     charops submit pipelines/full.yaml --local                      # the whole recipe, here
+    charops submit pipelines/full.yaml --local --verbose            # ... streaming every step's log
     charops submit pipelines/full.yaml --local --param sft_overrides='["max_steps=20"]'
     charops submit pipelines/full.yaml --host https://kfp.example.com --wait --run-name try1
     charops compile --all            # regenerate pipelines/*.yaml from pipelines/*.py
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +36,8 @@ def _print_local(result) -> None:
         for name, path in result.outputs.get(task, {}).items():
             if Path(path).exists():  # a Metrics artifact has no file locally
                 typer.echo(f"    {name:<14} {path}")
+        if task in result.logs:
+            typer.echo(f"    {'(log)':<14} {result.logs[task]}")
     trained = [t for t in order if "trained_model" in result.outputs.get(t, {})]
     if trained:
         typer.echo(f"final model: {result.outputs[trained[-1]]['trained_model']}")
@@ -61,6 +65,7 @@ def submit(
     run_name: Annotated[str | None, typer.Option("--run-name", help="Name of the run (default: <pipeline>-<time>).")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Cluster runs: follow the run until it ends; non-zero exit unless it succeeded.")] = False,
     poll: Annotated[float, typer.Option("--poll", help="With --wait: seconds between status checks.")] = 5.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Local runs: stream every step's full output (else one line per step; the logs are in <run>/logs/ either way).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a compiled pipeline: here with --local (kfp.local), else on a Kubeflow cluster."""
@@ -74,7 +79,8 @@ def submit(
         from charops.pipeline.local import run_local
 
         result = run_local(pipeline, param or [], runs_dir=runs_dir, run_name=run_name,
-                           defaults=defaults)
+                           defaults=defaults, echo=sys.stderr if verbose else None,
+                           live=None if verbose else sys.stderr)
         if as_json:
             from dataclasses import asdict
 
@@ -82,8 +88,8 @@ def submit(
         else:
             _print_local(result)
         if result.status != "succeeded":
-            raise CharopsError(f"pipeline {result.pipeline}: {result.error} (logs above; run "
-                               f"directory {result.run_dir})")
+            log = result.logs.get(result.failed_task or "", str(Path(result.run_dir) / "logs"))
+            raise CharopsError(f"pipeline {result.pipeline}: {result.error} (full log: {log})")
         return
 
     from charops.pipeline.client import connect

@@ -92,6 +92,94 @@ def test_run_local_checks_parameters_before_running(two_steps_yaml, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing was started
 
 
+def test_submit_local_prints_one_line_per_step_and_keeps_the_logs(two_steps_yaml, tmp_path):
+    from typer.testing import CliRunner
+
+    from charops.cli.main import app
+    from charops.pipeline.version import read_version
+
+    res = CliRunner().invoke(app, ["submit", str(two_steps_yaml), "--local", "--runs-dir", str(tmp_path),
+                                   "--run-name", "quiet"])
+    assert res.exit_code == 0, res.output
+    run_dir = tmp_path / "quiet"
+    lines = res.stderr.splitlines()
+    assert lines[0] == f"run quiet: two-steps {read_version(two_steps_yaml)}, step logs in {run_dir / 'logs'}/"
+    assert [line.split()[:2] for line in lines[1:]] == [["write-text", "succeeded"], ["shout", "succeeded"]]
+    assert lines[2].endswith("s  loss 0.625")  # shout's final_loss: len("hello") / 8
+    assert "executor_input" not in res.output and "step 1/2" not in res.output
+    logs = {p.name: p.read_text() for p in (run_dir / "logs").iterdir()}
+    assert {"write-text.log", "shout.log"} <= set(logs)
+    assert "Got executor_input" in logs["shout.log"] and "step 1/2 loss=2.5000" in logs["shout.log"]
+    assert "step 1/2" not in logs["write-text.log"] and "Executing task 'write-text'" in logs["write-text.log"]
+    summary = json.loads((run_dir / "run.json").read_text())
+    assert summary["logs"] == {name: str(run_dir / "logs" / f"{name}.log") for name in ("pipeline", "write-text", "shout")}
+    assert f"(log)          {run_dir / 'logs' / 'shout.log'}" in res.stdout
+
+
+def test_submit_local_verbose_streams_the_logs_and_a_failure_names_its_log(two_steps_yaml, tmp_path):
+    from typer.testing import CliRunner
+
+    from charops.cli.main import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["submit", str(two_steps_yaml), "--local", "--runs-dir", str(tmp_path),
+                              "--run-name", "loud", "--verbose"])
+    assert res.exit_code == 0, res.output
+    assert "Got executor_input" in res.stderr and "step 1/2 loss=2.5000" in res.stderr
+    assert (tmp_path / "loud" / "logs" / "shout.log").read_text().count("step 1/2 loss=2.5000") == 1
+
+    res = runner.invoke(app, ["submit", str(two_steps_yaml), "--local", "--runs-dir", str(tmp_path),
+                              "--run-name", "bad", "-p", "fail=true"])
+    assert res.exit_code == 2
+    shout = [line for line in res.stderr.splitlines() if line.split()[:1] == ["shout"]]
+    assert len(shout) == 1 and shout[0].split()[1] == "failed"
+    assert shout[0].endswith("ValueError: the source was too quiet")
+    log = tmp_path / "bad" / "logs" / "shout.log"
+    assert f"task 'shout' failed: ValueError: the source was too quiet (full log: {log})" in res.stderr
+    assert "Traceback" in log.read_text() and "Traceback" not in res.output
+
+
+def test_live_view_rewrites_the_running_line_on_a_terminal():
+    import io
+
+    from charops.pipeline.local import LiveView
+
+    out = io.StringIO()
+    view = LiveView(out, headline=lambda task: "loss 1.5", tty=True)
+    view.started("sft")
+    view.progress("sft", "step 3/20 loss=2.1")
+    view.ended("sft", True, 12.34)
+    view.started("dpo")
+    view.ended("dpo", False, 1.0, "DataError: no pairs")
+    assert out.getvalue() == ("\r\x1b[K  sft           running\r\x1b[K  sft           running   step 3/20 loss=2.1"
+                              "\r\x1b[K  sft           succeeded    12.3s  loss 1.5\n"
+                              "\r\x1b[K  dpo           running"
+                              "\r\x1b[K  dpo           failed        1.0s  DataError: no pairs\n")
+    plain = io.StringIO()
+    view = LiveView(plain, headline=lambda task: "", tty=False)
+    view.started("sft")
+    view.progress("sft", "step 3/20 loss=2.1")
+    view.ended("sft", True, 2.0)
+    assert plain.getvalue() == "  sft           succeeded     2.0s\n"
+
+
+def test_headline_prefers_metrics_and_reads_kfp_local_numbers():
+    from charops.pipeline.local import headline
+
+    def out(artifacts=None, params=None):
+        return {"artifacts": {name: {"artifacts": [{"metadata": meta}]} for name, meta in (artifacts or {}).items()},
+                "parameterValues": params or {}}
+
+    training = out({"trained_model": {"sha256": "ab" * 32, "stage": "sft"},
+                    "metrics": {"final_loss": 2.345678, "steps": 20.0}})
+    assert headline(training) == "loss 2.346"
+    assert headline(out({"metrics": {"counts.accepted": 230.0, "tokens.total": 9.0}})) == "records 230"
+    assert headline(out({"entry": {"name": "m"}}, {"version": 3.0, "model_uri": "s3://x"})) == "version 3"
+    assert headline(out({"model": {"sha256": "0123456789abcdef" * 4}})) == "sha256 0123456789ab"
+    assert headline(out({"metrics": {"loss": 1.0, "ok": True}})) == "loss 1"
+    assert headline(out({"out": {}})) == ""
+
+
 # --- component plumbing (no KFP) -------------------------------------------------------------
 
 

@@ -5,7 +5,7 @@ module.
 """
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Output
+from kfp.dsl import Artifact, Input, Metrics, Output
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -15,14 +15,21 @@ def write_text(text: str, out: Output[Artifact]):
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
-def shout(src: Input[Artifact], fail: bool, attempts_file: str, loud: Output[Artifact]):
+def shout(src: Input[Artifact], fail: bool, attempts_file: str, loud: Output[Artifact],
+          metrics: Output[Metrics]):
+    import sys
+
     if attempts_file:  # one line per execution, so tests can count retries
         with open(attempts_file, "a", encoding="utf-8") as fh:
             fh.write("attempt\n")
+    # What a training stage prints on stderr (the live view shows the latest such line).
+    print("step 1/2 loss=2.5000 lr=0.1 tokens=4", file=sys.stderr, flush=True)
     if fail:
         raise ValueError("the source was too quiet")
     with open(src.path, encoding="utf-8") as fh, open(loud.path, "w", encoding="utf-8") as out:
-        out.write(fh.read().upper())
+        text = fh.read()
+        out.write(text.upper())
+    metrics.log_metric("final_loss", len(text) / 8)
 
 
 @dsl.pipeline(name="two-steps")
