@@ -150,6 +150,15 @@ class KfpClient:
         if response.status != 200:
             raise KfpError(f"{url} answered HTTP {response.status}: is {host} the Kubeflow "
                            "Pipelines API endpoint (the ml-pipeline-ui service, port 80)?")
+        # A web page or a proxy's login form also answers 200; the API answers JSON.
+        try:
+            body = json.loads(response.data)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            ctype = response.headers.get("Content-Type", "").split(";")[0] or "no content type"
+            raise KfpError(f"{url} answered HTTP 200 with {ctype}, not JSON: {host} is not the Kubeflow "
+                           "Pipelines API (use the ml-pipeline-ui service, port 80, or the API server)")
 
     # -- errors --------------------------------------------------------------------------
 

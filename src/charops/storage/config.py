@@ -10,7 +10,8 @@
 For ``s3://`` stores: endpoint from ``$CHAROPS_S3_ENDPOINT`` (``host:port`` or
 ``http(s)://host:port``), the config file's ``endpoint``, or the in-cluster default;
 ``$CHAROPS_S3_SECURE`` (true/false) overrides the scheme; region from ``$CHAROPS_S3_REGION`` /
-``$AWS_REGION``. Credentials, never in code: ``$AWS_ACCESS_KEY_ID`` + ``$AWS_SECRET_ACCESS_KEY``
+``$AWS_REGION``; timeouts in seconds from ``$CHAROPS_S3_CONNECT_TIMEOUT`` (default 5) and
+``$CHAROPS_S3_READ_TIMEOUT`` (default 20), or ``connect_timeout``/``read_timeout`` in the file. Credentials, never in code: ``$AWS_ACCESS_KEY_ID`` + ``$AWS_SECRET_ACCESS_KEY``
 (how KFP components get the ``mlpipeline-minio-artifact`` secret), else files ``accesskey`` and
 ``secretkey`` in ``$CHAROPS_S3_SECRET_DIR`` (the secret mounted as a volume), else
 ``access_key``/``secret_key`` in the config file::
@@ -41,7 +42,9 @@ KFP_SECRET_NAME = "mlpipeline-minio-artifact"
 KFP_SECRET_ENV = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 LOCAL_DEFAULT = ".charops/store"
 _CONFIG_KEYS = {"url", "endpoint", "access_key", "secret_key", "secure", "region", "secret_dir",
-                "part_size", "workers"}
+                "part_size", "workers", "connect_timeout", "read_timeout"}
+# Seconds: a stuck or wrong endpoint fails fast; raise them for a slow link.
+DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT = 5.0, 20.0
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 
@@ -78,6 +81,24 @@ def _bool(value: object, where: str) -> bool:
     if text in _FALSE:
         return False
     raise StorageError(f"{where}: expected true or false, got '{value}'")
+
+
+def _seconds(env: Mapping[str, str], cfg: dict, name: str, default: float) -> float:
+    """A timeout from $CHAROPS_S3_<NAME>, else the config file's ``name``, else ``default``."""
+    var = f"CHAROPS_S3_{name.upper()}"
+    if env.get(var):
+        raw, where = env[var], var
+    elif name in cfg:
+        raw, where = cfg[name], f"{cfg['_path']}: {name}"
+    else:
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = -1.0
+    if not value > 0:
+        raise StorageError(f"{where}: expected a number of seconds above 0, got '{raw}'")
+    return value
 
 
 def _credentials(env: Mapping[str, str], cfg: dict, in_cluster: bool) -> tuple[str, str, str]:
@@ -134,7 +155,9 @@ def open_s3(url: str, env: Mapping[str, str], cfg: dict, in_cluster: bool, check
     try:
         store = S3Store(endpoint_url.netloc, bucket, access, secret, secure=secure, region=region,
                         prefix=prefix, credentials_source=cred_source,
-                        part_size=int(cfg.get("part_size", 0)), workers=int(cfg.get("workers", 8)))
+                        part_size=int(cfg.get("part_size", 0)), workers=int(cfg.get("workers", 8)),
+                        connect_timeout=_seconds(env, cfg, "connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+                        read_timeout=_seconds(env, cfg, "read_timeout", DEFAULT_READ_TIMEOUT))
     except ValueError as exc:  # minio's own checks: bucket name, endpoint form
         raise StorageError(f"store {url} at {raw_endpoint}: {exc}") from None
     if check:

@@ -16,6 +16,7 @@ import contextlib
 import io
 import os
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,8 @@ class S3Store:
     def __init__(self, endpoint: str, bucket: str, access_key: str, secret_key: str,
                  secure: bool = True, region: str | None = None, prefix: str = "",
                  credentials_source: str = "the given access/secret key", part_size: int = 0,
-                 workers: int = 8, part_workers: int = 4, retries: int = 2):
+                 workers: int = 8, part_workers: int = 4, retries: int = 2,
+                 connect_timeout: float = 5.0, read_timeout: float = 20.0):
         try:
             check_bucket_name(bucket, strict=True)
         except ValueError:
@@ -70,14 +72,17 @@ class S3Store:
         self.workers = workers
         self.part_workers = part_workers
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        # Few quick retries: an unreachable endpoint should fail in seconds, not minutes.
-        retry = urllib3.Retry(total=retries, backoff_factor=0.2,
+        # Few quick retries: an unreachable endpoint should fail in seconds, not minutes. A
+        # read timeout is not retried: a server that accepted and says nothing is stuck, and
+        # waiting for it again only multiplies the wait.
+        self.connect_timeout, self.read_timeout = float(connect_timeout), float(read_timeout)
+        retry = urllib3.Retry(total=retries, read=0, backoff_factor=0.2,
                               status_forcelist=[500, 502, 503, 504])
-        timeout = urllib3.Timeout(connect=10, read=300)
-        http = urllib3.PoolManager(timeout=timeout, maxsize=max(10, workers * part_workers),
-                                   retries=retry)
+        timeout = urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout)
+        self._http = urllib3.PoolManager(timeout=timeout, maxsize=max(10, workers * part_workers),
+                                         retries=retry)
         self.client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
-                            secure=secure, region=region, http_client=http)
+                            secure=secure, region=region, http_client=self._http)
 
     def __repr__(self) -> str:
         scheme = "https" if self.secure else "http"
@@ -113,12 +118,25 @@ class S3Store:
         except (ServerError, InvalidResponseError) as exc:
             raise StorageError(f"{what}: S3 endpoint {where} answered with an error "
                                f"({' '.join(str(exc).split())[:200]})") from None
-        except urllib3.exceptions.MaxRetryError as exc:
-            reason = exc.reason
-            if isinstance(reason, urllib3.exceptions.NewConnectionError):
+        except (ET.ParseError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not str(exc).startswith("XML element"):
+                raise
+            raise StorageError(f"{what}: S3 endpoint {where} answered something that is not S3 XML: it "
+                               "is not an S3 API (is CHAROPS_S3_ENDPOINT the S3 port, not a web console?)") from None
+        except (urllib3.exceptions.MaxRetryError, urllib3.exceptions.HTTPError) as exc:
+            reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+            if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+                raise StorageError(f"S3 endpoint {where} did not answer within {self.read_timeout:g} s "
+                                   f"while accessing {what} (raise CHAROPS_S3_READ_TIMEOUT or read_timeout "
+                                   "in the store config if it is only slow)") from None
+            if isinstance(reason, urllib3.exceptions.NewConnectionError):  # (a ConnectTimeoutError subclass)
                 detail = "connection refused" if "refused" in str(reason).lower() else "cannot connect"
+            elif isinstance(reason, urllib3.exceptions.ConnectTimeoutError):
+                detail = f"no connection within {self.connect_timeout:g} s (CHAROPS_S3_CONNECT_TIMEOUT)"
             elif isinstance(reason, urllib3.exceptions.SSLError):
                 detail = "TLS failed (set CHAROPS_S3_SECURE=false for a plain-HTTP endpoint)"
+            elif isinstance(reason, urllib3.exceptions.ProtocolError):
+                detail = "the connection broke off"
             else:
                 detail = reason.__class__.__name__
             raise StorageError(f"cannot reach S3 endpoint {where}: {detail} (set "
@@ -132,8 +150,30 @@ class S3Store:
         meta = {k.lower(): v for k, v in (stat.metadata or {}).items()}
         return ObjectInfo(clean_key(key), int(stat.size), meta.get(f"x-amz-meta-{SHA_META}", ""))
 
+    def _probe(self) -> None:
+        """Ask for a bucket listing without credentials: any S3 API answers in XML (an error
+        such as AccessDenied, or the listing of a public bucket); a web page or a proxy's login
+        form is HTML, which the signed calls would otherwise take for an empty bucket."""
+        scheme = "https" if self.secure else "http"
+        where = f"{scheme}://{self.endpoint}"
+        with self._errors(self.url):
+            response = self._http.request("GET", f"{where}/{self.bucket}?list-type=2&max-keys=1",
+                                          preload_content=False)
+            try:
+                head = response.read(4096)
+            finally:
+                response.release_conn()
+        ctype = response.headers.get("Content-Type", "")
+        body = head.lstrip()
+        if "html" in ctype.lower() or not body.startswith(b"<") or body[:200].lower().startswith(
+                (b"<!doctype html", b"<html")) or not (b"ListBucketResult" in body or b"<Error" in body):
+            raise StorageError(f"S3 endpoint {where} answered a bucket listing with HTTP {response.status} "
+                               f"{ctype.split(';')[0] or 'and no content type'}, not S3 XML: it is not an "
+                               "S3 API (is CHAROPS_S3_ENDPOINT the S3 port, not a web console or proxy?)")
+
     def check(self) -> None:
         """Reach the endpoint and the bucket with these credentials (one-line error if not)."""
+        self._probe()
         with self._errors(self.url):
             found = self.client.bucket_exists(self.bucket)
         if not found:
