@@ -3,6 +3,7 @@
     charops train pretrain                                  # configs/pretrain/tiny-cpu.yaml
     charops train sft --config tiny-cpu max_steps=20 last_turn_only=true
     charops train dpo --config tiny-cpu --resume auto --json
+    charops train reward --config tiny-cpu                  # reward model for the eval stage's judge
     torchrun --nproc-per-node 8 -m charops.train.sft --config qwen2-7b-zero3   # multi-GPU: the module form
 
 Each command runs ``charops.train.<stage>.run`` and writes OUTPUT_DIR/model and
@@ -17,7 +18,7 @@ import typer
 
 from charops.cli.common import ConfigOpt, JsonOpt, OverridesArg, echo_json, new_app
 
-app = new_app("Train: continued pretraining, multi-turn SFT, DPO.")
+app = new_app("Train: continued pretraining, multi-turn SFT, DPO, reward model.")
 
 ResumeOpt = Annotated[str | None, typer.Option(
     "--resume", help="auto: continue from the newest checkpoint in OUTPUT_DIR/checkpoints; never; or a checkpoint path.")]
@@ -44,6 +45,10 @@ def _run(cls: type, run, config: str, overrides: list[str] | None, resume: str |
         r = summary["rewards"]["final"]
         typer.echo(f"  rewards: chosen {r['chosen']:.4f}, rejected {r['rejected']:.4f}, "
                    f"margin {r['margins']:.4f}, accuracy {r['accuracies']:.2f}")
+    if "reward" in summary:
+        r = summary["reward"]
+        typer.echo(f"  held-out pair accuracy {r['pair_accuracy']:.3f} of {r['pairs']} pairs ({r['scored_on']}), "
+                   f"tie margin {r['tie_margin']:.4f}")
     typer.echo(f"  model: {summary['model_dir']}")
 
 
@@ -72,3 +77,12 @@ def dpo(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: 
     from charops.train.dpo import DPOConfig, run
 
     _run(DPOConfig, run, config, overrides, resume, output, as_json)
+
+
+@app.command("reward")
+def reward(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: ResumeOpt = None,
+           output: OutputOpt = None, as_json: JsonOpt = False) -> None:
+    """Reward model on the preference pairs (TRL RewardTrainer): the eval stage's local judge."""
+    from charops.train.reward import RewardConfig, run
+
+    _run(RewardConfig, run, config, overrides, resume, output, as_json)
