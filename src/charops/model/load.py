@@ -4,7 +4,10 @@ A reference is one of:
 
 - a local directory holding ``config.json`` (used in place);
 - ``s3://bucket/prefix``: copied from the object store (charops.storage) into a cache folder;
-- a Hugging Face hub id (``Qwen/Qwen2.5-0.5B-Instruct``): ``huggingface_hub.snapshot_download``;
+- a Hugging Face hub id (``Qwen/Qwen2.5-0.5B-Instruct``): ``huggingface_hub.snapshot_download``.
+  Only an ``org/name`` that is not a path goes to the hub: anything starting with ``/``, ``.``,
+  ``~`` or ``runs/``, with more or fewer than one ``/``, or whose first part is a local folder
+  is a path that does not exist; with ``HF_HUB_OFFLINE`` set the hub is never tried;
 - ``charops:NAME`` (``charops:smollm2-135m``, ``charops:gemma3-270m``): a model installed from
   PyPI, imported once into the cache (charops.model.catalog).
 
@@ -37,8 +40,12 @@ def _check_model_dir(path: Path, ref: str) -> Path:
     return path
 
 
-def _looks_local(ref: str) -> bool:
-    return ref.startswith(("/", "./", "../", "~")) or ref in (".", "..") or not _HUB_ID.match(ref)
+def _hub_id(ref: str) -> bool:
+    """Whether ``ref`` is meant as a hub repo id: exactly ``org/name``, with no local folder
+    ``org`` (then it is a path inside that folder) and none of a path's marks."""
+    if ref.startswith(("/", ".", "~", "runs/")) or "\\" in ref or ref.count("/") != 1:
+        return False
+    return bool(_HUB_ID.match(ref)) and not Path(ref.split("/", 1)[0]).exists()
 
 
 def resolve_model(ref: str, cache_dir: str | Path | None = None) -> Path:
@@ -53,9 +60,14 @@ def resolve_model(ref: str, cache_dir: str | Path | None = None) -> Path:
     path = Path(ref).expanduser()
     if path.exists():
         return _check_model_dir(path, ref)
-    if _looks_local(ref):
-        raise CharopsError(f"base model '{ref}' does not exist; pass a model directory, an s3:// prefix "
-                           "or a Hugging Face hub id (run `charops model init` to build the default one)")
+    if not _hub_id(ref):
+        raise CharopsError(f"base model '{ref}' does not exist (tried as a local path: {path.absolute()}); "
+                           "pass a model directory, an s3:// prefix or a Hugging Face hub id org/name "
+                           "(run `charops model init` to build the default one)")
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off"):
+        raise CharopsError(f"base model '{ref}': no local directory of that name, and HF_HUB_OFFLINE is set, "
+                           "so the Hugging Face hub was not tried; pass a local model directory or an s3:// "
+                           "prefix, or unset HF_HUB_OFFLINE")
     return _from_hub(ref, cache_dir)
 
 
@@ -79,9 +91,9 @@ def _from_hub(repo_id: str, cache_dir: str | Path | None) -> Path:
         path = snapshot_download(repo_id, cache_dir=str(cache_dir) if cache_dir else None)
     except Exception as exc:  # offline, unknown repo, gated, ...: all end the same way for the user
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CharopsError(f"base model '{repo_id}': not a local directory, and downloading it from the "
-                           f"Hugging Face hub failed ({reason}); pass a local model directory or an "
-                           "s3:// prefix (`charops model init` builds the default one)") from None
+        raise CharopsError(f"base model '{repo_id}': no local directory of that name, so the Hugging Face hub "
+                           f"was tried (repo id {repo_id}) and failed ({reason}); pass a local model directory "
+                           "or an s3:// prefix (`charops model init` builds the default one)") from None
     return _check_model_dir(Path(path), repo_id)
 
 
