@@ -25,6 +25,8 @@ import typer
 from charops.errors import CharopsError
 
 PROMPT = "you> "
+# Control characters a model may emit (escape sequences, bells) would drive the terminal.
+_CONTROL = dict.fromkeys(c for c in [*range(32), *range(127, 160)] if chr(c) not in "\n\t")
 HELP = "commands: /reset, /character NAME, /exit"
 
 
@@ -53,9 +55,9 @@ class Session:
     """The conversation, the character and how to reach the endpoint."""
 
     def __init__(self, client, model: str | None, character: str | None, profiles: dict,
-                 max_tokens: int | None, temperature: float | None):
+                 max_tokens: int | None, temperature: float | None, seed: int | None = None):
         self.client, self.profiles = client, profiles
-        self.model_arg, self.max_tokens, self.temperature = model, max_tokens, temperature
+        self.model_arg, self.max_tokens, self.temperature, self.seed = model, max_tokens, temperature, seed
         self.ids = [m.id for m in client.models.list().data]
         self.history: list[dict] = []
         self.set_character(character)
@@ -92,7 +94,8 @@ class Session:
         import openai
 
         self.history.append({"role": "user", "content": text})
-        kwargs = {k: v for k, v in (("max_tokens", self.max_tokens), ("temperature", self.temperature))
+        kwargs = {k: v for k, v in (("max_tokens", self.max_tokens), ("temperature", self.temperature),
+                                             ("seed", self.seed))
                   if v is not None}
         parts: list[str] = []
         out.write(f"{self.character or self.model}> ")
@@ -105,7 +108,7 @@ class Session:
                 delta = chunk.choices[0].delta.content if chunk.choices else None
                 if delta:
                     parts.append(delta)
-                    out.write(delta)
+                    out.write(delta.translate(_CONTROL))
                     out.flush()
         except KeyboardInterrupt:
             out.write(" [stopped]")
@@ -135,6 +138,7 @@ def chat(
     api_key: Annotated[str | None, typer.Option("--api-key", envvar=["CHAROPS_API_KEY", "OPENAI_API_KEY"], help="Bearer key (default: $CHAROPS_API_KEY, $OPENAI_API_KEY).", show_default=False)] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Longest reply in tokens (default: the server's).", show_default=False)] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (default: the server's).", show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampling seed sent with every turn (reproducible replies).", show_default=False)] = None,
 ) -> None:
     """Chat with a served character in the terminal (streaming, history, /reset, /character, /exit)."""
     import openai
@@ -142,7 +146,7 @@ def chat(
     client = openai.OpenAI(base_url=base_url(endpoint), api_key=api_key or "none",
                            timeout=openai.Timeout(120.0, connect=5.0), max_retries=2)
     try:
-        session = Session(client, model, character, _profiles(profiles), max_tokens, temperature)
+        session = Session(client, model, character, _profiles(profiles), max_tokens, temperature, seed)
     except openai.APIConnectionError:
         raise CharopsError(f"cannot reach {base_url(endpoint)}: is the server running?") from None
     except openai.APIStatusError as exc:
