@@ -127,3 +127,77 @@ def openai_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg: Any, 
             "dimensions": rubric.keys, "temperature": 0,
             "usage": {"pointwise": usage_of(point_answers), "pairwise": usage_of(pair_answers)}}
     return {"pointwise": pointwise, "pairwise": pairwise, "info": info}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reward-model judge
+
+
+def calibrated_score(reward: float, calibration: dict, scale: tuple[int, int] = (1, 5)) -> int:
+    """A reward as a 1-5 score: linear through (rejected mean, 2) and (chosen mean, 4) of the
+    held-out pairs, rounded, clipped to the scale. A degenerate calibration (equal means) maps
+    everything to 3."""
+    lo, hi = scale
+    c, r = calibration["chosen_mean"], calibration["rejected_mean"]
+    if c == r:
+        return 3
+    value = 2.0 + 2.0 * (reward - r) / (c - r)
+    return int(min(hi, max(lo, round(value))))
+
+
+def reward_verdict(reward_a: float, reward_b: float, tie_margin: float) -> str:
+    """``a``, ``b`` or ``tie`` from the reward difference (a tie within ``tie_margin``)."""
+    diff = reward_a - reward_b
+    if abs(diff) <= tie_margin:
+        return "tie"
+    return "a" if diff > 0 else "b"
+
+
+def reward_model_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg: Any, rubric: Rubric) -> dict:
+    """Rewards of every reply (context + reply through the reward model); pair-wise verdicts from
+    their difference, point-wise Overall from the calibration of ``charops train reward``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from charops.model.load import load_tokenizer, resolve_model
+    from charops.train.reward import score_conversations
+
+    path = resolve_model(cfg.reward_model) if cfg.reward_model else None
+    summary_path = path / "training_summary.json" if path else None
+    if summary_path is None or not summary_path.is_file():
+        raise ConfigError(f"judge 'reward_model': '{cfg.reward_model}' is not a reward model trained by "
+                          "`charops train reward` (no training_summary.json); train one or set reward_model=...")
+    trained = json.loads(summary_path.read_text(encoding="utf-8")).get("reward")
+    if not trained:
+        raise ConfigError(f"judge 'reward_model': {summary_path} has no 'reward' section; "
+                          "it was not written by `charops train reward`")
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    margin = cfg.tie_margin if cfg.tie_margin is not None else trained["tie_margin"]
+    rewards = score_conversations(model, tokenizer, [r["messages"] + [{"role": "assistant", "content": r["reply"]}]
+                                                     for r in replies], cfg.reward_batch_size)
+    score_of = {(r["id"], r["model"]): s for r, s in zip(replies, rewards, strict=True)}
+    label = f"reward_model:{cfg.reward_model}"
+    pointwise = []
+    if cfg.pointwise:
+        pointwise = [{"id": r["id"], "model": r["model"], "judge": label, "rubric": "reward-calibrated-v1",
+                      "dimensions": ["Overall"], "reward": s,
+                      "scores": {"Overall": calibrated_score(s, trained["calibration"])}, "raw": None, "error": None}
+                     for r, s in zip(replies, rewards, strict=True)]
+    pairwise = []
+    for cand, base in pairs:
+        ra, rb = score_of[(cand["id"], cand["model"])], score_of[(base["id"], base["model"])]
+        # A reward model sees each reply alone, so the two presentation orders are the same
+        # judgement; both are recorded so the records read like any judge's.
+        v = reward_verdict(ra, rb, margin)
+        pairwise.append({"id": cand["id"], "a": cand["model"], "b": base["model"], "judge": label,
+                         "rubric": "reward-difference-v1", "reward_a": ra, "reward_b": rb,
+                         "verdict_ab": v, "verdict_ba": v, "verdict": stats.swap_rule(v, v)})
+    info = {"kind": "reward_model", "model": str(cfg.reward_model), "rubric": "reward-calibrated-v1",
+            "dimensions": ["Overall"], "pair_accuracy": trained["pair_accuracy"], "pairs": trained["pairs"],
+            "scored_on": trained.get("scored_on"), "tie_margin": margin, "calibration": trained["calibration"],
+            "pointwise_note": "Overall only: a reward model gives one number per reply, mapped to 1-5 by the calibration"}
+    return {"pointwise": pointwise, "pairwise": pairwise, "info": info}
+
+
+JUDGES = {"openai": openai_judge, "reward_model": reward_model_judge}

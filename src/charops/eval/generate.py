@@ -1,0 +1,196 @@
+"""Replies to evaluate: prompts from a prepared dataset, batched generation, context fitting.
+
+    from charops.eval.generate import GenerationSettings, load_prompts, generate_replies
+    prompts = load_prompts(Path("runs/dataset"), limit=0)
+    replies, stats = generate_replies("runs/dpo/model", "candidate", prompts, GenerationSettings())
+
+Prompts are the dataset's ``eval/prompts.jsonl`` (records marked ``meta.eval_prompt``: bundled
+eval prompts, CharacterEval contexts, imported dialogues cut before a reply). A dataset without
+any uses its ``sft/validation.jsonl`` dialogues cut before their last reply, that reply being
+the reference.
+
+A context longer than the model's window keeps the system prompt and the latest turns: the
+oldest turns after the system prompt are dropped one by one until prompt + ``max_new_tokens``
+fits, and the number dropped is recorded (``dropped_turns``); a prompt is never rejected. If
+even the system prompt and the last turn do not fit, the prompt is cut from the left to the
+window and ``truncated_tokens`` says by how much.
+
+Generation is batched (prompts sorted by length, left-padded, one ``generate`` per batch), stops
+at the end of the turn (the chat template's end-of-turn token, e.g. ``<|im_end|>``, or eos) and
+records its settings (seed, temperature, top_p, max_new_tokens, repetition_penalty) in every
+reply. ``temperature: 0`` is greedy decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from charops.errors import DataError
+from charops.io import read_jsonl
+
+# End-of-turn tokens of common chat templates (ChatML, Gemma, Llama 3); whichever the tokenizer has.
+END_OF_TURN = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
+
+
+@dataclass
+class GenerationSettings:
+    seed: int = 0
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    repetition_penalty: float = 1.0
+    batch_size: int = 8
+    max_context_tokens: int = 0  # 0: the model's max_position_embeddings
+
+    def recorded(self) -> dict:
+        """What goes into each reply record (batching and window do not change a reply's meaning)."""
+        d = asdict(self)
+        return {k: d[k] for k in ("seed", "temperature", "top_p", "max_new_tokens", "repetition_penalty")}
+
+
+def load_prompts(dataset: Path, limit: int = 0) -> list[dict]:
+    """Evaluation prompts of a prepared dataset (see the module doc), at most ``limit`` (0: all)."""
+    path = dataset / "eval" / "prompts.jsonl"
+    prompts = list(read_jsonl(path)) if path.is_file() else []
+    if not prompts:
+        val = dataset / "sft" / "validation.jsonl"
+        if not val.is_file():
+            raise DataError(f"eval: dataset '{dataset}' has neither eval/prompts.jsonl nor "
+                            "sft/validation.jsonl; run `charops data prepare` first")
+        for row in read_jsonl(val):
+            msgs = row["messages"]
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+            if last is None or not any(m["role"] == "user" for m in msgs[:last]):
+                continue
+            prompts.append({"id": row["id"], "character": row.get("character"), "category": row.get("category"),
+                            "topic": row.get("topic"), "language": row.get("language"),
+                            "messages": msgs[:last], "reference": msgs[last]["content"]})
+    if not prompts:
+        raise DataError(f"eval: dataset '{dataset}' has no prompt to evaluate (no eval prompts and no "
+                        "validation dialogue with a user turn before a reply)")
+    return prompts[:limit] if limit else prompts
+
+
+def fit_context(messages: list[dict], count: callable, budget: int) -> tuple[list[dict], int]:
+    """Drop the oldest turns after the system prompt until ``count(messages) <= budget``.
+
+    Never drops the system prompt or the last message; returns (kept messages, turns dropped).
+    """
+    head = [m for m in messages[:1] if m["role"] == "system"]
+    turns = messages[len(head):]
+    dropped = 0
+    while len(turns) > 1 and count(head + turns) > budget:
+        turns = turns[1:]
+        dropped += 1
+    return head + turns, dropped
+
+
+def stop_ids(tokenizer, model) -> list[int]:
+    """Token ids that end a reply: the template's end-of-turn token(s) and eos."""
+    ids: set[int] = set()
+    vocab = tokenizer.get_vocab()
+    for tok in END_OF_TURN:
+        if tok in vocab:
+            ids.add(vocab[tok])
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif source:
+            ids.update(int(i) for i in source)
+    return sorted(ids)
+
+
+def load_model(ref: str):
+    """(path, model, tokenizer) of a model reference, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    from charops.model.load import load_tokenizer, resolve_model
+
+    path = resolve_model(ref)
+    tokenizer = load_tokenizer(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model.eval()
+    return path, model, tokenizer
+
+
+def _encode(tokenizer, messages: list[dict]) -> list[int]:
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                         return_dict=True)["input_ids"]
+
+
+def generate_replies(ref_or_loaded, label: str, prompts: list[dict], settings: GenerationSettings,
+                     progress: bool = False) -> tuple[list[dict], dict]:
+    """One reply record per prompt (``replies.jsonl`` shape) and generation statistics.
+
+    ``ref_or_loaded`` is a model reference or the ``(path, model, tokenizer)`` of :func:`load_model`.
+    """
+    from tqdm.auto import tqdm
+    from transformers import GenerationConfig
+
+    path, model, tokenizer = load_model(ref_or_loaded) if isinstance(ref_or_loaded, str) else ref_or_loaded
+    window = getattr(model.config, "max_position_embeddings", None) or 2048
+    if settings.max_context_tokens:
+        window = min(window, settings.max_context_tokens)
+    budget = window - settings.max_new_tokens
+    if budget < 1:
+        raise DataError(f"eval: max_new_tokens={settings.max_new_tokens} leaves no room for a prompt in "
+                        f"the model's {window}-token window")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    stops = stop_ids(tokenizer, model)
+    sample = settings.temperature > 0
+    gen_cfg = GenerationConfig(
+        max_new_tokens=settings.max_new_tokens, do_sample=sample,
+        temperature=settings.temperature if sample else None, top_p=settings.top_p if sample else None,
+        top_k=None, repetition_penalty=settings.repetition_penalty, eos_token_id=stops or None, pad_token_id=pad_id)
+
+    fitted = []
+    for p in prompts:
+        msgs, dropped = fit_context(p["messages"], lambda m: len(_encode(tokenizer, m)), budget)
+        ids = _encode(tokenizer, msgs)
+        truncated = max(0, len(ids) - budget)
+        fitted.append((msgs, dropped, ids[truncated:], truncated))
+
+    order = sorted(range(len(prompts)), key=lambda i: len(fitted[i][2]))
+    replies: list[dict | None] = [None] * len(prompts)
+    new_tokens = 0
+    torch.manual_seed(settings.seed)
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(prompts), desc=f"generating ({label})", unit="reply", disable=not progress)
+    for start in range(0, len(order), max(1, settings.batch_size)):
+        batch = order[start:start + settings.batch_size]
+        length = max(len(fitted[i][2]) for i in batch)
+        ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(batch), length), dtype=torch.long)
+        for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
+            seq = fitted[i][2]
+            ids[row, length - len(seq):] = torch.tensor(seq)
+            attn[row, length - len(seq):] = 1
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=attn, generation_config=gen_cfg)
+        for row, i in enumerate(batch):
+            gen = out[row, length:].tolist()
+            cut = next((k for k, t in enumerate(gen) if t in stops), None)
+            stopped = "end_of_turn" if cut is not None else "max_new_tokens"
+            gen = gen[:cut] if cut is not None else gen
+            new_tokens += len(gen)
+            p, (msgs, dropped, seq, truncated) = prompts[i], fitted[i]
+            system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else None
+            replies[i] = {"id": p["id"], "character": p.get("character"), "category": p.get("category") or "other",
+                          "topic": p.get("topic") or "other", "language": p.get("language"), "system": system,
+                          "messages": msgs, "model": label, "model_ref": str(path),
+                          "reply": tokenizer.decode(gen, skip_special_tokens=True).strip(),
+                          "reference": p.get("reference"), "settings": settings.recorded(),
+                          "dropped_turns": dropped, "truncated_tokens": truncated,
+                          "prompt_tokens": len(seq), "new_tokens": len(gen), "stopped": stopped}
+        bar.update(len(batch))
+    bar.close()
+    seconds = time.perf_counter() - t0
+    return [r for r in replies if r is not None], {
+        "model": str(path), "replies": len(prompts), "new_tokens": new_tokens, "seconds": seconds,
+        "tokens_per_second": new_tokens / seconds if seconds > 0 else None, "batch_size": settings.batch_size,
+        "window": window, "dropped_turns": sum(f[1] for f in fitted),
+        "prompts_with_dropped_turns": sum(1 for f in fitted if f[1]), "truncated_prompts": sum(1 for f in fitted if f[3])}

@@ -1,0 +1,272 @@
+"""The evaluation stage: generate -> judge -> aggregate, as in the CharacterGLM paper.
+
+    python -m charops.eval.run --config default model=runs/dpo/model baseline_model=runs/base
+    python -m charops.eval.run --config default judge=openai judge_model=gpt-4o-mini   # CHAROPS_JUDGE_BASE_URL/_API_KEY
+    python -m charops.eval.run --config default judge=none                             # automatic part only
+    python -m charops.eval.run --config default reuse_replies=true judge=openai        # re-judge stored replies
+
+    from charops.config import load_config
+    from charops.eval.run import EvalConfig, run
+    summary = run(load_config(EvalConfig, "default", ["judge=none"]))
+
+Steps, each writing into ``output_dir`` (schemas in docs/evaluation.md):
+
+1. **generate** (charops.eval.generate): the candidate and the baseline reply to every prompt of
+   the dataset (``eval/prompts.jsonl``, else validation dialogues cut before their last reply),
+   batched, with recorded settings -> ``replies.jsonl``, written *before* judging so a judge
+   can be re-run alone (``reuse_replies=true``);
+2. **automatic** part: response loss / perplexity and preference accuracy on the validation
+   split (charops.eval.heldout's functions; only where the model shares the dataset's
+   tokenizer), and the reply signals of charops.eval.signals, overall and per category/topic;
+3. **judge** (charops.eval.judges, chosen by ``judge``): ``reward_model`` (default; a model from
+   ``charops train reward``), ``openai`` (any OpenAI-compatible endpoint) or ``none``
+   -> ``pointwise.jsonl`` and ``pairwise.jsonl`` (empty when skipped);
+4. **aggregate** (charops.eval.aggregate.summarize) -> ``eval_summary.json``; what was skipped
+   and why is listed in its ``skipped``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from charops.config import stage_main, to_dict
+from charops.errors import ConfigError, DataError
+from charops.io import read_jsonl, write_json, write_jsonl
+
+RESULT_FILES = ("replies.jsonl", "pointwise.jsonl", "pairwise.jsonl", "eval_summary.json")
+
+
+@dataclass
+class EvalConfig:
+    """Generate, judge and aggregate: the CharacterGLM point-wise and pair-wise evaluation."""
+
+    stage: ClassVar[str] = "eval"
+
+    model: str = field(default="runs/dpo/model", metadata={"help": "Candidate model: HF dir, s3:// prefix or hub id."})
+    baseline_model: str | None = field(default="runs/base", metadata={
+        "help": "Baseline model for the pair-wise comparison (e.g. the base model or the production model); "
+                "null: no pair-wise part."})
+    dataset: str = field(default="runs/dataset", metadata={"help": "Prepared dataset directory (charops data prepare)."})
+    output_dir: str = field(default="runs/eval", metadata={
+        "help": "Results: replies.jsonl, pointwise.jsonl, pairwise.jsonl, eval_summary.json."})
+    candidate_label: str = field(default="candidate", metadata={"help": "Name of the candidate in records and tables."})
+    baseline_label: str = field(default="baseline", metadata={"help": "Name of the baseline in records and tables."})
+    max_prompts: int = field(default=0, metadata={"help": "Evaluate at most this many prompts (0: all)."})
+    reuse_replies: bool = field(default=False, metadata={
+        "help": "Judge the replies.jsonl already in output_dir instead of generating (re-run a judge alone)."})
+    # Generation
+    seed: int = field(default=0, metadata={"help": "Seed set before each model generates (matters when sampling)."})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature; 0 is greedy decoding."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass (when temperature > 0)."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest reply in tokens (generation stops at the end of turn)."})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "transformers' repetition penalty (1: none)."})
+    batch_size: int = field(default=8, metadata={"help": "Prompts per generate call (left-padded) and per loss forward pass."})
+    max_context_tokens: int = field(default=0, metadata={
+        "help": "Window for prompt + reply (0: the model's max_position_embeddings); older turns are dropped to fit."})
+    # Automatic part
+    heldout: bool = field(default=True, metadata={
+        "help": "Also compute response loss / perplexity and preference accuracy on the validation split."})
+    heldout_max_examples: int = field(default=0, metadata={"help": "Validation dialogues/pairs used for them (0: all)."})
+    # Judging
+    judge: Literal["reward_model", "openai", "none"] = field(default="reward_model", metadata={
+        "help": "reward_model (local, from `charops train reward`), openai (an OpenAI-compatible endpoint) or none."})
+    pointwise: bool = field(default=True, metadata={"help": "Score each reply point-wise (in addition to pair-wise)."})
+    rubric: str = field(default="characterglm-v1", metadata={
+        "help": "Rubric name (configs/eval/rubrics/) or YAML path: characterglm-v1 or charactereval-v1."})
+    metric_subsets: str | None = field(default=None, metadata={
+        "help": "CharacterEval rubric: id2metric.jsonl naming each example's metrics (others get all twelve)."})
+    judge_base_url: str | None = field(default=None, metadata={
+        "help": "OpenAI-compatible base URL (e.g. https://api.openai.com/v1); default CHAROPS_JUDGE_BASE_URL."})
+    judge_model: str | None = field(default=None, metadata={"help": "Judge model name; default CHAROPS_JUDGE_MODEL."})
+    judge_timeout_s: float = field(default=30.0, metadata={"help": "Seconds one judge request may take in total."})
+    judge_max_retries: int = field(default=3, metadata={"help": "Retries per item (timeouts, 429/5xx, unparseable answers)."})
+    judge_backoff_s: float = field(default=1.0, metadata={"help": "First retry delay; doubles each retry (max 20 s)."})
+    judge_concurrency: int = field(default=8, metadata={"help": "Judge requests in flight at once."})
+    judge_rate_limit: float = field(default=0.0, metadata={"help": "Most judge requests started per second (0: no limit)."})
+    judge_max_tokens: int = field(default=512, metadata={"help": "max_tokens of each judge answer."})
+    judge_cache: str | None = field(default=None, metadata={
+        "help": "Judge answer cache (JSONL); default output_dir/judge_cache.jsonl."})
+    reward_model: str | None = field(default="runs/reward/model", metadata={
+        "help": "Reward model directory (charops train reward) for judge=reward_model."})
+    tie_margin: float | None = field(default=None, metadata={
+        "help": "Reward difference within which a pair is a tie; null: the one training recorded."})
+    reward_batch_size: int = field(default=8, metadata={"help": "Replies per reward-model forward pass."})
+    bootstrap_resamples: int = field(default=2000, metadata={"help": "Bootstrap replicates of the Advantage interval."})
+    progress: bool = field(default=True, metadata={"help": "Progress bars on generation and judging (stderr)."})
+
+    def validate(self) -> None:
+        if not self.model:
+            raise ConfigError("eval: 'model' is required (a model directory, s3:// prefix or hub id)")
+        if not self.dataset:
+            raise ConfigError("eval: 'dataset' is required (a prepared dataset directory)")
+        for name in ("max_new_tokens", "batch_size", "reward_batch_size", "judge_concurrency", "bootstrap_resamples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError("temperature must be >= 0 and top_p in (0, 1]")
+        if self.candidate_label == self.baseline_label:
+            raise ConfigError("candidate_label and baseline_label must differ")
+        if self.judge_timeout_s <= 0 or self.judge_max_retries < 0:
+            raise ConfigError("judge_timeout_s must be positive and judge_max_retries at least 0")
+
+
+def _check_output(cfg: EvalConfig) -> Path:
+    """Results may not land inside (or over) an input: the dataset or a local model directory."""
+    out = Path(cfg.output_dir).resolve()
+    for name in ("dataset", "model", "baseline_model", "reward_model"):
+        ref = getattr(cfg, name)
+        if not ref or "://" in ref or not Path(ref).exists():
+            continue
+        src = Path(ref).resolve()
+        if out == src or src in out.parents or out in src.parents:
+            raise ConfigError(f"output_dir '{cfg.output_dir}' overlaps {name} '{ref}'; choose another output_dir")
+    return Path(cfg.output_dir)
+
+
+def _automatic(loaded, dataset: Path, manifest: dict, cfg: EvalConfig, skipped: list[str], label: str) -> dict:
+    """Loss/perplexity (overall, per category and topic) and preference accuracy of one model."""
+    from charops.eval import heldout
+    from charops.model import tokenizer_sha256
+
+    path, model, tokenizer = loaded
+    expected = manifest.get("tokenizer", {}).get("sha256")
+    if expected and tokenizer_sha256(path) != expected:
+        skipped.append(f"loss and preference accuracy of {label}: its tokenizer differs from the dataset's")
+        return {}
+    val_path = dataset / "sft" / "validation.jsonl"
+    validation = list(read_jsonl(val_path)) if val_path.is_file() else []
+    pairs_path = dataset / "dpo" / "validation.jsonl"
+    pairs = list(read_jsonl(pairs_path)) if pairs_path.is_file() else []
+    if cfg.heldout_max_examples:
+        validation, pairs = validation[:cfg.heldout_max_examples], pairs[:cfg.heldout_max_examples]
+    out: dict = {}
+    if validation:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        loss = heldout.aggregate(validation, heldout.response_nll(model, validation, cfg.batch_size, pad))
+        out.update(loss=loss["loss"], perplexity=loss["perplexity"], loss_tokens=loss["tokens"],
+                   loss_by_category=loss["by_category"], loss_by_topic=loss["by_topic"])
+    else:
+        skipped.append(f"loss of {label}: the dataset has no sft/validation.jsonl rows")
+    if pairs:
+        pref = heldout.preference_accuracy(model, tokenizer, pairs)
+        out.update(preference_accuracy=pref["accuracy"], preference_pairs=pref["pairs"])
+    else:
+        skipped.append(f"preference accuracy of {label}: the dataset has no dpo/validation.jsonl pairs")
+    return out
+
+
+def _merge_automatic(heldout_part: dict, signals: dict) -> dict:
+    """One model's automatic block: flat headline numbers, plus per-category/topic breakdowns
+    (signals and, where computed, loss and perplexity)."""
+    flat = {k: v for k, v in signals.items() if not k.startswith("by_")}
+    flat.update({k: heldout_part[k] for k in ("loss", "perplexity", "loss_tokens", "preference_accuracy",
+                                              "preference_pairs") if k in heldout_part})
+    for key in ("category", "topic"):
+        groups = {name: dict(block) for name, block in signals[f"by_{key}"].items()}
+        for name, block in heldout_part.get(f"loss_by_{key}", {}).items():
+            groups.setdefault(name, {}).update(loss=block["loss"], perplexity=block["perplexity"])
+        flat[f"by_{key}"] = groups
+    return flat
+
+
+def run(cfg: EvalConfig) -> dict:
+    """Run the stage; write the four result files and return the eval summary."""
+    from charops.eval.aggregate import summarize
+    from charops.eval.generate import GenerationSettings, generate_replies, load_model, load_prompts
+    from charops.eval.judges import JUDGES
+    from charops.eval.rubric import load_rubric
+    from charops.eval.signals import profiles_of, reply_signals
+
+    wall = time.perf_counter()
+    out = _check_output(cfg)
+    dataset = Path(cfg.dataset)
+    manifest_path = dataset / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"eval: dataset '{dataset}' has no manifest.json; run `charops data prepare` first")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    rubric = load_rubric(cfg.rubric) if cfg.judge == "openai" else None
+    skipped: list[str] = []
+    models = [(cfg.candidate_label, cfg.model)]
+    if cfg.baseline_model:
+        models.append((cfg.baseline_label, cfg.baseline_model))
+    else:
+        skipped.append("pair-wise: no baseline given (baseline_model is null)")
+
+    settings = GenerationSettings(seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  max_new_tokens=cfg.max_new_tokens, repetition_penalty=cfg.repetition_penalty,
+                                  batch_size=cfg.batch_size, max_context_tokens=cfg.max_context_tokens)
+    heldout_parts: dict[str, dict] = {}
+    generation: dict[str, dict] = {}
+    replies_path = out / "replies.jsonl"
+    if cfg.reuse_replies:
+        if not replies_path.is_file():
+            raise DataError(f"reuse_replies: {replies_path} does not exist; run the stage once without it")
+        replies = list(read_jsonl(replies_path))
+        found = {r["model"] for r in replies}
+        models = [(label, ref) for label, ref in models if label in found]
+        skipped.append("generation and the automatic loss: reused the replies already in replies.jsonl")
+    else:
+        prompts = load_prompts(dataset, cfg.max_prompts)
+        replies = []
+        for label, ref in models:
+            loaded = load_model(ref)
+            recs, generation[label] = generate_replies(loaded, label, prompts, settings, progress=cfg.progress)
+            replies.extend(recs)
+            if cfg.heldout:
+                heldout_parts[label] = _automatic(loaded, dataset, manifest, cfg, skipped, label)
+            del loaded
+        if not cfg.heldout:
+            skipped.append("loss and preference accuracy: heldout=false")
+        write_jsonl(replies_path, replies)  # before judging: a judge can be re-run on exactly these
+
+    profiles = profiles_of(replies)
+    automatic = {}
+    for role, (label, _ref) in zip(("candidate", "baseline"), models, strict=False):
+        mine = [r for r in replies if r["model"] == label]
+        automatic[role] = _merge_automatic(heldout_parts.get(label, {}), reply_signals(mine, profiles))
+
+    by_id = {(r["id"], r["model"]): r for r in replies}
+    pairs = []
+    if len(models) == 2:
+        pairs = [(by_id[(r["id"], models[0][0])], by_id[(r["id"], models[1][0])]) for r in replies
+                 if r["model"] == models[0][0] and (r["id"], models[1][0]) in by_id]
+    if cfg.judge == "none":
+        skipped.append("point-wise and pair-wise judging: no judge configured (judge=none)")
+        result = {"pointwise": [], "pairwise": [], "info": {"kind": "none", "model": None, "rubric": None}}
+    else:
+        judged = replies if cfg.pointwise else []
+        result = JUDGES[cfg.judge](judged, pairs, cfg, rubric)
+        if not cfg.pointwise:
+            skipped.append("point-wise: pointwise=false")
+    write_jsonl(out / "pointwise.jsonl", result["pointwise"])
+    write_jsonl(out / "pairwise.jsonl", result["pairwise"])
+
+    summary = summarize(
+        replies, result["pointwise"], result["pairwise"], judge=result["info"], automatic=automatic,
+        skipped=skipped, candidate={"label": models[0][0], "model": models[0][1]},
+        baseline={"label": models[1][0], "model": models[1][1]} if len(models) == 2 else None,
+        dimensions=result["info"].get("dimensions"), resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+    summary["generation"] = {"settings": settings.recorded(), "models": generation}
+    summary["dataset"] = {"path": str(dataset), "content_sha256": manifest.get("content_sha256")}
+    summary["config"] = to_dict(cfg)
+    summary["seconds"] = time.perf_counter() - wall
+    write_json(out / "eval_summary.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    summary = stage_main(EvalConfig, run, argv, default="default")
+    pair = (summary.get("pairwise") or {}).get("overall")
+    line = f"judge {summary['judge']['kind']}"
+    if pair:
+        line += (f"  win {pair['win']:.1f}% tie {pair['tie']:.1f}% lose {pair['lose']:.1f}%  "
+                 f"advantage {pair['advantage']:+.1f} (p={pair['sign_test_p']:.3g})")
+    print(f"{line}  wrote {Path(summary['config']['output_dir']) / 'eval_summary.json'}")
+
+
+if __name__ == "__main__":
+    main()
