@@ -244,3 +244,16 @@ def test_generator_refuses_too_little_data(gen, monkeypatch):
     monkeypatch.setattr(gen, "CHARACTERS", gen.CHARACTERS[:4])
     with pytest.raises(DataError, match="need at least"):
         gen.build()
+
+
+def test_banks_are_data_files_one_per_character(gen, tmp_path):
+    files = sorted(gen.BANKS.glob("[0-9]*.yaml"))
+    assert [gen.load_character(p).name for p in files] == [c.name for c in gen.CHARACTERS]
+    assert len(files) == len(gen.CHARACTERS) >= 8
+    bad = tmp_path / "01-bad.yaml"
+    bad.write_text("profile: {name: X}\nexchange: {}\n", encoding="utf-8")  # typo of 'exchanges'
+    with pytest.raises(DataError, match="01-bad.yaml.*exchange"):
+        gen.load_character(bad)
+    bad.write_text("profile: {name: X}\nopeners:\n  - [only one]\n", encoding="utf-8")
+    with pytest.raises(DataError, match="openers: expected a list of 2 items"):
+        gen.load_character(bad)
