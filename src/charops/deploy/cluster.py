@@ -118,19 +118,26 @@ def manifests_yaml(p: Plan) -> str:
 
 def apply(kube: Kube, p: Plan, attempts: int = 3) -> str:
     """Create or patch the ServiceAccount and the InferenceService; "created" or "patched"."""
-    _apply_one(kube, SERVICEACCOUNTS, p.service_account, attempts)
-    return _apply_one(kube, INFERENCESERVICES, p.inference_service, attempts)
+    # Each call names its resource (the RBAC test reads them from this source).
+    sa = p.service_account
+    _apply_one(sa, lambda: kube.get(SERVICEACCOUNTS, sa["metadata"]["name"], missing_ok=True),
+               lambda: kube.create(SERVICEACCOUNTS, sa),
+               lambda patch: kube.patch(SERVICEACCOUNTS, sa["metadata"]["name"], patch), attempts)
+    isvc = p.inference_service
+    return _apply_one(isvc, lambda: kube.get(INFERENCESERVICES, p.name, missing_ok=True),
+                      lambda: kube.create(INFERENCESERVICES, isvc),
+                      lambda patch: kube.patch(INFERENCESERVICES, p.name, patch), attempts)
 
 
-def _apply_one(kube: Kube, res, desired: dict, attempts: int) -> str:
-    name = desired["metadata"]["name"]
+def _apply_one(desired: dict, get: Callable[[], dict | None], create: Callable[[], dict],
+               patch: Callable[[dict], dict], attempts: int) -> str:
     for attempt in range(1, attempts + 1):
-        live = kube.get(res, name, missing_ok=True)
+        live = get()
         try:
             if live is None:
-                kube.create(res, desired)
+                create()
                 return "created"
-            kube.patch(res, name, patch_for(live, desired))
+            patch(patch_for(live, desired))
             return "patched"
         except KubeError as exc:
             # 409: created meanwhile, or changed since our read: read again and redo.
