@@ -376,3 +376,50 @@ def served(tmp_path_factory, serve_model_dir):
     server.wait_ready()
     yield server
     server.stop()
+
+
+# --- evaluation stage (owner: charops.eval tests) ------------------------------------------
+
+EVAL_RECORDS = [
+    {"type": "profile", "name": "小明", "category": "daily-life", "identity": "爱看书的学生", "interests": ["历史书", "火锅"]},
+    {"type": "profile", "name": "Tom", "language": "en", "category": "games-videos", "identity": "a cheerful gamer",
+     "interests": ["tea", "long walks", "music"]},
+]
+_DIALOGUES = [
+    ("小明", "chit-chat", [("user", "你好！"), ("assistant", "（微笑）你好呀，今天天气真好。"), ("user", "你在做什么？"),
+                           ("assistant", "我在看书，是一本关于历史的书。")]),
+    ("小明", "chit-chat", [("user", "你喜欢吃什么？"), ("assistant", "我最喜欢的食物是火锅，辣辣的。")]),
+    ("Tom", "interview", [("user", "Hello there, how are you?"), ("assistant", "(curious) I am reading a book.")]),
+    ("Tom", "chit-chat", [("user", "What do you like?"), ("assistant", "I like tea, long walks and music.")]),
+    ("小明", "love", [("user", "我们一起去公园散步吧？"), ("assistant", "好啊！（微笑）")]),
+    ("Tom", "chit-chat", [("user", "Why?"), ("assistant", "She smiled (curious) and asked why.")]),
+    ("小明", "chit-chat", [("user", "工作累吗？"), ("assistant", "（叹气）好累啊，不过想到周末就开心了。")]),
+    ("Tom", "interview", [("user", "Any games?"), ("assistant", "Board games, mostly, with friends.")]),
+]
+for _i, (_c, _t, _turns) in enumerate(_DIALOGUES):
+    EVAL_RECORDS.append({"type": "dialogue", "id": f"d{_i}", "character": _c, "topic": _t,
+                         "turns": [{"role": r, "content": x} for r, x in _turns]})
+for _i, (_c, _t, _u) in enumerate([("小明", "chit-chat", "你今天看了什么书？"), ("Tom", "interview", "What is your best game?"),
+                                   ("小明", "love", "你想我吗？"), ("Tom", "chit-chat", "Tea or coffee?")]):
+    EVAL_RECORDS.append({"type": "dialogue", "id": f"e{_i}", "character": _c, "topic": _t, "meta": {"eval_prompt": True},
+                         "turns": [{"role": "user", "content": _u}]})
+for _i, (_c, _u, _good, _bad) in enumerate([("小明", "你好！", "（微笑）你好呀。", "我是一个人工智能助手。"),
+                                           ("Tom", "How are you?", "(curious) Reading a book.", "As an AI, I do not read."),
+                                           ("小明", "你喜欢吃什么？", "火锅！", "我不吃东西。"),
+                                           ("Tom", "What do you like?", "Tea and games.", "I have no preferences.")]):
+    EVAL_RECORDS.append({"type": "preference", "id": f"p{_i}", "character": _c, "context": [{"role": "user", "content": _u}],
+                         "chosen": _good, "rejected": _bad})
+
+
+@pytest.fixture(scope="session")
+def eval_dataset_dir(tmp_path_factory, micro_model_dir):
+    """A prepared dataset with eval prompts (meta.eval_prompt), validation dialogues and pairs."""
+    from charops.config import load_config
+    from charops.data.prepare import PrepareConfig, run
+    from charops.io import write_jsonl
+
+    root = tmp_path_factory.mktemp("eval_data")
+    write_jsonl(root / "records.jsonl", EVAL_RECORDS)
+    run(load_config(PrepareConfig, None, [f"inputs={root / 'records.jsonl'}", f"model={micro_model_dir}",
+                                          f"output_dir={root / 'data'}", "validation_fraction=0.4", "progress=false"]))
+    return root / "data"

@@ -15,49 +15,6 @@ from charops.errors import ConfigError
 from charops.eval import signals
 from charops.eval.generate import GenerationSettings, fit_context, generate_replies, load_prompts
 
-EVAL_RECORDS = [
-    {"type": "profile", "name": "小明", "category": "daily-life", "identity": "爱看书的学生", "interests": ["历史书", "火锅"]},
-    {"type": "profile", "name": "Tom", "language": "en", "category": "games-videos", "identity": "a cheerful gamer",
-     "interests": ["tea", "long walks", "music"]},
-]
-_DIALOGUES = [
-    ("小明", "chit-chat", [("user", "你好！"), ("assistant", "（微笑）你好呀，今天天气真好。"), ("user", "你在做什么？"),
-                           ("assistant", "我在看书，是一本关于历史的书。")]),
-    ("小明", "chit-chat", [("user", "你喜欢吃什么？"), ("assistant", "我最喜欢的食物是火锅，辣辣的。")]),
-    ("Tom", "interview", [("user", "Hello there, how are you?"), ("assistant", "(curious) I am reading a book.")]),
-    ("Tom", "chit-chat", [("user", "What do you like?"), ("assistant", "I like tea, long walks and music.")]),
-    ("小明", "love", [("user", "我们一起去公园散步吧？"), ("assistant", "好啊！（微笑）")]),
-    ("Tom", "chit-chat", [("user", "Why?"), ("assistant", "She smiled (curious) and asked why.")]),
-    ("小明", "chit-chat", [("user", "工作累吗？"), ("assistant", "（叹气）好累啊，不过想到周末就开心了。")]),
-    ("Tom", "interview", [("user", "Any games?"), ("assistant", "Board games, mostly, with friends.")]),
-]
-for _i, (_c, _t, _turns) in enumerate(_DIALOGUES):
-    EVAL_RECORDS.append({"type": "dialogue", "id": f"d{_i}", "character": _c, "topic": _t,
-                         "turns": [{"role": r, "content": x} for r, x in _turns]})
-for _i, (_c, _t, _u) in enumerate([("小明", "chit-chat", "你今天看了什么书？"), ("Tom", "interview", "What is your best game?"),
-                                   ("小明", "love", "你想我吗？"), ("Tom", "chit-chat", "Tea or coffee?")]):
-    EVAL_RECORDS.append({"type": "dialogue", "id": f"e{_i}", "character": _c, "topic": _t, "meta": {"eval_prompt": True},
-                         "turns": [{"role": "user", "content": _u}]})
-for _i, (_c, _u, _good, _bad) in enumerate([("小明", "你好！", "（微笑）你好呀。", "我是一个人工智能助手。"),
-                                           ("Tom", "How are you?", "(curious) Reading a book.", "As an AI, I do not read."),
-                                           ("小明", "你喜欢吃什么？", "火锅！", "我不吃东西。"),
-                                           ("Tom", "What do you like?", "Tea and games.", "I have no preferences.")]):
-    EVAL_RECORDS.append({"type": "preference", "id": f"p{_i}", "character": _c, "context": [{"role": "user", "content": _u}],
-                         "chosen": _good, "rejected": _bad})
-
-
-@pytest.fixture(scope="module")
-def eval_dataset_dir(tmp_path_factory, micro_model_dir):
-    """A prepared dataset with eval prompts (meta.eval_prompt), validation dialogues and pairs."""
-    from charops.data.prepare import PrepareConfig, run
-    from charops.io import write_jsonl
-
-    root = tmp_path_factory.mktemp("eval_data")
-    write_jsonl(root / "records.jsonl", EVAL_RECORDS)
-    run(load_config(PrepareConfig, None, [f"inputs={root / 'records.jsonl'}", f"model={micro_model_dir}",
-                                          f"output_dir={root / 'data'}", "validation_fraction=0.4", "progress=false"]))
-    return root / "data"
-
 
 def test_fit_context_keeps_system_and_latest_turns():
     msgs = [{"role": "system", "content": "S" * 10}] + [
@@ -168,3 +125,47 @@ def test_eval_stage_refuses_output_over_an_input(micro_model_dir, train_dataset_
                                               f"dataset={train_dataset_dir}", f"output_dir={train_dataset_dir}/eval"])
     with pytest.raises(ConfigError, match="overlaps dataset"):
         run(cfg)
+
+
+def test_eval_stage_with_the_reward_model_judge(tmp_path, micro_model_dir, micro_ref_model_dir, eval_dataset_dir):
+    from charops.eval.run import EvalConfig, run
+    from charops.train.reward import RewardConfig
+    from charops.train.reward import run as train_reward
+
+    reward = train_reward(load_config(RewardConfig, "tiny-cpu", [
+        f"model={micro_model_dir}", f"dataset={eval_dataset_dir}", f"output_dir={tmp_path / 'reward'}",
+        "max_steps=2", "per_device_train_batch_size=2", "max_seq_len=256"]))["reward"]
+    out = tmp_path / "eval"
+    summary = run(load_config(EvalConfig, "default", [
+        f"model={micro_model_dir}", f"baseline_model={micro_ref_model_dir}", f"dataset={eval_dataset_dir}",
+        f"output_dir={out}", f"reward_model={tmp_path / 'reward' / 'model'}", "max_new_tokens=6",
+        "progress=false", "bootstrap_resamples=200", "heldout=false"]))
+    judge = summary["judge"]
+    assert judge["kind"] == "reward_model" and judge["pair_accuracy"] == reward["pair_accuracy"]
+    assert judge["calibration"] == reward["calibration"]
+    pair = summary["pairwise"]["overall"]
+    assert pair["n"] == 4 and pair["unjudged"] == 0
+    assert pair["win"] + pair["tie"] + pair["lose"] == pytest.approx(100.0)
+    assert pair["advantage"] == pytest.approx(pair["win"] - pair["lose"])
+    assert set(summary["pairwise"]["by_category"]) == {"daily-life", "games-videos"}
+    records = [json.loads(x) for x in (out / "pairwise.jsonl").read_text(encoding="utf-8").splitlines()]
+    for r in records:  # verdicts follow the reward difference and the recorded margin
+        diff = r["reward_a"] - r["reward_b"]
+        expected = "tie" if abs(diff) <= judge["tie_margin"] else ("win" if diff > 0 else "lose")
+        assert r["verdict"] == expected
+    assert summary["pointwise"]["dimensions"] == ["Overall"]
+    assert summary["pointwise"]["candidate"]["overall"]["Overall"]["n"] == 4
+    assert any("heldout=false" in s for s in summary["skipped"])
+
+
+def test_eval_stage_reward_judge_needs_a_trained_reward_model(tmp_path, micro_model_dir, eval_dataset_dir):
+    from charops.eval.run import EvalConfig, run
+
+    cfg = load_config(EvalConfig, "default", [f"model={micro_model_dir}", "baseline_model=null",
+                                              f"dataset={eval_dataset_dir}", f"output_dir={tmp_path / 'e'}",
+                                              f"reward_model={micro_model_dir}", "max_new_tokens=2", "progress=false",
+                                              "heldout=false"])
+    with pytest.raises(ConfigError, match="charops train reward"):
+        run(cfg)
+    # The replies were stored before judging failed: the judge can be re-run on them alone.
+    assert (tmp_path / "e" / "replies.jsonl").is_file()

@@ -266,3 +266,30 @@ def test_charactereval_subsets_score_each_example_on_its_own_metrics(tmp_path):
     assert scores["test_data-6208"] == {"Knowledge Accuracy": 5}
     assert scores["test_data-347"] == {"Persona Behavior": 2, "Empathy": 2}
     assert list(scores["other"]) == rubric.keys   # no entry: all twelve
+
+
+def test_eval_stage_with_the_openai_judge_and_a_cached_rerun(tmp_path, monkeypatch, micro_model_dir,
+                                                             micro_ref_model_dir, eval_dataset_dir):
+    from charops.config import load_config
+    from charops.eval.run import EvalConfig, run
+
+    monkeypatch.setenv("CHAROPS_JUDGE_API_KEY", "test-key")
+    out = tmp_path / "eval"
+    with JudgeServer(answer=_judge_answer) as server:
+        overrides = [f"model={micro_model_dir}", f"baseline_model={micro_ref_model_dir}",
+                     f"dataset={eval_dataset_dir}", f"output_dir={out}", "judge=openai",
+                     f"judge_base_url={server.url}", "judge_model=judge-test", "max_new_tokens=4",
+                     "progress=false", "bootstrap_resamples=100", "heldout=false", "judge_backoff_s=0.01"]
+        summary = run(load_config(EvalConfig, "default", overrides))
+        first = sum(server.hits.values())
+        # 4 prompts x 2 models point-wise + 4 pairs x 2 orders
+        assert first == 8 + 8
+        again = run(load_config(EvalConfig, "default", overrides + ["reuse_replies=true"]))
+        assert sum(server.hits.values()) == first  # everything from the cache
+    assert summary["judge"]["kind"] == "openai" and summary["judge"]["rubric"] == "characterglm-v1@1"
+    assert summary["pointwise"]["dimensions"] == load_rubric("characterglm-v1").keys
+    assert summary["pairwise"]["overall"]["n"] == 4
+    assert again["pairwise"]["overall"] == summary["pairwise"]["overall"]
+    assert again["judge"]["usage"]["pairwise"]["cached"] == 8
+    assert again["judge"]["usage"]["pairwise"]["prompt_tokens"] == 0
+    assert any("reused the replies" in s for s in again["skipped"])
