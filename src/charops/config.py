@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import sys
 import types
 import typing
@@ -95,9 +96,38 @@ def _merge(base: dict, extra: dict) -> dict:
     return merged
 
 
-def _coerce(value: Any, tp: Any, where: str) -> Any:
+class _Where:
+    """Where a config value came from, for error messages: the ``key=value`` override that set
+    it (``override 'lora.r=x'``), else the file and the key path (``c.yaml: key lora.r``)."""
+
+    def __init__(self, source: str, overrides: list[str]):
+        self.source = source
+        self.items = {item.partition("=")[0].strip(): item for item in overrides}
+
+    def override(self, path: tuple[str, ...]) -> str | None:
+        for i in range(len(path), 0, -1):  # a whole section may have been set at once
+            item = self.items.get(".".join(path[:i]))
+            if item is not None:
+                return item
+        return None
+
+    def __call__(self, path: tuple[str, ...]) -> str:
+        item = self.override(path)
+        if item is not None:
+            return f"override '{item}'"
+        return f"{self.source}: key {'.'.join(path)}" if path else self.source
+
+    def unknown(self, path: tuple[str, ...], hint: str) -> str:
+        item = self.override(path)
+        if item is not None:
+            return f"override '{item}': unknown key '{path[-1]}'{hint}"
+        return f"{self.source}: unknown key '{'.'.join(path)}'{hint}"
+
+
+def _coerce(value: Any, tp: Any, where: _Where, path: tuple[str, ...], index: str = "") -> Any:
     """Check and convert one value against a field's annotation."""
     origin = typing.get_origin(tp)
+    at = f"{where(path)}{index}"
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
@@ -109,97 +139,110 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             if arg is type(None):
                 continue
             try:
-                return _coerce(value, arg, where)
+                return _coerce(value, arg, where, path, index)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{at}: invalid value {value!r}")
     if typing.get_origin(tp) is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+            raise ConfigError(f"{at}: {value!r} is not one of {', '.join(map(str, choices))}")
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return _build(tp, value, where)
+            raise ConfigError(f"{at}: expected a mapping, got {value!r}")
+        return _build(tp, value, where, path)
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{at}: expected a list, got {value!r}")
         (item_tp, *_) = typing.get_args(tp) or (Any,)
-        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, item_tp, where, path, f"{index}[{i}]") for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{at}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{at}: expected true or false, got {value!r}")
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{at}: expected an integer, got {value!r}")
         return int(value)
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{at}: expected a number, got {value!r}")
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{at}: expected a number, got {value!r}") from None
     if tp is str:
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{at}: expected a string, got {value!r}")
         return str(value)
     return value
 
 
-def _check_keys(cls: type, data: dict, where: str) -> None:
+def _check_keys(cls: type, data: dict, where: _Where, path: tuple[str, ...] = ()) -> None:
     """Unknown keys in ``data`` (recursing into nested config sections) are errors."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key, value in data.items():
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+            hint = f"; did you mean '{'.'.join((*path, close[0]))}'?" if close else ""
+            raise ConfigError(where.unknown((*path, key), hint))
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
-            _check_keys(hints[key], value, where)
+            _check_keys(hints[key], value, where, (*path, key))
 
 
-def _build(cls: type[T], data: dict, where: str) -> T:
-    _check_keys(cls, data, where)
+def _build(cls: type[T], data: dict, where: _Where, path: tuple[str, ...] = ()) -> T:
+    _check_keys(cls, data, where, path)
     hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in data.items():
-        kwargs[key] = _coerce(value, hints[key], f"{where}: {key}" if "." not in where else f"{where}.{key}")
+    kwargs = {key: _coerce(value, hints[key], where, (*path, key)) for key, value in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing
-        raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(f"{where(path)}: {exc}") from None
+
+
+# A stage's validate() names the field first ("learning_rate: must be above 0, got -1").
+_FIELD_FIRST = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.S)
 
 
 def load_config(cls: type[T], source: str | Path | dict | None = None,
                 overrides: list[str] | tuple[str, ...] = (), stage: str | None = None) -> T:
-    """Build ``cls`` from a preset name, YAML path or dict, then apply ``key=value`` overrides."""
+    """Build ``cls`` from a preset name, YAML path or dict, then apply ``key=value`` overrides.
+
+    Errors name where the bad value came from: the override (``override 'max_steps=x'``), or
+    the file and the key path (``configs/sft/tiny-cpu.yaml: key lora.r``).
+    """
     stage = stage or getattr(cls, "stage", None) or cls.__name__.removesuffix("Config").lower()
-    if source is None:
-        data: dict = {}
-        where = f"{stage} config"
-    elif isinstance(source, dict):
-        data = dict(source)
-        where = f"{stage} config"
+    if source is None or isinstance(source, dict):
+        data: dict = dict(source or {})
+        label = f"{stage} config"
     else:
         path = resolve_config_path(stage, source)
         data = read_yaml(path)
-        where = str(path)
-    extra = parse_overrides(list(overrides))
-    _check_keys(cls, extra, "override")  # name the command line, not the preset, for a typo there
+        label = str(path)
+    overrides = list(overrides)
+    extra = parse_overrides(overrides)
+    where = _Where(label, overrides)
+    _check_keys(cls, extra, where)  # name the command line, not the preset, for a typo there
     cfg = _build(cls, _merge(data, extra), where)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
-        validate()
+        try:
+            validate()
+        except ConfigError as exc:
+            m = _FIELD_FIRST.match(str(exc))
+            names = {f.name for f in dataclasses.fields(cls)}
+            if m is None or m.group(1).split(".")[0] not in names:
+                raise
+            item = where.override(tuple(m.group(1).split(".")))
+            raise ConfigError(f"{f'override {item!r}' if item else where.source}: {exc}") from None
     return cfg
 
 

@@ -51,8 +51,8 @@ def test_optional_and_literal(tmp_path):
     ("override", "message"),
     [
         ("learnig_rate=1", "unknown key 'learnig_rate'; did you mean 'learning_rate'?"),
-        ("max_steps=1.5", "max_steps: expected an integer"),
-        ("packing=maybe", "packing: expected true or false"),
+        ("max_steps=1.5", "override 'max_steps=1.5': expected an integer, got 1.5"),
+        ("packing=maybe", "override 'packing=maybe': expected true or false"),
         ("split_by=topic", "is not one of dialogue, character"),
         ("lora.rank=4", "unknown key 'rank'"),
         ("noequals", "expected key=value"),
@@ -91,7 +91,7 @@ def test_typo_in_file_names_the_file_and_typo_on_command_line_names_the_override
     with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'modle'; did you mean 'model'"):
         load_config(DemoConfig, path)
     path.write_text("model: x\n")
-    with pytest.raises(ConfigError, match=r"^override: unknown key 'r0'"):
+    with pytest.raises(ConfigError, match=r"^override 'lora.r0=1': unknown key 'r0'; did you mean 'lora.r'"):
         load_config(DemoConfig, path, ["lora.r0=1"])
 
 
@@ -111,4 +111,43 @@ def test_stage_main_parses_config_flags_and_overrides(tmp_path):
     assert out == "summary" and seen == [DemoConfig(model="m1", max_steps=7, packing=False)]
     with pytest.raises(SystemExit) as exc:
         stage_main(DemoConfig, run, ["--config", str(path), "lora.rank=1"], default="nope")
-    assert str(exc.value) == "error: override: unknown key 'rank'"
+    assert str(exc.value) == "error: override 'lora.rank=1': unknown key 'rank'"
+
+
+def test_a_bad_value_names_the_override_or_the_file_and_key_path(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("max_steps: lots\nlora:\n  r: big\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(DemoConfig, path, ["lora.r=4"])
+    assert str(exc.value) == f"{path}: key max_steps: expected an integer, got 'lots'"
+    with pytest.raises(ConfigError) as exc:
+        load_config(DemoConfig, path, ["max_steps=3"])
+    assert str(exc.value) == f"{path}: key lora.r: expected an integer, got 'big'"
+    path.write_text("max_steps: 3\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(DemoConfig, path, ["lora.r=big"])
+    assert str(exc.value) == "override 'lora.r=big': expected an integer, got 'big'"
+    with pytest.raises(ConfigError) as exc:
+        load_config(DemoConfig, path, ["lora={r: big}"])
+    assert str(exc.value) == "override 'lora={r: big}': expected an integer, got 'big'"
+
+
+@dataclass
+class CheckedConfig:
+    stage: ClassVar[str] = "demo"
+    steps: int = field(default=1, metadata={"help": "steps"})
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"steps: must be at least 1, got {self.steps}")
+
+
+def test_validate_errors_name_where_the_value_came_from(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("steps: 0\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(CheckedConfig, path)
+    assert str(exc.value) == f"{path}: steps: must be at least 1, got 0"
+    with pytest.raises(ConfigError) as exc:
+        load_config(CheckedConfig, None, ["steps=-2"])
+    assert str(exc.value) == "override 'steps=-2': steps: must be at least 1, got -2"

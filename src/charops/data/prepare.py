@@ -78,13 +78,13 @@ class PrepareConfig:
 
     def validate(self) -> None:
         if not 0 <= self.validation_fraction < 1:
-            raise ConfigError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+            raise ConfigError(f"validation_fraction: must be in [0, 1), got {self.validation_fraction}")
         if self.holdout_characters and self.split_by != "character":
-            raise ConfigError("holdout_characters needs split_by=character")
+            raise ConfigError("holdout_characters: needs split_by=character")
         if self.max_seq_len < 8:
-            raise ConfigError(f"max_seq_len must be at least 8, got {self.max_seq_len}")
+            raise ConfigError(f"max_seq_len: must be at least 8, got {self.max_seq_len}")
         if self.block_size < 2:
-            raise ConfigError(f"block_size must be at least 2, got {self.block_size}")
+            raise ConfigError(f"block_size: must be at least 2, got {self.block_size}")
 
 
 # Config keys that do not change the dataset's content (kept out of the manifest so the same

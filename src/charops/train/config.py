@@ -111,6 +111,14 @@ class TrainConfig:
             raise ConfigError(f"max_steps: must be positive or -1 (use num_train_epochs), got {self.max_steps}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate: must be above 0, got {self.learning_rate:g}")
+        from transformers.trainer_utils import SchedulerType  # checked here, before any model loads
+
+        names = [t.value for t in SchedulerType]
+        if self.lr_scheduler_type not in names:
+            raise ConfigError(f"lr_scheduler_type: '{self.lr_scheduler_type}' is not a transformers scheduler "
+                              f"(one of {', '.join(names)})")
 
 
 def deepspeed_config_path(name: str) -> Path:

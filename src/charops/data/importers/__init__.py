@@ -24,6 +24,7 @@ from pathlib import Path
 from charops.data.cards import is_card
 from charops.data.importers import cards, charactereval, characterglm, messages, native, text
 from charops.data.importers.common import (
+    TOO_DEEP,
     FileRejected,
     LoadResult,
     Parsed,
@@ -84,6 +85,8 @@ def detect_format(path: Path) -> str:
         whole = json.loads(content)
     except json.JSONDecodeError:
         whole = None
+    except RecursionError:
+        raise FileRejected(TOO_DEEP) from None
     if isinstance(whole, list):
         first = next((v for v in whole if isinstance(v, dict)), None)
         return _classify_item(first) if first is not None else "native"
@@ -107,7 +110,7 @@ def detect_format(path: Path) -> str:
     for line in content.split("\n")[:_SCAN_LINES]:
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
         if isinstance(obj, dict):
             return _classify_item(obj)

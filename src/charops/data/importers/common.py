@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from charops.data.schema import CharacterProfile, CorpusDocument, Dialogue, PreferencePair, Record
@@ -222,6 +223,46 @@ class Unit:
     error: str | None = None
 
 
+TOO_DEEP = "invalid JSON (nested too deeply)"
+
+
+def surrogate_at(value: Any, path: str = "") -> str | None:
+    """The key path of the first string holding a lone surrogate (``"\\ud800"`` in JSON is
+    valid syntax but not Unicode text: it cannot be written out as UTF-8), else None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "value"
+        return None
+    if isinstance(value, dict):
+        for key, v in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if (found := surrogate_at(key, sub) or surrogate_at(v, sub)) is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if (found := surrogate_at(v, f"{path}[{i}]")) is not None:
+                return found
+    return None
+
+
+def loads_checked(text: str) -> tuple[Any, str | None]:
+    """``json.loads`` that turns the failures of valid-looking JSON into a reason: nesting too
+    deep for the parser, or a lone surrogate somewhere in the value."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        return None, TOO_DEEP
+    try:
+        orjson.dumps(value)  # the fast check; the walk below only runs on a bad value
+    except (TypeError, orjson.JSONEncodeError):
+        where = surrogate_at(value)
+        if where is not None:
+            return None, f"{where}: lone surrogate in the text (not valid Unicode); remove or fix that character"
+    return value, None
+
+
 def json_units(path: Path) -> list[Unit]:
     """The units of a JSONL file, or of a JSON array file (whatever its extension).
 
@@ -232,22 +273,32 @@ def json_units(path: Path) -> list[Unit]:
     if text.lstrip().startswith(("[", "{")):
         try:
             whole = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             whole = None  # JSONL of several lines: read line by line below
         if isinstance(whole, list):
-            return [Unit(f"index {i}", f"#{i}", v) for i, v in enumerate(whole)]
+            return [_unit(f"index {i}", f"#{i}", v) for i, v in enumerate(whole)]
         if isinstance(whole, dict):  # one object, perhaps pretty-printed over many lines
             n = text[: len(text) - len(text.lstrip())].count("\n")  # blank lines before it
-            return [Unit(f"line {n + 1}", f":{n + 1}", whole)]
+            return [_unit(f"line {n + 1}", f":{n + 1}", whole)]
     units = []
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            units.append(Unit(f"line {n}", f":{n}", json.loads(line)))
+            value, error = loads_checked(line)
         except json.JSONDecodeError:
-            units.append(Unit(f"line {n}", f":{n}", error="invalid JSON"))
+            value, error = None, "invalid JSON"
+        units.append(Unit(f"line {n}", f":{n}", value, error))
     return units
+
+
+def _unit(location: str, tag: str, value: Any) -> Unit:
+    """A unit of an already parsed array or object, checked for lone surrogates."""
+    where = surrogate_at(value)
+    if where is None:
+        return Unit(location, tag, value)
+    return Unit(location, tag, error=f"{where}: lone surrogate in the text (not valid Unicode); "
+                "remove or fix that character")
 
 
 def json_objects(path: Path, display: str, record_type: str | None, out: Parsed) -> Iterator[Unit]:
@@ -266,9 +317,12 @@ def json_document(path: Path) -> Any:
     """A file holding one JSON value (array or object)."""
     text = read_text(path)
     try:
-        return json.loads(text)
+        value, error = loads_checked(text)
     except json.JSONDecodeError as exc:
         raise FileRejected(f"invalid JSON (line {exc.lineno}: {exc.msg})") from None
+    if error is not None:
+        raise FileRejected(error)
+    return value
 
 
 def as_text(value: Any) -> str:
