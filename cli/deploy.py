@@ -4,6 +4,10 @@
     charops deploy charops-chat --local --version 3       # a given version
     charops deploy charops-chat --model runs/dpo/model    # a model directory, no registry
     charops deploy charops-chat --local --port 9000 --api-key "$KEY"
+    charops deploy charops-chat                           # on the cluster (KServe), production
+    charops deploy charops-chat --version 5 --canary 10   # v5 gets 10% of the traffic
+    charops deploy charops-chat --dry-run gpus=2          # print the manifests only
+    charops rollback charops-chat --reason "v5 breaks character"
 
 It prints the URL once the port is open; Ctrl-C or SIGTERM stops it. Talk to it with
 ``charops chat --endpoint http://127.0.0.1:8080 --character NAME`` or any OpenAI client
@@ -17,11 +21,19 @@ from typing import Annotated
 
 import typer
 
+from charops.cli.common import JsonOpt, OverridesArg
 from charops.errors import CharopsError
 
 StoreOpt = Annotated[str | None, typer.Option(
     "--store", help="Registry store: s3://BUCKET[/PREFIX], file:///PATH or a directory (default: "
     "$CHAROPS_STORE, the store config file, ./.charops/store).", show_default=False)]
+
+
+# Cluster deployment (charops.deploy.cluster): the Kubernetes connection and the deploy preset.
+DeployConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Cluster: deploy preset (configs/deploy/NAME.yaml: gpu, cpu) or YAML path.")]
+KubeNamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Cluster: namespace (default: the kube context's, or the pod's).", show_default=False)]
+KubeContextOpt = Annotated[str | None, typer.Option("--context", help="Cluster: kube context (default: the current one).", show_default=False)]
+KubeconfigOpt = Annotated[str | None, typer.Option("--kubeconfig", help="Cluster: kube config file (default: $KUBECONFIG, ~/.kube/config, else in-cluster).", show_default=False)]
 
 
 def registry_model_dir(store_url: str | None, name: str, version: str | None) -> tuple[Path, dict]:
@@ -65,6 +77,15 @@ def deploy(
     max_tokens_cap: Annotated[int, typer.Option("--max-tokens-cap", help="Largest max_tokens a request may ask for.")] = 1024,
     default_max_tokens: Annotated[int | None, typer.Option("--default-max-tokens", help="max_tokens when a request gives none (default: 256, or the cap if lower).", show_default=False)] = None,
     batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="How long a lone request waits for others to batch with.")] = 2.0,
+    stage: Annotated[str, typer.Option("--stage", help="Cluster: serve the newest version in this registry stage (production or staging) unless --version is given.")] = "production",
+    canary: Annotated[int | None, typer.Option("--canary", help="Cluster: give the --version this percentage of the traffic, the production version the rest.", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Cluster: print the manifests, change nothing.")] = False,
+    deploy_config: DeployConfigOpt = "gpu",
+    overrides: OverridesArg = None,
+    namespace: KubeNamespaceOpt = None,
+    context: KubeContextOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Serve a model with OpenAI-compatible chat routes, one model id per character."""
     from charops.registry import check_name
@@ -74,8 +95,10 @@ def deploy(
     if model is not None and version is not None:
         raise CharopsError("pass --model DIR or --version V, not both")
     if model is None and not local:
-        raise CharopsError("cluster deployment is not part of this build; pass --local to serve on "
-                           "this machine (or --model DIR)")
+        return deploy_cluster(name, version=version, stage=stage, canary=canary, dry_run=dry_run,
+                              config=deploy_config, overrides=overrides or [], store_url=store,
+                              namespace=namespace, context=context, kubeconfig=kubeconfig,
+                              as_json=as_json)
     if model is not None:
         model_dir, what = Path(model), f"{model}"
     else:
@@ -85,3 +108,70 @@ def deploy(
     serve(ServeConfig(model_dir=str(model_dir), name=name, host=bind, port=port, api_key=api_key,
                       max_batch_size=max_batch_size, max_queue=max_queue, max_tokens_cap=max_tokens_cap,
                       default_max_tokens=default_max_tokens or min(256, max_tokens_cap), batch_wait_ms=batch_wait_ms))
+
+
+def _connect(namespace: str | None, context: str | None, kubeconfig: str | None):
+    from charops.deploy.kube import connect
+
+    return connect(namespace, context=context, kubeconfig=kubeconfig)
+
+
+def deploy_cluster(name: str, *, version: str | None, stage: str, canary: int | None, dry_run: bool,
+                   config: str, overrides: list[str], store_url: str | None, namespace: str | None,
+                   context: str | None, kubeconfig: str | None, as_json: bool) -> None:
+    """The cluster branch of ``charops deploy``: render, create or patch, wait, print the URL."""
+    from charops.config import load_config
+    from charops.deploy import cluster
+    from charops.deploy.inference import DeployConfig
+    from charops.storage import open_store
+
+    if canary is not None and version is None:
+        raise CharopsError("--canary needs --version V: the candidate that gets that share of the traffic")
+    cfg = load_config(DeployConfig, config, overrides)
+    p = cluster.plan(open_store(store_url), name, cfg, version=version, stage=stage, canary=canary)
+    if dry_run:
+        typer.echo(cluster.manifests_yaml(p), nl=False)
+        return
+    kube = _connect(namespace, context, kubeconfig)
+    what = f"{name} v{(p.stable or p.entry)['version']}" + \
+        (f" + canary v{p.entry['version']} at {canary}%" if canary is not None else "")
+    typer.echo(f"deploying {what} to {kube.namespace}/{p.name} ({cfg.mode}) ...", err=True)
+    result = cluster.deploy(kube, p, cfg, on_status=lambda s: typer.echo(f"  {s}", err=True))
+    _report(result, as_json)
+
+
+def _report(result: dict, as_json: bool) -> None:
+    from charops.cli.common import echo_json
+
+    if as_json:
+        echo_json(result)
+        return
+    typer.echo(f"{result['service']} {result['action']}: {result['url']}")
+    typer.echo(f"OpenAI-compatible base URL: {result['openai_base_url']}")
+
+
+def rollback(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the registry's stage history).")] = "rollback",
+    store: StoreOpt = None,
+    deploy_config: DeployConfigOpt = "gpu",
+    overrides: OverridesArg = None,
+    namespace: KubeNamespaceOpt = None,
+    context: KubeContextOpt = None,
+    kubeconfig: KubeconfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make the previous production version production again and serve it on the cluster."""
+    from charops.config import load_config
+    from charops.deploy import cluster
+    from charops.deploy.inference import DeployConfig
+    from charops.registry import check_name
+    from charops.storage import open_store
+
+    check_name(name)
+    cfg = load_config(DeployConfig, deploy_config, overrides or [])
+    kube = _connect(namespace, context, kubeconfig)
+    result = cluster.rollback(kube, open_store(store), name, cfg, reason=reason,
+                              on_status=lambda s: typer.echo(f"  {s}", err=True))
+    typer.echo(f"{name}: production is v{result['rolled_back_to']} again", err=True)
+    _report(result, as_json)

@@ -60,6 +60,7 @@ from charops.cli import chat, data, deploy, eval, model, pipeline, runs, store, 
 app.command("submit")(pipeline.submit)
 app.command("compile")(pipeline.compile)
 app.command("deploy")(deploy.deploy)
+app.command("rollback")(deploy.rollback)
 app.command("chat")(chat.chat)
 app.add_typer(data.app, name="data")
 app.add_typer(model.app, name="model")
