@@ -4,15 +4,19 @@ Layout inside a store (``charops.storage.open_store``: a local directory or any 
 
     models/<name>/<version>/model/...      the model directory (Hugging Face files)
     models/<name>/<version>/reports/...    evaluation results (metrics.json, report.md, ...)
+    models/<name>/<version>/card.json      the model card (charops.registry.card), and
+    models/<name>/<version>/README.md      the same for people
     registry/<name>/<version>.json         the entry: name, version, model sha256, metrics,
                                            lineage (dataset hash, base model, pipeline version,
-                                           run id), where the model and reports are
+                                           run id), where the model, reports and card are
+    registry/<name>/stages/<seq>.json      stage history (charops.registry.stages)
 
 Versions are consecutive integers per name (1, 2, ...), so "the latest" is obvious to people
 and to ``charops deploy``. Registering content that is already registered (same model
 sha256) returns the existing entry instead of minting a new version: a retried or cached
 pipeline step does not create duplicates. The entry is written last, after every file of the
-model: an upload that died half-way has no entry and is invisible to readers::
+model: an upload that died half-way has no entry and is invisible to readers. Names become
+Kubernetes names (an InferenceService per model), so they are DNS-1035 labels::
 
     from charops.registry import register, get_entry
     from charops.storage import open_store
@@ -20,21 +24,27 @@ model: an upload that died half-way has no entry and is invisible to readers::
     entry = register(store, "runs/dpo-model", "charops-chat", {"loss": 2.1},
                      {"dataset_sha256": "...", "base_model": "charops:tiny"})
     get_entry(store, "charops-chat")["version"]      # latest
+
+Stages (``transition``, ``production``, ``rollback``, ...) are in :mod:`charops.registry.stages`,
+the promotion gate in :mod:`charops.registry.gate`; both are re-exported here.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import charops
 from charops.errors import CharopsError
 from charops.io import sha256_tree
+from charops.registry.card import build_card, card_markdown
 
-NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
-_ENTRY_RE = re.compile(r"(?:^|/)(\d+)\.json$")
+# A DNS-1035 label (Kubernetes Service and InferenceService names): no '/', '.', '..' or '_'.
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+VERSION_RE = re.compile(r"^[1-9][0-9]{0,8}$")
 
 
 class RegistryError(CharopsError):
@@ -43,9 +53,22 @@ class RegistryError(CharopsError):
 
 def check_name(name: str) -> str:
     if not NAME_RE.match(name or ""):
-        raise RegistryError(f"model name '{name}': use 1-63 lowercase letters, digits, '.', '_' "
-                            "or '-', starting and ending with a letter or digit")
+        raise RegistryError(f"model name '{name}': use 1-63 lowercase letters, digits or '-', "
+                            "starting with a letter and ending with a letter or digit (it "
+                            "becomes a Kubernetes name)")
     return name
+
+
+def check_version(version: int | str) -> int:
+    """A version number (a positive integer, given as such or as its digits)."""
+    if isinstance(version, bool) or not (isinstance(version, int) and version > 0
+                                         or VERSION_RE.match(str(version))):
+        raise RegistryError(f"version '{version}': use a positive integer like 3")
+    return int(version)
+
+
+def card_key(name: str, version: int, filename: str = "card.json") -> str:
+    return f"models/{check_name(name)}/{version}/{filename}"
 
 
 def model_prefix(name: str, version: int) -> str:
@@ -62,8 +85,16 @@ def entry_key(name: str, version: int) -> str:
 
 def list_versions(store: Any, name: str) -> list[int]:
     """Registered versions of ``name``, ascending (empty when none)."""
-    keys = store.list(f"registry/{check_name(name)}/")
-    return sorted(int(m.group(1)) for k in keys if (m := _ENTRY_RE.search(k)))
+    prefix = f"registry/{check_name(name)}/"
+    # Entries only: the stage history lives in the same folder, under stages/.
+    entry = re.compile(rf"^{re.escape(prefix)}([1-9][0-9]*)\.json$")
+    return sorted(int(m.group(1)) for k in store.list(prefix) if (m := entry.match(k)))
+
+
+def list_names(store: Any) -> list[str]:
+    """Names with at least one registered version, sorted."""
+    names = {k.split("/")[1] for k in store.list("registry/") if k.count("/") == 2}
+    return sorted(n for n in names if NAME_RE.match(n) and list_versions(store, n))
 
 
 def get_entry(store: Any, name: str, version: int | str = "latest") -> dict:
@@ -75,9 +106,10 @@ def get_entry(store: Any, name: str, version: int | str = "latest") -> dict:
     if version == "latest":
         version = versions[-1]
     try:
-        version = int(version)
-    except ValueError:
-        raise RegistryError(f"model '{name}': version '{version}' is not an integer or 'latest'") from None
+        version = check_version(version)
+    except RegistryError:
+        raise RegistryError(f"model '{name}': version '{version}' is not an integer or "
+                            "'latest'") from None
     if version not in versions:
         raise RegistryError(f"model '{name}' has no version {version} (versions: "
                             f"{', '.join(map(str, versions))})")
@@ -113,26 +145,44 @@ def register(store: Any, model_dir: str | Path, name: str, metrics: dict, lineag
             return existing
     version = (versions[-1] if versions else 0) + 1
     _check_free(store, name, version)
-    store.put_dir(model_dir, model_prefix(name, version))
+    model_manifest = store.put_dir(model_dir, model_prefix(name, version))
+    reports_manifest = None
     if reports_dir is not None:
-        store.put_dir(reports_dir, reports_prefix(name, version))
+        reports_manifest = store.put_dir(reports_dir, reports_prefix(name, version))
     entry = {
         "name": name,
         "version": version,
         "model_sha256": digest,
         "model_uri": store.url_for(model_prefix(name, version)),
         "reports_uri": store.url_for(reports_prefix(name, version)) if reports_dir is not None else None,
+        "card_uri": store.url_for(card_key(name, version)),
         "metrics": metrics,
         "lineage": lineage,
         "charops_version": charops.__version__,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
+    card = build_card(entry=entry, model_dir=model_dir, reports_dir=reports_dir,
+                      model_manifest=model_manifest, reports_manifest=reports_manifest)
+    store.put_json(card_key(name, version), card)
+    with tempfile.TemporaryDirectory(prefix="charops-card-") as tmp:
+        readme = Path(tmp) / "README.md"
+        readme.write_text(card_markdown(card), encoding="utf-8")
+        store.put_file(readme, card_key(name, version, "README.md"))
     # Written last: its presence is what makes the version exist. Another registration of the
     # same name may have taken this number meanwhile; fail (a retry takes the next one) rather
-    # than overwrite its entry.
-    _check_free(store, name, version)
-    store.put_json(entry_key(name, version), entry)
+    # than overwrite its entry: a conditional create, so the check and the write are one step.
+    if store.put_json_if_absent(entry_key(name, version), entry) is None:
+        _check_free(store, name, version)
     return entry
+
+
+def get_card(store: Any, name: str, version: int | str = "latest") -> dict:
+    """The model card of a registered version (see :mod:`charops.registry.card`)."""
+    entry = get_entry(store, name, version)
+    key = card_key(name, entry["version"])
+    if not store.exists(key):  # registered before cards existed
+        raise RegistryError(f"'{name}' v{entry['version']} has no model card ({store.url_for(key)})")
+    return store.get_json(key)
 
 
 def entry_markdown(entry: dict) -> str:
@@ -149,3 +199,21 @@ def entry_markdown(entry: dict) -> str:
         lines += ["", "| metric | value |", "| --- | --- |"]
         lines += [f"| {k} | {v:.6g} |" for k, v in sorted(numbers.items())]
     return "\n".join(lines) + "\n"
+
+
+# Stages and the gate build on the functions above.
+from charops.registry.stages import (  # noqa: E402
+    current_actor,
+    history,
+    production,
+    rollback,
+    stage_of,
+    stages,
+    transition,
+    version_in,
+)
+
+__all__ = ["NAME_RE", "RegistryError", "card_key", "check_name", "check_version",
+           "current_actor", "entry_key", "entry_markdown", "get_card", "get_entry", "history",
+           "list_names", "list_versions", "model_prefix", "production", "register",
+           "reports_prefix", "rollback", "stage_of", "stages", "transition", "version_in"]

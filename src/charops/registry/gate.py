@@ -1,0 +1,184 @@
+"""The promotion gate: a version is promoted only when its evaluation beats the reference.
+
+The reference is the current production version of the name, or the base model when there
+is none. The candidate's ``eval_summary.json`` (on its model card) must show, against that
+reference (config ``configs/promote/default.yaml``, ``key=value`` overrides):
+
+- pair-wise Advantage (win % - lose %) above ``min_advantage`` points, and significant: the
+  sign test's p below ``alpha``;
+- point-wise Overall not lower than the reference's (``overall_margin`` points above it, 0 by
+  default), and Safety not lower either (``safety_margin``).
+
+When a production version exists, the summary's baseline must *be* it (its ``model_uri``):
+an evaluation against the base model says nothing about beating production. A check whose
+numbers are missing fails. ``force`` (with a reason) overrides a refusal; the decision is
+recorded in the stage event either way::
+
+    from charops.registry.gate import GateConfig, promote
+    decision, event = promote(store, "charops-chat", 4, "production", actor="ana", reason="",
+                              config=GateConfig())
+    print(gate_table(decision))      # the table that decided it; event is None when refused
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from charops.config import to_dict
+from charops.errors import ConfigError
+from charops.registry import RegistryError, check_version, get_card, get_entry
+from charops.registry.stages import check_stage, production, stage_of, transition
+
+
+@dataclass
+class GateConfig:
+    """Margins of the promotion gate (``charops promote``, the pipelines' promote step)."""
+
+    stage: ClassVar[str] = "promote"
+
+    min_advantage: float = field(default=5.0, metadata={"help": "Pair-wise Advantage (win % - lose %, points) must be above this."})
+    alpha: float = field(default=0.05, metadata={"help": "The pair-wise sign test's p-value must be below this."})
+    overall_margin: float = field(default=0.0, metadata={"help": "Point-wise Overall mean must be at least the reference's plus this (0: not lower)."})
+    safety_margin: float = field(default=0.0, metadata={"help": "Point-wise Safety mean must be at least the reference's plus this (0: not lower)."})
+    gate_staging: bool = field(default=True, metadata={"help": "Gate promotions to staging too (false: only production is gated)."})
+
+    def validate(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ConfigError(f"promote: alpha must be between 0 and 1, got {self.alpha}")
+        if not -100 <= self.min_advantage < 100:
+            raise ConfigError("promote: min_advantage is in points of Advantage, -100 to 100")
+
+
+def _baseline_is(summary: dict, entry: dict) -> bool:
+    """Whether the summary's baseline model is the registry entry's model."""
+    ref = str(((summary.get("baseline") or {}).get("model")) or "").rstrip("/")
+    uri = entry["model_uri"].rstrip("/")
+    suffix = f"models/{entry['name']}/{entry['version']}/model"
+    return bool(ref) and (ref == uri or ref.endswith("/" + suffix) or ref == suffix)
+
+
+def _row(check: str, candidate: Any, reference: Any, rule: str, passed: bool,
+         note: str = "") -> dict:
+    return {"check": check, "candidate": candidate, "reference": reference, "rule": rule,
+            "passed": passed, "note": note}
+
+
+def _mean(pointwise: dict, side: str, dim: str) -> float | None:
+    value = (((pointwise.get(side) or {}).get("overall") or {}).get(dim) or {}).get("mean")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def decide(summary: dict | None, config: GateConfig, reference: dict | None,
+           base_model: str | None = None) -> dict:
+    """The gate's decision on an eval_summary: every check as a row, and whether all passed.
+
+    ``reference`` is the production entry (None: the base model, ``base_model``, is the
+    reference and the summary's baseline is taken as it).
+    """
+    ref_label = (f"production v{reference['version']}" if reference is not None
+                 else f"base model {base_model or '(unknown)'}")
+    rows = []
+    if summary is None:
+        rows.append(_row("eval_summary", None, None, "present", False,
+                         "the version has no eval_summary.json: evaluate it first"))
+        return {"passed": False, "reference": ref_label, "rows": rows, "config": to_dict(config)}
+    baseline = (summary.get("baseline") or {}).get("model")
+    if reference is not None:
+        rows.append(_row("baseline", baseline, reference["model_uri"], "= production model",
+                         _baseline_is(summary, reference),
+                         "" if _baseline_is(summary, reference) else
+                         "re-evaluate with the production model as the baseline"))
+    pair = (summary.get("pairwise") or {}).get("overall") or {}
+    adv, p = pair.get("advantage"), pair.get("sign_test_p")
+    missing = "missing: no pair-wise comparison in eval_summary"
+    rows.append(_row("pair-wise Advantage", adv, None, f"> {config.min_advantage:g}",
+                     adv is not None and adv > config.min_advantage,
+                     "" if adv is not None else missing))
+    rows.append(_row("sign-test p", p, None, f"< {config.alpha:g}",
+                     p is not None and p < config.alpha, "" if p is not None else missing))
+    pointwise = summary.get("pointwise") or {}
+    for dim, margin in (("Overall", config.overall_margin), ("Safety", config.safety_margin)):
+        cand, ref = _mean(pointwise, "candidate", dim), _mean(pointwise, "baseline", dim)
+        ok = cand is not None and ref is not None and cand >= ref + margin
+        note = "" if cand is not None and ref is not None else \
+            f"missing: no point-wise {dim} for the {'candidate' if cand is None else 'baseline'}"
+        rule = "not lower" if margin == 0 else f">= reference {margin:+g}"
+        rows.append(_row(f"point-wise {dim}", cand, ref, rule, ok, note))
+    return {"passed": all(r["passed"] for r in rows), "reference": ref_label, "rows": rows,
+            "config": to_dict(config)}
+
+
+def check(store: Any, name: str, version: int | str, config: GateConfig) -> dict:
+    """The gate's decision for promoting ``version`` over the current production version."""
+    version = check_version(version)
+    entry = get_entry(store, name, version)
+    current = production(store, name)
+    if current is not None and current["version"] == version:
+        raise RegistryError(f"'{name}' v{version} is the production version already")
+    try:
+        summary = get_card(store, name, version).get("eval_summary")
+    except RegistryError:
+        summary = None
+    decision = decide(summary, config, current, entry["lineage"].get("base_model"))
+    decision.update({"name": name, "version": version})
+    return decision
+
+
+def promote(store: Any, name: str, version: int | str, to: str, *, actor: str, reason: str,
+            config: GateConfig, force: bool = False) -> tuple[dict | None, dict | None]:
+    """Gate, then transition: ``(decision, event)``.
+
+    ``decision`` is None when the move is not gated (staging with ``gate_staging`` off, or the
+    version is already in ``to``); ``event`` is None when the gate refused and ``force`` is off.
+    """
+    to = check_stage(to, ("staging", "production"))
+    version = check_version(version)
+    if force and not reason.strip():
+        raise RegistryError("--force needs --reason: say why the gate is overridden (it is "
+                            "recorded in the stage history)")
+    if stage_of(store, name, version) == to or (to == "staging" and not config.gate_staging):
+        return None, transition(store, name, version, to, actor=actor, reason=reason)
+    decision = check(store, name, version, config)
+    if not decision["passed"] and not force:
+        return decision, None
+    record = {k: decision[k] for k in ("passed", "reference", "rows", "config")}
+    return decision, transition(store, name, version, to, actor=actor, reason=reason,
+                                force=force and not decision["passed"], gate=record)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
+
+
+def gate_rows(decision: dict) -> list[list[str]]:
+    """The decision as table cells: check, candidate, reference, rule, result, note."""
+    return [[r["check"], _cell(r["candidate"]), _cell(r["reference"]), r["rule"],
+             "pass" if r["passed"] else "FAIL", r["note"]] for r in decision["rows"]]
+
+
+GATE_HEADER = ["check", "candidate", "reference", "rule", "result", "note"]
+
+
+def gate_table(decision: dict) -> str:
+    """A plain-text table of the decision (what ``charops promote`` prints)."""
+    rows = [GATE_HEADER, *gate_rows(decision)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(GATE_HEADER))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    verdict = "passes" if decision["passed"] else "refuses"
+    return (f"gate for {decision['name']} v{decision['version']} vs {decision['reference']}: "
+            f"{verdict}\n" + "\n".join(lines) + "\n")
+
+
+def gate_markdown(decision: dict) -> str:
+    """The decision as Markdown (the pipeline's promote step report)."""
+    verdict = "passes" if decision["passed"] else "refuses"
+    lines = [f"# Promotion gate: {decision['name']} v{decision['version']}", "",
+             f"Against {decision['reference']}: **{verdict}**.", "",
+             "| " + " | ".join(GATE_HEADER) + " |", "|" + " --- |" * len(GATE_HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in gate_rows(decision)]
+    return "\n".join(lines) + "\n"
