@@ -286,7 +286,8 @@ def test_eval_stage_with_the_openai_judge_and_a_cached_rerun(tmp_path, monkeypat
         assert first == 8 + 8
         again = run(load_config(EvalConfig, "default", overrides + ["reuse_replies=true"]))
         assert sum(server.hits.values()) == first  # everything from the cache
-    assert summary["judge"]["kind"] == "openai" and summary["judge"]["rubric"] == "characterglm-v1@1"
+    assert summary["judge"]["kind"] == "openai" and summary["judge"]["rubric"] == "characterglm-v1"
+    assert summary["judge"]["rubric_version"] == 1
     assert summary["pointwise"]["dimensions"] == load_rubric("characterglm-v1").keys
     assert summary["pairwise"]["overall"]["n"] == 4
     assert again["pairwise"]["overall"] == summary["pairwise"]["overall"]

@@ -123,7 +123,8 @@ def openai_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg: Any, 
                          "rubric": rubric.ident, "verdict_ab": v_ab, "verdict_ba": v_ba,
                          "verdict": stats.swap_rule(v_ab, v_ba), "raw_ab": ab.raw, "raw_ba": ba.raw,
                          "error": "; ".join(e for e in (ab.error, ba.error) if e) or None})
-    info = {"kind": "openai", "model": endpoint.model, "base_url": endpoint.base_url, "rubric": rubric.ident,
+    info = {"kind": "openai", "model": endpoint.model, "base_url": endpoint.base_url, "rubric": rubric.name,
+            "rubric_version": rubric.version,
             "dimensions": rubric.keys, "temperature": 0,
             "usage": {"pointwise": usage_of(point_answers), "pairwise": usage_of(pair_answers)}}
     return {"pointwise": pointwise, "pairwise": pairwise, "info": info}
