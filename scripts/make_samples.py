@@ -14,7 +14,7 @@ fields of :class:`Character`: ``profile`` (a CharacterProfile), ``openers`` / ``
 rejected] pairs which, with the exchanges and the generic assistant-speak, make the preference
 pairs; ``prose`` [title, text] and slot-filled document ``families`` (match reports, menus, item
 lore, gig notes, diaries...), which make the pretraining corpus; optionally
-``dialogues_per_topic``. To add data, edit the YAML and rerun this script.
+``dialogues_per_topic`` and ``generic_pairs_per_topic``. To add data, edit the YAML and rerun this script.
 
 Output is deterministic: every random choice comes from ``random.Random`` seeded with a string
 (string seeds are hashed with SHA-512, so PYTHONHASHSEED does not matter), and records are written
@@ -93,6 +93,7 @@ class Character:
     prose: list[tuple[str, str]]  # (title, hand-written text)
     families: list[DocFamily] = field(default_factory=list)
     dialogues_per_topic: int = DIALOGUES_PER_TOPIC  # composed dialogues per topic (scenes come on top)
+    generic_pairs_per_topic: int = GENERIC_PAIRS_PER_TOPIC  # pairs whose rejected reply is generic
 
     @property
     def name(self) -> str:
@@ -147,7 +148,7 @@ def load_character(path: Path) -> Character:
         off_profile=_pairs(d.get("off_profile") or [], 4, f"{path}: off_profile"),
         prose=_pairs(d.get("prose") or [], 2, f"{path}: prose"),
         families=families,
-        **{k: d[k] for k in ("dialogues_per_topic",) if k in d},
+        **{k: d[k] for k in ("dialogues_per_topic", "generic_pairs_per_topic") if k in d},
     )
 
 
@@ -248,7 +249,7 @@ def compose_pairs(char: Character) -> list[tuple[str, list[dict], str, str, dict
         out.append((topic, context(user), chosen, rejected, {"rejected_kind": "off-profile"}))
     used: set[str] = set()
     for topic in TOPIC_ORDER:
-        for user, chosen in rng.sample(char.exchanges[topic], GENERIC_PAIRS_PER_TOPIC):
+        for user, chosen in rng.sample(char.exchanges[topic], char.generic_pairs_per_topic):
             rejected = generic_reply(char.language, topic, rng)
             while rejected in used:
                 rejected = generic_reply(char.language, topic, rng)
