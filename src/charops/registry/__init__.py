@@ -40,7 +40,7 @@ from typing import Any
 import charops
 from charops.errors import CharopsError
 from charops.io import sha256_tree
-from charops.registry.card import build_card, card_markdown
+from charops.registry.card import build_card, card_markdown, read_inputs
 
 # A DNS-1035 label (Kubernetes Service and InferenceService names): no '/', '.', '..' or '_'.
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -137,6 +137,7 @@ def register(store: Any, model_dir: str | Path, name: str, metrics: dict, lineag
                             "the output of a training step")
     if reports_dir is not None and not Path(reports_dir).is_dir():
         raise RegistryError(f"reports directory '{reports_dir}' does not exist")
+    card_inputs = read_inputs(model_dir, reports_dir)  # bad input fails before any upload
     digest = sha256_tree(model_dir)
     versions = list_versions(store, name)
     for v in reversed(versions):
@@ -161,8 +162,8 @@ def register(store: Any, model_dir: str | Path, name: str, metrics: dict, lineag
         "charops_version": charops.__version__,
         "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
-    card = build_card(entry=entry, model_dir=model_dir, reports_dir=reports_dir,
-                      model_manifest=model_manifest, reports_manifest=reports_manifest)
+    card = build_card(entry=entry, inputs=card_inputs, model_manifest=model_manifest,
+                      reports_manifest=reports_manifest)
     store.put_json(card_key(name, version), card)
     with tempfile.TemporaryDirectory(prefix="charops-card-") as tmp:
         readme = Path(tmp) / "README.md"

@@ -8,7 +8,8 @@ directory's ``characters.jsonl``), when it was made, and the size and sha256 of 
 (the publish manifests). ``register`` writes both files before the entry::
 
     from charops.registry.card import build_card, card_markdown
-    card = build_card(name="charops-chat", version=3, model_dir="runs/dpo/model", ...)
+    inputs = read_inputs("runs/dpo/model", "runs/eval")      # before uploading anything
+    card = build_card(entry=entry, inputs=inputs, model_manifest=..., reports_manifest=...)
     print(card_markdown(card))
 """
 
@@ -67,11 +68,17 @@ def read_eval_summary(reports_dir: Path | None) -> dict | None:
     return _read_json(path) if path is not None and path.is_file() else None
 
 
-def build_card(*, entry: dict, model_dir: str | Path, reports_dir: str | Path | None,
-               model_manifest: dict, reports_manifest: dict | None) -> dict:
-    """The card of ``entry`` (the registry entry about to be written)."""
+def read_inputs(model_dir: str | Path, reports_dir: str | Path | None) -> dict:
+    """What the card takes from the local directories; read (and checked) before any upload."""
     model_dir = Path(model_dir)
-    reports_dir = Path(reports_dir) if reports_dir is not None else None
+    return {"training": read_training(model_dir),
+            "eval_summary": read_eval_summary(Path(reports_dir) if reports_dir is not None else None),
+            "characters": read_characters(model_dir)}
+
+
+def build_card(*, entry: dict, inputs: dict, model_manifest: dict,
+               reports_manifest: dict | None) -> dict:
+    """The card of ``entry`` (the registry entry about to be written); ``inputs`` from read_inputs."""
     files = {f"model/{rel}": meta for rel, meta in model_manifest["files"].items()}
     if reports_manifest is not None:
         files.update({f"reports/{rel}": meta for rel, meta in reports_manifest["files"].items()})
@@ -86,10 +93,10 @@ def build_card(*, entry: dict, model_dir: str | Path, reports_dir: str | Path | 
                      "run_name": lineage.get("run_name")},
         "dataset_sha256": lineage.get("dataset_sha256"),
         "base_model": lineage.get("base_model"),
-        "training": read_training(model_dir),
-        "eval_summary": read_eval_summary(reports_dir),
+        "training": inputs["training"],
+        "eval_summary": inputs["eval_summary"],
         "metrics": entry["metrics"],
-        "characters": read_characters(model_dir),
+        "characters": inputs["characters"],
         "model_uri": entry["model_uri"],
         "reports_uri": entry["reports_uri"],
         "model_sha256": entry["model_sha256"],
