@@ -105,14 +105,19 @@ def stop_ids(tokenizer, model) -> list[int]:
 
 
 def load_model(ref: str):
-    """(path, model, tokenizer) of a model reference, in eval mode."""
+    """(path, model, tokenizer) of a model reference, in eval mode: on the GPU in bfloat16 when
+    one is there (a 7B model generates there in a cluster's eval step), else on the CPU in fp32."""
     from transformers import AutoModelForCausalLM
 
     from charops.model.load import load_tokenizer, resolve_model
 
     path = resolve_model(ref)
     tokenizer = load_tokenizer(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    gpu = torch.cuda.is_available()
+    dtype = torch.bfloat16 if gpu and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    if gpu:
+        model.to("cuda")
     model.eval()
     return path, model, tokenizer
 
@@ -170,7 +175,8 @@ def generate_replies(ref_or_loaded, label: str, prompts: list[dict], settings: G
             ids[row, length - len(seq):] = torch.tensor(seq)
             attn[row, length - len(seq):] = 1
         with torch.no_grad():
-            out = model.generate(input_ids=ids, attention_mask=attn, generation_config=gen_cfg)
+            out = model.generate(input_ids=ids.to(model.device), attention_mask=attn.to(model.device),
+                                 generation_config=gen_cfg).cpu()
         for row, i in enumerate(batch):
             gen = out[row, length:].tolist()
             cut = next((k for k, t in enumerate(gen) if t in stops), None)

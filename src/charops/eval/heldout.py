@@ -85,7 +85,7 @@ def response_nll(model, rows: list[dict], batch_size: int, pad_id: int) -> list[
             labels[i, :n] = torch.tensor(r["labels"])
             attn[i, :n] = 1
         with torch.no_grad():
-            logits = model(input_ids=ids, attention_mask=attn).logits.float()
+            logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits.float().cpu()
         logp = torch.log_softmax(logits[:, :-1], dim=-1)
         target = labels[:, 1:]
         mask = target != IGNORE_INDEX
@@ -140,7 +140,7 @@ def _reply_mean_logp(model, tokenizer, messages: list[dict]) -> float:
         last.append(p)
     reply = torch.tensor(sorted(last))
     with torch.no_grad():
-        logits = model(input_ids=ids).logits.float()[0]
+        logits = model(input_ids=ids.to(model.device)).logits.float()[0].cpu()
     logp = torch.log_softmax(logits[reply - 1], dim=-1)
     return logp.gather(-1, ids[0, reply].unsqueeze(-1)).mean().item()
 
