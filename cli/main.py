@@ -55,19 +55,33 @@ def version(
 
 
 # Command groups, one module each (cli/<group>.py defines `app`); pipeline commands are top level.
-from charops.cli import chat, data, deploy, eval, model, pipeline, runs, store, train  # noqa: E402
+from charops.cli import (  # noqa: E402
+    chat,
+    data,
+    deploy,
+    eval,
+    model,
+    models,
+    pipeline,
+    promote,
+    runs,
+    store,
+    train,
+)
 
 app.command("submit")(pipeline.submit)
 app.command("compile")(pipeline.compile)
 app.command("deploy")(deploy.deploy)
 app.command("rollback")(deploy.rollback)
 app.command("chat")(chat.chat)
+app.command("promote")(promote.promote)
 app.add_typer(data.app, name="data")
 app.add_typer(model.app, name="model")
 app.add_typer(train.app, name="train")
 app.add_typer(eval.app, name="eval")
 app.add_typer(runs.app, name="runs")
 app.add_typer(store.app, name="store")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:
