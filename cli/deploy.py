@@ -46,7 +46,7 @@ def registry_model_dir(store_url: str | None, name: str, version: str | None) ->
 
     store = open_store(store_url)
     if version is None:
-        from charops.registry import production
+        from charops.registry.stages import production
 
         entry = production(store, name)
         if entry is None:
@@ -76,7 +76,8 @@ def deploy(
     max_queue: Annotated[int, typer.Option("--max-queue", help="Waiting requests beyond this are answered 429.")] = 64,
     max_tokens_cap: Annotated[int, typer.Option("--max-tokens-cap", help="Largest max_tokens a request may ask for.")] = 1024,
     default_max_tokens: Annotated[int | None, typer.Option("--default-max-tokens", help="max_tokens when a request gives none (default: 256, or the cap if lower).", show_default=False)] = None,
-    batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="How long a lone request waits for others to batch with.")] = 2.0,
+    batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="Longest a request waits for others to batch with (0: never).")] = 10.0,
+    batch_quiet_ms: Annotated[float, typer.Option("--batch-quiet-ms", help="Stop waiting once no request has arrived for this long.")] = 3.0,
     stage: Annotated[str, typer.Option("--stage", help="Cluster: serve the newest version in this registry stage (production or staging) unless --version is given.")] = "production",
     canary: Annotated[int | None, typer.Option("--canary", help="Cluster: give the --version this percentage of the traffic, the production version the rest.", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Cluster: print the manifests, change nothing.")] = False,
@@ -107,7 +108,8 @@ def deploy(
     typer.echo(f"loading {what} ...", err=True)
     serve(ServeConfig(model_dir=str(model_dir), name=name, host=bind, port=port, api_key=api_key,
                       max_batch_size=max_batch_size, max_queue=max_queue, max_tokens_cap=max_tokens_cap,
-                      default_max_tokens=default_max_tokens or min(256, max_tokens_cap), batch_wait_ms=batch_wait_ms))
+                      default_max_tokens=default_max_tokens or min(256, max_tokens_cap), batch_wait_ms=batch_wait_ms,
+                      batch_quiet_ms=batch_quiet_ms))
 
 
 def _connect(namespace: str | None, context: str | None, kubeconfig: str | None):

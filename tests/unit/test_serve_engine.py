@@ -45,7 +45,7 @@ def _run(engine: Engine, reqs: list[GenRequest]) -> list[list[tuple]]:
 def test_batched_rows_match_single_generate_calls(loaded):
     model, tok = loaded
     # A long wait makes all four one batch of different prompt lengths (left padding).
-    engine = Engine(model, tok, max_batch_size=8, batch_wait_ms=300)
+    engine = Engine(model, tok, max_batch_size=8, batch_wait_ms=300, batch_quiet_ms=300)
     engine.start()
     try:
         reqs = [GenRequest(input_ids=tok(p, add_special_tokens=False)["input_ids"], max_new_tokens=12,
@@ -62,7 +62,7 @@ def test_batched_rows_match_single_generate_calls(loaded):
 
 def test_each_row_stops_at_its_own_limit_and_stop_string(loaded):
     model, tok = loaded
-    engine = Engine(model, tok, batch_wait_ms=300)
+    engine = Engine(model, tok, batch_wait_ms=300, batch_quiet_ms=300)
     engine.start()
     ids = tok(PROMPTS[1], add_special_tokens=False)["input_ids"]
     full = _direct(model, tok, PROMPTS[1], 16, min_new_tokens=16)

@@ -165,12 +165,16 @@ class Engine:
     """Owns the model; one worker thread runs batched ``generate`` calls."""
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 8, max_queue: int = 64,
-                 batch_wait_ms: float = 2.0):
+                 batch_wait_ms: float = 10.0, batch_quiet_ms: float = 3.0,
+                 on_batch: Callable[[int], None] | None = None):
         self.model = model
+        self.on_batch = on_batch  # e.g. a Prometheus histogram of batch sizes
         self.tok = tokenizer
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_ms / 1000.0
+        self.batch_quiet_s = min(batch_quiet_ms, batch_wait_ms) / 1000.0
+        self._last_arrival = 0.0
         gen = model.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
         self.eos_ids: list[int] = [eos] if isinstance(eos, int) else list(eos or [])
@@ -209,6 +213,7 @@ class Engine:
             if len(self._pending) >= self.max_queue:
                 raise QueueFull(f"{len(self._pending)} requests are waiting (the queue holds {self.max_queue})")
             self._pending.append(req)
+            self._last_arrival = time.monotonic()
             self._cond.notify()
 
     @property
@@ -221,10 +226,16 @@ class Engine:
                 self._cond.wait()
             if self._stopping:
                 return None
-        # Concurrent clients arrive a few milliseconds apart: waiting that long for company
-        # turns 8 single-row generate calls into one 8-row call.
-        if self.batch_wait_s > 0 and len(self._pending) < self.max_batch_size:
-            time.sleep(self.batch_wait_s)
+        # Concurrent clients arrive a few milliseconds apart: waiting for company turns 8
+        # single-row generate calls into one 8-row call. Wait while requests keep arriving
+        # (each gap under batch_quiet), at most batch_wait: a lone request pays one quiet gap.
+        deadline = time.monotonic() + self.batch_wait_s
+        while len(self._pending) < self.max_batch_size:
+            now = time.monotonic()
+            pause = min(self._last_arrival + self.batch_quiet_s - now, deadline - now)
+            if pause <= 0:
+                break
+            time.sleep(pause)
         with self._cond:
             if not self._pending:
                 return []
@@ -283,6 +294,8 @@ class Engine:
         finally:
             self.batches_run += 1
             self.largest_batch = max(self.largest_batch, len(batch))
+            if self.on_batch is not None:
+                self.on_batch(len(batch))
         for row in rows:  # generate hit its overall length limit before a row's own stop
             if not row.done:
                 row._finish("length")

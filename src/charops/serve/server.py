@@ -38,7 +38,8 @@ class ServeConfig:
     api_key: str | None = dataclasses.field(default=None, metadata={"help": "Require 'Authorization: Bearer KEY'."})
     max_batch_size: int = dataclasses.field(default=8, metadata={"help": "Most requests in one generate call."})
     max_queue: int = dataclasses.field(default=64, metadata={"help": "Requests waiting beyond this get 429."})
-    batch_wait_ms: float = dataclasses.field(default=2.0, metadata={"help": "How long the first waiting request waits for company."})
+    batch_wait_ms: float = dataclasses.field(default=10.0, metadata={"help": "Longest a request waits for others to batch with."})
+    batch_quiet_ms: float = dataclasses.field(default=3.0, metadata={"help": "Stop waiting once no request has arrived for this long."})
     max_tokens_cap: int = dataclasses.field(default=1024, metadata={"help": "Largest max_tokens a request may ask for."})
     default_max_tokens: int = dataclasses.field(default=256, metadata={"help": "max_tokens when a request gives none."})
     temperature: float = dataclasses.field(default=0.7, metadata={"help": "Default sampling temperature (0: greedy)."})
@@ -78,7 +79,7 @@ def load_model(model_dir: str | Path, dtype: str = "auto"):
     return model, tok
 
 
-def build_state(cfg: ServeConfig):
+def build_state(cfg: ServeConfig, on_batch=None):
     """Model, tokenizer, characters and the batching engine (not started)."""
     from charops.serve.characters import load_characters
     from charops.serve.engine import Engine
@@ -86,7 +87,7 @@ def build_state(cfg: ServeConfig):
 
     model, tok = load_model(cfg.model_dir, cfg.dtype)
     engine = Engine(model, tok, max_batch_size=cfg.max_batch_size, max_queue=cfg.max_queue,
-                    batch_wait_ms=cfg.batch_wait_ms)
+                    batch_wait_ms=cfg.batch_wait_ms, batch_quiet_ms=cfg.batch_quiet_ms, on_batch=on_batch)
     limits = Limits(max_tokens_cap=cfg.max_tokens_cap, default_max_tokens=cfg.default_max_tokens,
                     temperature=cfg.temperature, top_p=cfg.top_p,
                     repetition_penalty=cfg.repetition_penalty, max_body_bytes=cfg.max_body_bytes)
@@ -198,9 +199,13 @@ def serve(cfg: ServeConfig) -> None:
         from kserve.model_server import app
     finally:
         sys.argv = saved_argv
+    from prometheus_client import Histogram  # kserve's dependency; its /metrics shows it
+
     from charops.serve.openai_api import Guard, openai_router
 
-    state = build_state(cfg)
+    batch_sizes = Histogram("charops_serve_batch_size", "Requests per generate call",
+                            buckets=(1, 2, 4, 8, 16, 32, 64))
+    state = build_state(cfg, on_batch=batch_sizes.observe)
     model_cls, server_cls = _kserve_classes(state)
     model = model_cls()
     model.load()
