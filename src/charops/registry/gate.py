@@ -147,6 +147,26 @@ def promote(store: Any, name: str, version: int | str, to: str, *, actor: str, r
                                 force=force and not decision["passed"], gate=record)
 
 
+def preview(store: Any, name: str, version: int | str, to: str,
+            config: GateConfig) -> dict | None:
+    """What :func:`promote` would decide, changing nothing (None: the move is not gated)."""
+    to = check_stage(to, ("staging", "production"))
+    if stage_of(store, name, version) == to or (to == "staging" and not config.gate_staging):
+        return None
+    return check(store, name, version, config)
+
+
+def pipeline_promote(store: Any, name: str, version: int | str, to: str, config: GateConfig,
+                     *, run_name: str) -> dict:
+    """The pipeline's promote step: gate and transition, actor the run; a refusal is an error."""
+    decision, event = promote(store, name, version, to, actor=f"pipeline:{run_name}",
+                              reason=f"gate passed in pipeline run {run_name}", config=config)
+    if event is None:
+        raise RegistryError(f"'{name}' v{version} no longer passes the gate for {to} "
+                            f"(production changed since the gate step?):\n{gate_table(decision)}")
+    return event
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"

@@ -1,0 +1,1 @@
+"""charops.components.promote: the promotion gate and promote Kubeflow components (component.py)."""

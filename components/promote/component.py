@@ -1,0 +1,71 @@
+"""The ``promotion_gate`` and ``promote`` components: the pipelines' conditional last step.
+
+Thin wrappers of ``charops.registry.gate``. ``promotion_gate`` reads the registered version
+(the ``entry`` artifact of ``register``) and decides, against the production version in
+``store`` (the base model when there is none), with the gate config ``config`` plus
+``overrides``; its parameter output ``Output`` is the decision, "promote" or "refuse"
+(kfp.local resolves a condition on an output of that name only), and its report the decision
+table. The pipelines run ``promote`` only under ``dsl.If(gate.outputs["Output"] == "promote")``;
+it runs the gate again (production may have changed in between) and records the stage
+change, the actor being the pipeline run::
+
+    from kfp import dsl
+    from charops.components.promote.component import promote, promotion_gate
+    gate = promotion_gate(entry=reg.outputs["entry"], store=store, to="production",
+                          config="default", overrides=[])
+    with dsl.If(gate.outputs["Output"] == "promote"):
+        promote(entry=reg.outputs["entry"], store=store, to="production", config="default",
+                overrides=[], run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER)
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Output
+
+from charops.pipeline.image import default_image
+
+
+@dsl.component(base_image=default_image(), install_kfp_package=False)
+def promotion_gate(entry: Input[Artifact], store: str, to: str, config: str, overrides: list,
+                   report: Output[Markdown]) -> NamedTuple("Outputs", [("Output", str)]):
+    """Decide whether the registered version in ``entry`` may move to stage ``to``."""
+    import json
+    from collections import namedtuple
+    from pathlib import Path
+
+    from charops.components.common import stage_config, write_markdown
+    from charops.registry.gate import GateConfig, gate_markdown, preview
+    from charops.storage import open_store
+
+    registered = json.loads(Path(entry.path).read_text(encoding="utf-8"))
+    decision = preview(open_store(store or None), registered["name"], registered["version"], to,
+                       stage_config(GateConfig, config, overrides))
+    if decision is None:
+        write_markdown(report, f"# Promotion gate\n\n{registered['name']} v{registered['version']} "
+                               f"to {to}: not gated (already there, or staging is ungated).\n")
+    else:
+        write_markdown(report, gate_markdown(decision))
+    passed = decision is None or decision["passed"]
+    return namedtuple("Outputs", ["Output"])("promote" if passed else "refuse")
+
+
+@dsl.component(base_image=default_image(), install_kfp_package=False)
+def promote(entry: Input[Artifact], store: str, to: str, config: str, overrides: list,
+            run_name: str, event: Output[Artifact]):
+    """Move the registered version in ``entry`` to ``to`` (gate checked again), record it."""
+    import json
+    from pathlib import Path
+
+    from charops.components.common import stage_config
+    from charops.io import write_json
+    from charops.registry.gate import GateConfig, pipeline_promote
+    from charops.storage import open_store
+
+    registered = json.loads(Path(entry.path).read_text(encoding="utf-8"))
+    recorded = pipeline_promote(open_store(store or None), registered["name"],
+                                registered["version"], to, stage_config(GateConfig, config, overrides),
+                                run_name=run_name)
+    write_json(event.path, recorded)
+    event.metadata.update({"seq": recorded["seq"], "to": recorded["to"],
+                           "version": recorded["version"]})
