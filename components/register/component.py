@@ -4,8 +4,9 @@ A thin wrapper of ``charops.registry.register``: the trained Model, the prepared
 its manifest hash) and the evaluation results in; the model goes to
 ``models/<name>/<version>/model`` of the store named by ``store`` (empty: charops' default
 store, i.e. the KFP object store in a cluster and ``./.charops/store`` locally), the reports beside it, and a registry entry (metrics + lineage) to
-``registry/<name>/<version>.json``. Outputs the entry as an artifact, a Markdown card, and the
-version and model URI as parameters (for a later deploy step)::
+``registry/<name>/<version>.json``, with the model card (``card.json``, ``README.md``) beside the
+model. Outputs the entry as an artifact, the model card as Markdown, and the version and model
+URI as parameters (for a later deploy step)::
 
     from kfp import local
     from charops.components.register.component import register
@@ -34,8 +35,9 @@ def register(model: Input[Model], dataset: Input[Dataset], evaluation: Input[Art
 
     from charops.components.common import numeric_leaves, write_markdown
     from charops.io import write_json
-    from charops.registry import entry_markdown
+    from charops.registry import get_card
     from charops.registry import register as publish
+    from charops.registry.card import card_markdown
     from charops.storage import open_store
 
     results = json.loads((Path(evaluation.path) / "metrics.json").read_text(encoding="utf-8"))
@@ -45,12 +47,12 @@ def register(model: Input[Model], dataset: Input[Dataset], evaluation: Input[Art
                               if k in results})
     lineage = {"dataset_sha256": manifest["content_sha256"], "base_model": base_model,
                "pipeline_version": pipeline_version, "run_id": run_id, "run_name": run_name}
-    published = publish(open_store(store or None), model.path, name, metrics, lineage,
-                        reports_dir=evaluation.path)
+    st = open_store(store or None)
+    published = publish(st, model.path, name, metrics, lineage, reports_dir=evaluation.path)
     write_json(entry.path, published)
     entry.metadata.update({"name": published["name"], "version": published["version"],
                            "model_uri": published["model_uri"],
                            "sha256": published["model_sha256"]})
-    write_markdown(report, entry_markdown(published))
+    write_markdown(report, card_markdown(get_card(st, name, published["version"])))
     outputs = namedtuple("Outputs", ["version", "model_uri"])
     return outputs(published["version"], published["model_uri"])
