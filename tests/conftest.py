@@ -421,5 +421,6 @@ def eval_dataset_dir(tmp_path_factory, micro_model_dir):
     root = tmp_path_factory.mktemp("eval_data")
     write_jsonl(root / "records.jsonl", EVAL_RECORDS)
     run(load_config(PrepareConfig, None, [f"inputs={root / 'records.jsonl'}", f"model={micro_model_dir}",
-                                          f"output_dir={root / 'data'}", "validation_fraction=0.4", "progress=false"]))
+                                          f"output_dir={root / 'data'}", "validation_fraction=0.4", "max_seq_len=512",
+                                          "progress=false"]))
     return root / "data"

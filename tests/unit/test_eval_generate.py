@@ -118,11 +118,11 @@ def test_eval_stage_without_judge(tmp_path, micro_model_dir, micro_ref_model_dir
     assert on_disk["automatic"]["candidate"]["loss"] == pytest.approx(auto["candidate"]["loss"])
 
 
-def test_eval_stage_refuses_output_over_an_input(micro_model_dir, train_dataset_dir):
+def test_eval_stage_refuses_output_over_an_input(micro_model_dir, eval_dataset_dir):
     from charops.eval.run import EvalConfig, run
 
     cfg = load_config(EvalConfig, "default", [f"model={micro_model_dir}", "baseline_model=null",
-                                              f"dataset={train_dataset_dir}", f"output_dir={train_dataset_dir}/eval"])
+                                              f"dataset={eval_dataset_dir}", f"output_dir={eval_dataset_dir}/eval"])
     with pytest.raises(ConfigError, match="overlaps dataset"):
         run(cfg)
 

@@ -294,3 +294,24 @@ def test_eval_stage_with_the_openai_judge_and_a_cached_rerun(tmp_path, monkeypat
     assert again["judge"]["usage"]["pairwise"]["cached"] == 8
     assert again["judge"]["usage"]["pairwise"]["prompt_tokens"] == 0
     assert any("reused the replies" in s for s in again["skipped"])
+
+
+def test_eval_stage_with_a_third_model_adds_bradley_terry(tmp_path, micro_model_dir, micro_ref_model_dir,
+                                                          eval_dataset_dir):
+    from charops.config import load_config
+    from charops.eval.run import EvalConfig, run
+
+    with JudgeServer(answer=_judge_answer) as server:
+        summary = run(load_config(EvalConfig, "default", [
+            f"model={micro_model_dir}", f"baseline_model={micro_ref_model_dir}",
+            f"others=[production={micro_ref_model_dir}]", f"dataset={eval_dataset_dir}",
+            f"output_dir={tmp_path / 'eval'}", "judge=openai", f"judge_base_url={server.url}",
+            "judge_model=judge-test", "max_new_tokens=3", "progress=false", "bootstrap_resamples=50",
+            "heldout=false", "pointwise=false"]))
+    assert set(summary["bradley_terry"]["models"]) == {"candidate", "baseline", "production"}
+    assert summary["pairwise"]["b"] == "baseline" and summary["pairwise"]["overall"]["n"] == 4
+    assert summary["pairwise_others"]["production"]["overall"]["n"] == 4
+    assert summary["others"] == [{"label": "production", "model": str(micro_ref_model_dir)}]
+    assert set(summary["automatic"]["others"]) == {"production"}
+    with pytest.raises(CharopsError, match="labels must differ"):
+        load_config(EvalConfig, "default", ["others=[baseline=runs/x]"])

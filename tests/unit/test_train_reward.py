@@ -29,10 +29,10 @@ def test_lora_is_refused():
         load_config(RewardConfig, "tiny-cpu", ["lora.enabled=true"])
 
 
-def test_reward_model_trains_and_reports_pair_accuracy(tmp_path, micro_model_dir, train_dataset_dir):
+def test_reward_model_trains_and_reports_pair_accuracy(tmp_path, micro_model_dir, eval_dataset_dir):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    cfg = load_config(RewardConfig, "tiny-cpu", [f"model={micro_model_dir}", f"dataset={train_dataset_dir}",
+    cfg = load_config(RewardConfig, "tiny-cpu", [f"model={micro_model_dir}", f"dataset={eval_dataset_dir}",
                                                  f"output_dir={tmp_path / 'reward'}", "max_steps=3",
                                                  "per_device_train_batch_size=2", "max_seq_len=256"])
     summary = run(cfg)
@@ -47,7 +47,7 @@ def test_reward_model_trains_and_reports_pair_accuracy(tmp_path, micro_model_dir
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)
     assert model.config.num_labels == 1
-    split = train_dataset_dir / "dpo" / f"{reward['scored_on']}.jsonl"
+    split = eval_dataset_dir / "dpo" / f"{reward['scored_on']}.jsonl"
     rows = [json.loads(line) for line in split.read_text(encoding="utf-8").splitlines() if line]
     chosen = score_conversations(model, tok, [r["prompt"] + r["chosen"] for r in rows])
     assert sum(chosen) / len(chosen) == pytest.approx(reward["calibration"]["chosen_mean"], abs=1e-4)

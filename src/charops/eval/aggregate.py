@@ -108,14 +108,16 @@ def _pairwise_block(records: list[dict], cand: str, base: str, where: dict[str, 
 
 def summarize(replies: Iterable[dict], pointwise: Iterable[dict], pairwise: Iterable[dict], *,
               judge: dict, automatic: dict | None, skipped: list[str],
-              candidate: dict | None = None, baseline: dict | None = None,
+              candidate: dict | None = None, baseline: dict | None = None, others: list[dict] | None = None,
               dimensions: list[str] | None = None, resamples: int = 2000, seed: int = 0) -> dict:
     """The eval summary dict (``charops.eval_summary/v1``) of one evaluation.
 
     ``candidate`` / ``baseline`` are ``{"label", "model"}``; by default the labels are
     ``"candidate"`` and ``"baseline"`` (the latter only if some record names it). ``judge`` is
     copied as given (kind, model, rubric and whatever the judge reports: tokens, calibration,
-    held-out pair accuracy). ``dimensions`` fixes the point-wise dimensions and their order
+    held-out pair accuracy). ``others`` (``[{"label", "model"}]``) are further models compared with
+    the candidate: each gets its own pair-wise block under ``pairwise_others`` and, with any of
+    them, Bradley-Terry scores cover every model. ``dimensions`` fixes the point-wise dimensions and their order
     (default: the rubric's, as met in the records). ``seed`` and ``resamples`` drive the
     bootstrap intervals.
     """
@@ -134,10 +136,16 @@ def summarize(replies: Iterable[dict], pointwise: Iterable[dict], pairwise: Iter
         for role, info in (("candidate", candidate), ("baseline", baseline)):
             recs = [r for r in pointwise if info is not None and r.get("model") == info["label"]]
             point[role] = _pointwise_block(recs, dims, where) if recs else None
+        if others:
+            point["others"] = {o["label"]: _pointwise_block(recs, dims, where) for o in others
+                               if (recs := [r for r in pointwise if r.get("model") == o["label"]])}
 
     pair = None
     if baseline is not None and pairwise:
         pair = _pairwise_block(pairwise, candidate["label"], baseline["label"], where, resamples, seed)
+
+    pair_others = {o["label"]: _pairwise_block(pairwise, candidate["label"], o["label"], where, resamples, seed)
+                   for o in others or []} or None
 
     triples = [(r["a"], r["b"], r.get("verdict")) for r in pairwise]
     models_compared = {m for a, b, _ in triples for m in (a, b)}
@@ -148,5 +156,6 @@ def summarize(replies: Iterable[dict], pointwise: Iterable[dict], pairwise: Iter
               "replies": {label: sum(1 for r in replies if r.get("model") == label)
                           for label in sorted({r.get("model") for r in replies})}}
     return {"schema": SCHEMA, "candidate": candidate, "baseline": baseline, "judge": dict(judge),
-            "automatic": automatic, "pointwise": point, "pairwise": pair, "bradley_terry": bt,
+            "others": list(others or []), "automatic": automatic, "pointwise": point, "pairwise": pair,
+            "pairwise_others": pair_others, "bradley_terry": bt,
             "counts": counts, "skipped": list(skipped)}

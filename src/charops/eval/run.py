@@ -53,6 +53,9 @@ class EvalConfig:
     dataset: str = field(default="runs/dataset", metadata={"help": "Prepared dataset directory (charops data prepare)."})
     output_dir: str = field(default="runs/eval", metadata={
         "help": "Results: replies.jsonl, pointwise.jsonl, pairwise.jsonl, eval_summary.json."})
+    others: list[str] = field(default_factory=list, metadata={
+        "help": "More models compared pair-wise with the candidate, as label=ref (e.g. production=runs/prod/model); "
+                "with any, the summary adds Bradley-Terry scores of all models and the candidate's rows against each."})
     candidate_label: str = field(default="candidate", metadata={"help": "Name of the candidate in records and tables."})
     baseline_label: str = field(default="baseline", metadata={"help": "Name of the baseline in records and tables."})
     max_prompts: int = field(default=0, metadata={"help": "Evaluate at most this many prompts (0: all)."})
@@ -108,8 +111,14 @@ class EvalConfig:
                 raise ConfigError(f"{name}: must be at least 1, got {getattr(self, name)}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise ConfigError("temperature must be >= 0 and top_p in (0, 1]")
-        if self.candidate_label == self.baseline_label:
-            raise ConfigError("candidate_label and baseline_label must differ")
+        labels = [self.candidate_label, self.baseline_label]
+        for item in self.others:
+            label, sep, ref = item.partition("=")
+            if not sep or not label.strip() or not ref.strip():
+                raise ConfigError(f"others: '{item}' is not label=model")
+            labels.append(label.strip())
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"model labels must differ: {', '.join(labels)}")
         if self.judge_timeout_s <= 0 or self.judge_max_retries < 0:
             raise ConfigError("judge_timeout_s must be positive and judge_max_retries at least 0")
 
@@ -190,11 +199,12 @@ def run(cfg: EvalConfig) -> dict:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     rubric = load_rubric(cfg.rubric) if cfg.judge == "openai" else None
     skipped: list[str] = []
-    models = [(cfg.candidate_label, cfg.model)]
-    if cfg.baseline_model:
-        models.append((cfg.baseline_label, cfg.baseline_model))
-    else:
+    candidate = (cfg.candidate_label, cfg.model)
+    baseline = (cfg.baseline_label, cfg.baseline_model) if cfg.baseline_model else None
+    if baseline is None:
         skipped.append("pair-wise: no baseline given (baseline_model is null)")
+    others = [(label.strip(), ref.strip()) for label, _, ref in (o.partition("=") for o in cfg.others)]
+    models = [candidate, *([baseline] if baseline else []), *others]
 
     settings = GenerationSettings(seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
                                   max_new_tokens=cfg.max_new_tokens, repetition_penalty=cfg.repetition_penalty,
@@ -207,7 +217,13 @@ def run(cfg: EvalConfig) -> dict:
             raise DataError(f"reuse_replies: {replies_path} does not exist; run the stage once without it")
         replies = list(read_jsonl(replies_path))
         found = {r["model"] for r in replies}
-        models = [(label, ref) for label, ref in models if label in found]
+        if candidate[0] not in found:
+            raise DataError(f"reuse_replies: {replies_path} holds no reply of '{candidate[0]}'")
+        if baseline and baseline[0] not in found:
+            skipped.append(f"pair-wise: {replies_path} holds no reply of the baseline '{baseline[0]}'")
+            baseline = None
+        others = [m for m in others if m[0] in found]
+        models = [candidate, *([baseline] if baseline else []), *others]
         skipped.append("generation and the automatic loss: reused the replies already in replies.jsonl")
     else:
         prompts = load_prompts(dataset, cfg.max_prompts)
@@ -224,16 +240,21 @@ def run(cfg: EvalConfig) -> dict:
         write_jsonl(replies_path, replies)  # before judging: a judge can be re-run on exactly these
 
     profiles = profiles_of(replies)
-    automatic = {}
-    for role, (label, _ref) in zip(("candidate", "baseline"), models, strict=False):
-        mine = [r for r in replies if r["model"] == label]
-        automatic[role] = _merge_automatic(heldout_parts.get(label, {}), reply_signals(mine, profiles))
 
+    def automatic_of(label: str) -> dict:
+        mine = [r for r in replies if r["model"] == label]
+        return _merge_automatic(heldout_parts.get(label, {}), reply_signals(mine, profiles))
+
+    automatic = {"candidate": automatic_of(candidate[0])}
+    if baseline:
+        automatic["baseline"] = automatic_of(baseline[0])
+    if others:
+        automatic["others"] = {label: automatic_of(label) for label, _ in others}
+
+    # Every opponent (baseline, others) is compared with the candidate on each shared prompt.
     by_id = {(r["id"], r["model"]): r for r in replies}
-    pairs = []
-    if len(models) == 2:
-        pairs = [(by_id[(r["id"], models[0][0])], by_id[(r["id"], models[1][0])]) for r in replies
-                 if r["model"] == models[0][0] and (r["id"], models[1][0]) in by_id]
+    pairs = [(r, by_id[(r["id"], label)]) for label, _ in models[1:] for r in replies
+             if r["model"] == candidate[0] and (r["id"], label) in by_id]
     if cfg.judge == "none":
         skipped.append("point-wise and pair-wise judging: no judge configured (judge=none)")
         result = {"pointwise": [], "pairwise": [], "info": {"kind": "none", "model": None, "rubric": None}}
@@ -247,8 +268,9 @@ def run(cfg: EvalConfig) -> dict:
 
     summary = summarize(
         replies, result["pointwise"], result["pairwise"], judge=result["info"], automatic=automatic,
-        skipped=skipped, candidate={"label": models[0][0], "model": models[0][1]},
-        baseline={"label": models[1][0], "model": models[1][1]} if len(models) == 2 else None,
+        skipped=skipped, candidate={"label": candidate[0], "model": candidate[1]},
+        baseline={"label": baseline[0], "model": baseline[1]} if baseline else None,
+        others=[{"label": label, "model": ref} for label, ref in others],
         dimensions=result["info"].get("dimensions"), resamples=cfg.bootstrap_resamples, seed=cfg.seed)
     summary["generation"] = {"settings": settings.recorded(), "models": generation}
     summary["dataset"] = {"path": str(dataset), "content_sha256": manifest.get("content_sha256")}
