@@ -174,6 +174,8 @@ def reward_model_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg:
                           "it was not written by `charops train reward`")
     tokenizer = load_tokenizer(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    if torch.cuda.is_available():
+        model.to("cuda")
     margin = cfg.tie_margin if cfg.tie_margin is not None else trained["tie_margin"]
     rewards = score_conversations(model, tokenizer, [r["messages"] + [{"role": "assistant", "content": r["reply"]}]
                                                      for r in replies], cfg.reward_batch_size)
