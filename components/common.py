@@ -115,6 +115,7 @@ def fetch_data(ref: str) -> str:
 
 def run_training(cls: type, run: Any, title: str, config: str, overrides: list[str] | None,
                  model: Any, dataset: Any, trained_model: Any, metrics: Any, report: Any,
+                 gpus: int = -1, nodes: int = 1, extra_uris: dict[str, str] | None = None,
                  **extra_paths: str) -> dict:
     """The body of a training component (pretrain, SFT, DPO): one stage run on artifacts.
 
@@ -122,6 +123,11 @@ def run_training(cls: type, run: Any, title: str, config: str, overrides: list[s
     outputs; ``extra_paths`` are further config path fields (DPO's ``ref_model``). A stage
     writes a run directory (``model/``, ``checkpoints/``, ``training_summary.json``); only its
     ``model/`` (which carries a copy of the summary) becomes the output artifact.
+
+    Where it runs (``charops.train.launch``): ``gpus`` processes in this pod (-1 = one per
+    visible GPU, i.e. the step's accelerator limit; more than one runs under ``torchrun``), or,
+    with ``nodes > 1``, a Kubeflow Trainer TrainJob of ``nodes`` x ``gpus`` processes reading the
+    input artifacts from the store (``extra_uris``: the store URIs of ``extra_paths``).
     """
     import shutil
     import tempfile
@@ -130,7 +136,8 @@ def run_training(cls: type, run: Any, title: str, config: str, overrides: list[s
     try:
         cfg = stage_config(cls, config, overrides, model=model.path, dataset=dataset.path,
                            output_dir=work, **extra_paths)
-        summary = run(cfg)
+        summary = _launch(cls, run, cfg, config, overrides, model, dataset, gpus, nodes,
+                          extra_uris or {}, Path(work))
         Path(trained_model.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(Path(work) / "model"), trained_model.path)
     finally:
@@ -142,6 +149,31 @@ def run_training(cls: type, run: Any, title: str, config: str, overrides: list[s
                    base_model=model.metadata.get("base_model", model.uri))
     write_markdown(report, summary_markdown(title, headline, to_dict(cfg)))
     return summary
+
+
+def _launch(cls: type, run: Any, cfg: Any, config: str, overrides: list[str] | None, model: Any,
+            dataset: Any, gpus: int, nodes: int, extra_uris: dict[str, str], work: Path) -> dict:
+    """Run the stage in this process, under torchrun on this pod's GPUs, or as a TrainJob."""
+    from charops.train import launch
+
+    visible = 0
+    try:
+        import torch
+
+        visible = torch.cuda.device_count()
+    except ImportError:
+        pass
+    procs = launch.resolve_gpus(gpus, visible)
+    if nodes <= 1:
+        return launch.run_stage(cls.stage, cfg, run, procs)
+    from charops.config import load_config
+    from charops.deploy.trainjob import TrainJobConfig
+
+    tj = load_config(TrainJobConfig, None, [f"nodes={nodes}", f"procs_per_node={procs}"])
+    launch.train_on_cluster(cls.stage, config, [str(o) for o in overrides or []],
+                            model_uri=model.uri, dataset_uri=dataset.uri, extra_uris=extra_uris,
+                            dest=work / "model", cfg=tj)
+    return json.loads((work / "model" / "training_summary.json").read_text(encoding="utf-8"))
 
 
 # Summary sections that are inputs or environment, not results of the run.

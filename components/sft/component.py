@@ -18,10 +18,11 @@ from charops.pipeline.image import default_image
 
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def sft(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
-        trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown]):
+        trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown],
+        gpus: int = -1, nodes: int = 1):
     """Fine-tune ``model`` on the dataset's multi-turn dialogues (every assistant turn)."""
     from charops.components.common import run_training
     from charops.train.sft import SFTConfig, run
 
     run_training(SFTConfig, run, "Supervised fine-tuning", config, overrides,
-                 model, dataset, trained_model, metrics, report)
+                 model, dataset, trained_model, metrics, report, gpus=gpus, nodes=nodes)
