@@ -315,3 +315,25 @@ def test_eval_stage_with_a_third_model_adds_bradley_terry(tmp_path, micro_model_
     assert set(summary["automatic"]["others"]) == {"production"}
     with pytest.raises(CharopsError, match="labels must differ"):
         load_config(EvalConfig, "default", ["others=[baseline=runs/x]"])
+
+
+def test_rate_limit_spaces_request_starts(monkeypatch):
+    import asyncio
+
+    from charops.eval import llm
+
+    waits: list[float] = []
+
+    async def record(seconds):  # the pacer's schedule, without waiting it out
+        waits.append(seconds)
+
+    async def five_starts():
+        pacer = llm._Pacer(rate=0.5)  # one start every 2 s
+        monkeypatch.setattr(llm.asyncio, "sleep", record)
+        await asyncio.gather(*(pacer.wait() for _ in range(5)))
+
+    asyncio.run(five_starts())
+    assert sorted(waits) == pytest.approx([0, 2, 4, 6, 8], abs=0.5)
+    waits.clear()
+    asyncio.run(llm._Pacer(rate=0).wait())
+    assert waits == []

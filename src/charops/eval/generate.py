@@ -24,6 +24,7 @@ reply. ``temperature: 0`` is greedy decoding.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def load_prompts(dataset: Path, limit: int = 0) -> list[dict]:
     return prompts[:limit] if limit else prompts
 
 
-def fit_context(messages: list[dict], count: callable, budget: int) -> tuple[list[dict], int]:
+def fit_context(messages: list[dict], count: Callable[[list[dict]], int], budget: int) -> tuple[list[dict], int]:
     """Drop the oldest turns after the system prompt until ``count(messages) <= budget``.
 
     Never drops the system prompt or the last message; returns (kept messages, turns dropped).
