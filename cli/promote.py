@@ -7,12 +7,14 @@ it, and the stage history records who and why::
 
     charops promote charops-chat 3 --to staging
     charops promote charops-chat 3 --to production min_advantage=10 alpha=0.01
+    charops promote charops-chat 3 --to production --eval-summary runs/eval-v3-vs-v2/eval_summary.json
     charops promote charops-chat 3 --to production --force --reason "judge drifted; people agree"
     charops models history charops-chat
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,22 +32,24 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses (needs --reason).")] = False,
     reason: Annotated[str, typer.Option("--reason", help="Why: recorded in the stage history.")] = "",
     actor: Annotated[str | None, typer.Option("--actor", help="Who is promoting (default: $CHAROPS_ACTOR, else the login name).", show_default=False)] = None,
+    eval_summary: Annotated[Path | None, typer.Option("--eval-summary", help="Judge by this eval_summary.json (e.g. a later evaluation against the production model) instead of the one on the version's card.", show_default=False)] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Promote NAME VERSION to staging or production if its evaluation passes the gate."""
     from charops.config import load_config
     from charops.registry import check_name, current_actor, stage_of
-    from charops.registry.gate import GateConfig, gate_table
+    from charops.registry.gate import GateConfig, gate_table, read_eval_summary
     from charops.registry.gate import promote as gated_promote
     from charops.storage import open_store
 
     cfg = load_config(GateConfig, config, list(overrides or []))
+    summary = read_eval_summary(eval_summary) if eval_summary is not None else None
     st = open_store(store)
     already = stage_of(st, check_name(name), version) == to
     decision, event = gated_promote(st, check_name(name), version, to,
                                     actor=actor or current_actor(), reason=reason,
-                                    config=cfg, force=force)
+                                    config=cfg, force=force, summary=summary)
     if as_json:
         echo_json({"promoted": event is not None, "decision": decision, "event": event})
     elif decision is not None:

@@ -129,3 +129,30 @@ def test_bad_names_versions_and_stages_are_one_line_errors(tmp_path, store, args
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.output
+
+
+def test_a_later_evaluation_against_production_can_be_given(tmp_path, store):
+    first = _publish(store, tmp_path, 1, _summary(20, 0.01))
+    second = _publish(store, tmp_path, 2, _summary(20, 0.01))  # judged against the base model
+    assert runner.invoke(app, ["promote", "chat", "1", "--to", "production"]).exit_code == 0
+    result = runner.invoke(app, ["promote", "chat", "2", "--to", "production"])
+    assert result.exit_code == 1 and "re-evaluate with the production model" in result.stdout
+
+    later = {**_summary(15, 0.02, baseline=first["model_uri"]),
+             "candidate": {"label": "candidate", "model": second["model_uri"]}}
+    path = tmp_path / "eval_summary.json"
+    path.write_text(json.dumps(later))
+    wrong = tmp_path / "other.json"
+    wrong.write_text(json.dumps({**later, "candidate": {"model": first["model_uri"]}}))
+    result = runner.invoke(app, ["promote", "chat", "2", "--to", "production", "--eval-summary", str(wrong)])
+    assert result.exit_code == 1 and "the summary evaluated another model" in result.stdout
+    result = runner.invoke(app, ["promote", "chat", "2", "--to", "production", "--eval-summary", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "chat v2 vs production v1: passes" in result.stdout
+    assert production(store, "chat")["version"] == 2
+    assert "v1 -> archived" in result.stdout
+
+    (tmp_path / "bad.json").write_text("{}")
+    result = runner.invoke(app, ["promote", "chat", "1", "--to", "production", "--eval-summary",
+                                 str(tmp_path / "bad.json")])
+    assert result.exit_code == 2 and "not an eval summary" in result.stderr

@@ -22,7 +22,9 @@ recorded in the stage event either way::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from charops.config import to_dict
@@ -50,9 +52,9 @@ class GateConfig:
             raise ConfigError("promote: min_advantage is in points of Advantage, -100 to 100")
 
 
-def _baseline_is(summary: dict, entry: dict) -> bool:
-    """Whether the summary's baseline model is the registry entry's model."""
-    ref = str(((summary.get("baseline") or {}).get("model")) or "").rstrip("/")
+def _is_model_of(summary: dict, side: str, entry: dict) -> bool:
+    """Whether the summary's ``side`` (candidate, baseline) model is the registry entry's model."""
+    ref = str(((summary.get(side) or {}).get("model")) or "").rstrip("/")
     uri = entry["model_uri"].rstrip("/")
     suffix = f"models/{entry['name']}/{entry['version']}/model"
     return bool(ref) and (ref == uri or ref.endswith("/" + suffix) or ref == suffix)
@@ -70,11 +72,13 @@ def _mean(pointwise: dict, side: str, dim: str) -> float | None:
 
 
 def decide(summary: dict | None, config: GateConfig, reference: dict | None,
-           base_model: str | None = None) -> dict:
+           base_model: str | None = None, candidate: dict | None = None) -> dict:
     """The gate's decision on an eval_summary: every check as a row, and whether all passed.
 
     ``reference`` is the production entry (None: the base model, ``base_model``, is the
-    reference and the summary's baseline is taken as it).
+    reference and the summary's baseline is taken as it). ``candidate``, the entry being
+    promoted, is given when the summary comes from elsewhere than its own card: then the
+    summary's candidate must be that entry's model.
     """
     ref_label = (f"production v{reference['version']}" if reference is not None
                  else f"base model {base_model or '(unknown)'}")
@@ -83,12 +87,16 @@ def decide(summary: dict | None, config: GateConfig, reference: dict | None,
         rows.append(_row("eval_summary", None, None, "present", False,
                          "the version has no eval_summary.json: evaluate it first"))
         return {"passed": False, "reference": ref_label, "rows": rows, "config": to_dict(config)}
+    if candidate is not None:
+        ok = _is_model_of(summary, "candidate", candidate)
+        rows.append(_row("candidate", (summary.get("candidate") or {}).get("model"),
+                         candidate["model_uri"], "= this version's model", ok,
+                         "" if ok else "the summary evaluated another model"))
     baseline = (summary.get("baseline") or {}).get("model")
     if reference is not None:
-        rows.append(_row("baseline", baseline, reference["model_uri"], "= production model",
-                         _baseline_is(summary, reference),
-                         "" if _baseline_is(summary, reference) else
-                         "re-evaluate with the production model as the baseline"))
+        ok = _is_model_of(summary, "baseline", reference)
+        rows.append(_row("baseline", baseline, reference["model_uri"], "= production model", ok,
+                         "" if ok else "re-evaluate with the production model as the baseline"))
     pair = (summary.get("pairwise") or {}).get("overall") or {}
     adv, p = pair.get("advantage"), pair.get("sign_test_p")
     missing = "missing: no pair-wise comparison in eval_summary"
@@ -109,25 +117,50 @@ def decide(summary: dict | None, config: GateConfig, reference: dict | None,
             "config": to_dict(config)}
 
 
-def check(store: Any, name: str, version: int | str, config: GateConfig) -> dict:
-    """The gate's decision for promoting ``version`` over the current production version."""
+def read_eval_summary(path: str | Path) -> dict:
+    """An eval_summary.json given by hand, checked enough to be judged (one-line errors)."""
+    path = Path(path)
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryError(f"{path}: no such eval summary") from None
+    except json.JSONDecodeError as exc:
+        raise RegistryError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    if not isinstance(summary, dict) or not str(summary.get("schema", "")).startswith(
+            "charops.eval_summary/"):
+        raise RegistryError(f"{path}: not an eval summary (no 'schema': "
+                            "'charops.eval_summary/v1'); give the eval stage's eval_summary.json")
+    return summary
+
+
+def check(store: Any, name: str, version: int | str, config: GateConfig,
+          summary: dict | None = None) -> dict:
+    """The gate's decision for promoting ``version`` over the current production version.
+
+    The evaluation is the version's card's eval_summary, or ``summary`` when given (e.g. a
+    later evaluation against the production model, which must be of this version's model).
+    """
     version = check_version(version)
     entry = get_entry(store, name, version)
     current = production(store, name)
     if current is not None and current["version"] == version:
         raise RegistryError(f"'{name}' v{version} is the production version already")
-    try:
-        summary = get_card(store, name, version).get("eval_summary")
-    except RegistryError:
-        summary = None
-    decision = decide(summary, config, current, entry["lineage"].get("base_model"))
+    given = summary is not None
+    if not given:
+        try:
+            summary = get_card(store, name, version).get("eval_summary")
+        except RegistryError:
+            summary = None
+    decision = decide(summary, config, current, entry["lineage"].get("base_model"),
+                      candidate=entry if given else None)
     decision.update({"name": name, "version": version})
     return decision
 
 
 def promote(store: Any, name: str, version: int | str, to: str, *, actor: str, reason: str,
-            config: GateConfig, force: bool = False) -> tuple[dict | None, dict | None]:
-    """Gate, then transition: ``(decision, event)``.
+            config: GateConfig, force: bool = False,
+            summary: dict | None = None) -> tuple[dict | None, dict | None]:
+    """Gate, then transition: ``(decision, event)`` (``summary``: see :func:`check`).
 
     ``decision`` is None when the move is not gated (staging with ``gate_staging`` off, or the
     version is already in ``to``); ``event`` is None when the gate refused and ``force`` is off.
@@ -139,7 +172,7 @@ def promote(store: Any, name: str, version: int | str, to: str, *, actor: str, r
                             "recorded in the stage history)")
     if stage_of(store, name, version) == to or (to == "staging" and not config.gate_staging):
         return None, transition(store, name, version, to, actor=actor, reason=reason)
-    decision = check(store, name, version, config)
+    decision = check(store, name, version, config, summary)
     if not decision["passed"] and not force:
         return decision, None
     record = {k: decision[k] for k in ("passed", "reference", "rows", "config")}
