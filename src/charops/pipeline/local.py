@@ -306,7 +306,8 @@ def run_local(yaml_path: str | Path, params: list[str] | tuple[str, ...] = (),
     status, error, failed_task = "succeeded", None, None
     t0 = time.perf_counter()
     try:
-        with contextlib.redirect_stdout(log):
+        # kfp.local's warnings (ignored image and resources, once per step) go to stderr: log them too.
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             pipeline(**values)
     except RuntimeError as exc:  # kfp.local: "... finished with status FAILURE ..."
         status = "failed"
