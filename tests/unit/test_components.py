@@ -202,23 +202,31 @@ def test_stage_config_sets_paths_and_refuses_overriding_them():
         stage_config(SFTConfig, "tiny-cpu", ["max_stepz=3"], model="/m")
 
 
-def test_metrics_helpers_keep_finite_numbers_only():
-    from charops.components.common import log_metrics, numeric_leaves, summary_markdown
+def test_metrics_helpers_keep_finite_numbers_only(tmp_path):
+    from kfp import dsl
+
+    from charops.components.common import (
+        describe_model,
+        log_metrics,
+        numeric_leaves,
+        summary_markdown,
+    )
+    from charops.io import sha256_tree, write_text
 
     summary = {"steps": 3, "final_loss": 1.5, "ok": True, "name": "x", "nan": float("nan"),
                "eval": {"eval_loss": 2.25, "curve": [1, 2]}}
     assert numeric_leaves(summary) == {"steps": 3.0, "final_loss": 1.5, "eval.eval_loss": 2.25}
 
-    class FakeMetrics:
-        def __init__(self):
-            self.logged = {}
-
-        def log_metric(self, name, value):
-            self.logged[name] = value
-
-    m = FakeMetrics()
+    m = dsl.Metrics(name="metrics", uri=str(tmp_path / "metrics"))
     assert log_metrics(m, summary, keys=["steps"]) == {"steps": 3.0}
-    assert m.logged == {"steps": 3.0}
+    assert m.metadata == {"steps": 3.0}
+    log_metrics(m, summary)
+    assert m.metadata == {"steps": 3.0, "final_loss": 1.5, "eval.eval_loss": 2.25}
+
+    write_text(tmp_path / "model" / "config.json", "{}")
+    model = dsl.Model(name="model", uri=str(tmp_path / "model"))
+    assert describe_model(model, model.path, stage="sft") == sha256_tree(tmp_path / "model")
+    assert model.metadata == {"sha256": sha256_tree(tmp_path / "model"), "stage": "sft"}
     text = summary_markdown("T", summary, {"lr": 0.1})
     assert "| eval.eval_loss | 2.25 |" in text and '"lr": 0.1' in text and "nan" not in text
 
