@@ -2,7 +2,7 @@
 
     charops eval run                                  # configs/eval/default.yaml: runs/dpo/model vs runs/base
     charops eval run judge=openai judge_model=gpt-4o-mini -q
-    charops eval report runs/eval                     # re-render report.md, report.html, headline.json
+    charops eval report runs/eval                     # re-render report.md, report.html, headline.json, metrics.json
     charops eval export-human runs/eval --out runs/human/tasks
     charops eval import-human runs/human/tasks.key.json alice.csv bob.jsonl --out runs/human/results
     charops eval heldout model=runs/sft dataset=runs/dataset output_dir=runs/eval-heldout
@@ -74,7 +74,7 @@ def report(
     samples: Annotated[int, typer.Option("--samples", help="Sample prompts shown in the reports.")] = 40,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-render report.md, report.html and headline.json from a results directory (no
+    """Re-render report.md, report.html, headline.json and metrics.json from a results directory (no
     generating or judging)."""
     from charops.eval.report import headline_metrics, load_results, write_reports
 

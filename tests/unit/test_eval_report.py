@@ -188,3 +188,43 @@ def test_html_renders_in_headless_chromium(results, tmp_path):
     assert len(re.findall(r'<rect class="bar score baseline"', svg)) == 7
     assert len(re.findall(r'<div class="pair">', dom)) == 6
     assert "<script" not in dom
+
+
+def test_registry_metrics_in_the_register_step_shape(results):
+    from charops.eval.report import registry_metrics
+
+    m = registry_metrics(results.summary)
+    auto = results.summary["automatic"]
+    assert m["model"]["loss"] == auto["candidate"]["loss"]
+    assert m["model"]["pointwise_overall"] == pytest.approx(3.6)
+    assert m["model"]["pairwise_advantage"] == 40.0
+    assert m["baseline"]["distinct_1"] == auto["baseline"]["distinct_1"]
+    assert "pairwise_win" not in m["baseline"]
+    assert m["loss_delta"] == pytest.approx(auto["candidate"]["loss"] - auto["baseline"]["loss"])
+
+
+def test_more_models_get_their_rows_and_bradley_terry(results):
+    """A third model (`others`): its own pair-wise row, point-wise row and Bradley-Terry scores."""
+    from charops.eval.aggregate import summarize
+
+    third = [{**r, "model": "sft", "reply": r["reply"] + "!"} for r in results.replies
+             if r["model"] == "candidate"]
+    point = results.pointwise + [{**p, "model": "sft"} for p in results.pointwise
+                                 if p["model"] == "baseline"]
+    pair = results.pairwise + [{"id": p["id"], "a": "candidate", "b": "sft", "verdict": v}
+                               for p, v in zip(results.pairwise, ["win", "lose", "win", "win", "tie", None],
+                                               strict=True)]
+    s = results.summary
+    summary = summarize(results.replies + third, point, pair, judge=s["judge"], automatic=s["automatic"],
+                        skipped=[], candidate=s["candidate"], baseline=s["baseline"],
+                        others=[{"label": "sft", "model": "runs/sft/model"}], resamples=100)
+    many = Results(summary, results.replies + third, point, pair)
+    text = render_markdown(many)
+    assert "| sft | runs/sft/model |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| sft | 5 |"))
+    assert row.split("|")[3].strip() == "60.0"  # 3 wins of 5 judged
+    assert "### Bradley-Terry scores (more than two models)" in text
+    assert re.search(r"^\| sft \| 3\.00 \[", text, re.M)  # point-wise row of the third model
+    page = render_html(many)
+    assert page.count('class="bar score other"') == 7
+    assert page.count('<div class="reply other">') == 6

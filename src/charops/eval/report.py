@@ -4,7 +4,7 @@ Everything is rendered from an eval results directory (``eval_summary.json`` plu
 ``replies.jsonl``, ``pointwise.jsonl``, ``pairwise.jsonl`` the eval stage writes), so a report
 can be redone without generating or judging again::
 
-    charops eval report runs/eval                      # -> report.md, report.html, headline.json
+    charops eval report runs/eval        # -> report.md, report.html, headline.json, metrics.json
     python -c "from charops.eval.report import write_reports; write_reports('runs/eval')"
 
 - ``report.md`` is laid out like CharacterGLM's tables: Table 4 (point-wise mean and 95% CI per
@@ -18,7 +18,8 @@ can be redone without generating or judging again::
   whiskers) and sample replies side by side; no script, no external font or stylesheet, no
   base64 image (the iframe shows none of those), and a Content-Security-Policy that forbids
   them. All text from models, datasets and judges is escaped.
-- ``headline.json``: the few scalars the KFP ``Metrics`` artifact shows.
+- ``headline.json``: the few scalars the KFP ``Metrics`` artifact shows; ``metrics.json``: the
+  numbers the ``register`` step files with the registry entry (``model.*``, ``baseline.*``).
 """
 
 from __future__ import annotations
@@ -149,6 +150,29 @@ def headline_metrics(summary: dict) -> dict[str, float]:
             if isinstance(value, (int, float)) and not isinstance(value, bool) \
                     and math.isfinite(value) and (side == "candidate" or key == "loss"):
                 out[f"{prefix}{key}"] = float(value)
+    if "loss" in out and "baseline_loss" in out:
+        out["loss_delta"] = out["loss"] - out["baseline_loss"]
+    return out
+
+
+def registry_metrics(summary: dict) -> dict:
+    """``metrics.json`` of a results directory, in the shape the ``register`` step files under
+    the registry entry (``model.*``, ``baseline.*``, ``loss_delta``): each model's automatic
+    scalars and point-wise Overall mean, the candidate's pair-wise result."""
+    head = headline_metrics(summary)
+    auto = summary.get("automatic") or {}
+    out: dict = {}
+    for side, key in (("candidate", "model"), ("baseline", "baseline")):
+        numbers = {k: v for k, v in (auto.get(side) or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if f"pointwise_overall_{side}" in head:
+            numbers["pointwise_overall"] = head[f"pointwise_overall_{side}"]
+        if side == "candidate":
+            numbers.update({k: v for k, v in head.items() if k.startswith("pairwise_")})
+        if numbers:
+            out[key] = numbers
+    if "loss" in out.get("model", {}) and "loss" in out.get("baseline", {}):
+        out["loss_delta"] = out["model"]["loss"] - out["baseline"]["loss"]
     return out
 
 
@@ -170,7 +194,9 @@ class Sample:
 
 
 def samples(results: Results) -> list[Sample]:
-    """The prompts in ``replies.jsonl`` order, each with every model's reply."""
+    """The prompts in ``replies.jsonl`` order, each with every model's reply (by label)."""
+    cand = results.summary["candidate"]["label"]
+    base = (results.summary.get("baseline") or {}).get("label")
     by_id: dict[str, Sample] = {}
     for r in results.replies:
         sample = by_id.get(r["id"])
@@ -178,15 +204,15 @@ def samples(results: Results) -> list[Sample]:
             sample = by_id[r["id"]] = Sample(
                 str(r["id"]), r.get("character") or "", r.get("category") or "",
                 r.get("topic") or "", r.get("messages") or [], r.get("reference"), {}, {}, None)
-        sample.replies[r.get("model") or "candidate"] = r.get("reply") or ""
+        sample.replies[r.get("model") or cand] = r.get("reply") or ""
     for p in results.pointwise:
         if p.get("id") in by_id and p.get("scores"):
-            by_id[p["id"]].scores[p.get("model") or "candidate"] = p["scores"]
+            by_id[p["id"]].scores[p.get("model") or cand] = p["scores"]
     for p in results.pairwise:
-        if p.get("id") in by_id and p.get("verdict") and "candidate" in (p.get("a"), p.get("b")):
-            # Verdicts are from `a`'s side; the reports show the candidate's.
+        if p.get("id") in by_id and p.get("verdict") and {p.get("a"), p.get("b")} == {cand, base}:
+            # Verdicts are from `a`'s side; the reports show the candidate's against the baseline.
             flip = {"win": "lose", "lose": "win", "tie": "tie"}
-            by_id[p["id"]].verdict = p["verdict"] if p.get("a") == "candidate" else flip[p["verdict"]]
+            by_id[p["id"]].verdict = p["verdict"] if p.get("a") == cand else flip[p["verdict"]]
     return list(by_id.values())
 
 
@@ -198,9 +224,22 @@ def _last_user(context: list[dict]) -> str:
     return next((m.get("content") or "" for m in reversed(context) if m.get("role") == "user"), "")
 
 
-def _labels(summary: dict) -> list[str]:
-    """Model labels in report order: candidate, baseline, then any other."""
-    return ["candidate"] + (["baseline"] if summary.get("baseline") else [])
+def _model_refs(summary: dict) -> list[dict]:
+    """``{"label", "model"}`` of the candidate, the baseline and any other model."""
+    return [summary["candidate"], *([summary["baseline"]] if summary.get("baseline") else []),
+            *(summary.get("others") or [])]
+
+
+def _models(summary: dict) -> list[tuple[str, str, dict | None]]:
+    """(role, label, point-wise block or None) of every model, in report order: the candidate,
+    the baseline, then any other model compared with the candidate (role ``other``)."""
+    point = summary.get("pointwise") or {}
+    out = [("candidate", summary["candidate"]["label"], point.get("candidate"))]
+    if summary.get("baseline"):
+        out.append(("baseline", summary["baseline"]["label"], point.get("baseline")))
+    for other in summary.get("others") or []:
+        out.append(("other", other["label"], (point.get("others") or {}).get(other["label"])))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -267,6 +306,7 @@ def _markdown_pairwise(summary: dict, judge: str) -> list[str]:
             lines += [title, "", f"Judge: {md_text(judge)}.", "",
                       *_md_table([name, *_PAIR_HEAD],
                                  [_pair_row(md_text(k), v) for k, v in blocks.items()])]
+    lines += _markdown_others(summary, judge)
     bt = (summary.get("bradley_terry") or {}).get("models")
     if bt:
         lines += ["### Bradley-Terry scores (more than two models)", "",
@@ -279,6 +319,16 @@ def _markdown_pairwise(summary: dict, judge: str) -> list[str]:
     return lines
 
 
+def _markdown_others(summary: dict, judge: str) -> list[str]:
+    """Pair-wise rows of the candidate against each further model (``others``)."""
+    others = summary.get("pairwise_others") or {}
+    if not others:
+        return []
+    rows = [_pair_row(md_text(label), block["overall"]) for label, block in others.items() if block]
+    return ["### Against the other models", "", f"Judge: {md_text(judge)}. The candidate's side "
+            "against each model, all prompts.", "", *_md_table(["opponent", *_PAIR_HEAD], rows)]
+
+
 def _markdown_pointwise(summary: dict, judge: str) -> list[str]:
     point = summary.get("pointwise")
     if not point:
@@ -288,18 +338,17 @@ def _markdown_pointwise(summary: dict, judge: str) -> list[str]:
              f"Judge: {md_text(judge)}. Scores 1–5 per reply; cells are the mean and its 95% "
              "confidence interval; n is the number of scored replies.", ""]
     rows = []
-    for label in _labels(summary):
-        side = point.get(label)
+    for _role, label, side in _models(summary):
         if side:
             overall = side.get("overall") or {}
-            rows.append([md_text(summary[label]["label"]), *(_score_cell(overall.get(d)) for d in dims),
+            rows.append([md_text(label), *(_score_cell(overall.get(d)) for d in dims),
                          _n_text(list(overall.values()))])
     lines += _md_table(["model", *dims, "n"], rows)
     for key, name in (("by_category", "character category"), ("by_topic", "dialogue topic")):
-        for label in _labels(summary):
-            blocks = (point.get(label) or {}).get(key) or {}
+        for _role, label, side in _models(summary):
+            blocks = (side or {}).get(key) or {}
             if blocks:
-                lines += [f"### Per {name}: {md_text(summary[label]['label'])}", "",
+                lines += [f"### Per {name}: {md_text(label)}", "",
                           f"Judge: {md_text(judge)}.", "",
                           *_md_table([name.split()[-1], *dims, "n"],
                                      [[md_text(k), *(_score_cell(v.get(d)) for d in dims),
@@ -369,14 +418,14 @@ def _markdown_human(summary: dict) -> list[str]:
     return lines
 
 
-def _markdown_sample(index: int, s: Sample, labels: list[str], summary: dict) -> list[str]:
+def _markdown_sample(index: int, s: Sample, models: list[tuple[str, str, dict | None]]) -> list[str]:
     head = f"### {index}. {md_text(s.character)} · {md_text(s.category)} · {md_text(s.topic)}"
     lines = [head, "", f"**user:** {md_text(_cut(_last_user(s.context)))}", ""]
     cells_head, cells = [], []
-    for label in labels:
-        title = md_text(summary[label]["label"]) if label in summary else md_text(label)
+    for role, label, _block in models:
+        title = md_text(label)
         notes = []
-        if label == "candidate" and s.verdict:
+        if role == "candidate" and s.verdict:
             notes.append(s.verdict)
         if "Overall" in s.scores.get(label, {}):
             notes.append(f"Overall {s.scores[label]['Overall']}")
@@ -393,13 +442,9 @@ def render_markdown(results: Results, *, max_samples: int = DEFAULT_SAMPLES,
     """The Markdown report (see the module docstring); never longer than ``limit``."""
     summary = results.summary
     judge = judge_text(summary.get("judge"))
-    cand = summary["candidate"]
     lines = ["# Evaluation: character role-play replies", "",
              *_md_table(["", "model"],
-                        [[md_text(cand["label"]), md_text(cand.get("model") or "")]]
-                        + ([[md_text(summary["baseline"]["label"]),
-                             md_text(summary["baseline"].get("model") or "")]]
-                           if summary.get("baseline") else [])
+                        [[md_text(m["label"]), md_text(m.get("model") or "")] for m in _model_refs(summary)]
                         + [["judge", md_text(judge_text(summary.get("judge"), details=True))]])]
     skipped = summary.get("skipped") or []
     lines += ["**Skipped:**", "", *(f"- {md_text(s)}" for s in skipped), ""] if skipped else \
@@ -413,12 +458,12 @@ def render_markdown(results: Results, *, max_samples: int = DEFAULT_SAMPLES,
     all_samples = samples(results)
     if not all_samples:
         return text + "\n"
-    labels = _labels(summary)
+    models = _models(summary)
     blocks: list[str] = []
     size = len(text)
     reserve = 400  # room for the heading and the truncation note
     for i, s in enumerate(all_samples[:max_samples], 1):
-        block = "\n".join(_markdown_sample(i, s, labels, summary))
+        block = "\n".join(_markdown_sample(i, s, models))
         if size + len(block) + 1 > limit - reserve:
             break
         blocks.append(block)
@@ -491,10 +536,10 @@ def _stacked_bars(rows: list[tuple[str, dict]], chart: str) -> str:
 
 def _score_chart(summary: dict) -> str:
     """Grouped bars: each model's mean per dimension on the 1-5 scale, with CI whiskers."""
-    point = summary["pointwise"]
-    dims = point.get("dimensions") or []
-    labels = [lab for lab in _labels(summary) if point.get(lab)]
-    group_w, bar_w, left, top, plot_h = 96, 30, 40, 10, 200
+    dims = summary["pointwise"].get("dimensions") or []
+    models = [(role, label, block) for role, label, block in _models(summary) if block]
+    bar_w = 30 if len(models) <= 2 else max(8, 84 // len(models))
+    group_w, left, top, plot_h = max(96, bar_w * len(models) + 12), 40, 10, 200
     width = left + group_w * max(1, len(dims)) + 10
     height = top + plot_h + 40
 
@@ -508,14 +553,14 @@ def _score_chart(summary: dict) -> str:
         parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#e2e8f0"/>'
                      f'<text x="{left - 6}" y="{ty + 4:.1f}" text-anchor="end" fill="#718096">{tick}</text>')
     for d, dim in enumerate(dims):
-        gx = left + d * group_w + (group_w - bar_w * len(labels)) / 2
-        for m, label in enumerate(labels):
-            block = (point[label].get("overall") or {}).get(dim) or {}
+        gx = left + d * group_w + (group_w - bar_w * len(models)) / 2
+        for m, (role, label, side) in enumerate(models):
+            block = (side.get("overall") or {}).get(dim) or {}
             if block.get("mean") is None:
                 continue
             x, y = gx + m * bar_w, y_of(block["mean"])
-            parts.append(f'<rect class="bar score {label}" x="{x:.1f}" y="{y:.1f}" width="{bar_w - 4}" '
-                         f'height="{top + plot_h - y:.1f}" fill="{COLORS.get(label, "#868e96")}">'
+            parts.append(f'<rect class="bar score {role}" x="{x:.1f}" y="{y:.1f}" width="{bar_w - 4}" '
+                         f'height="{top + plot_h - y:.1f}" fill="{COLORS.get(role, "#868e96")}">'
                          f'<title>{esc(label)} {esc(dim)}: {block["mean"]:.2f} '
                          f'{_ci(block.get("ci95"))} n={esc(block.get("n", "–"))}</title></rect>')
             ci = block.get("ci95")
@@ -541,20 +586,19 @@ def _html_table(head: list[str], rows: list[list[str]]) -> str:
     return "".join(out)
 
 
-def _legend(keys: list[str]) -> str:
+def _legend(items: list[tuple[str, str]]) -> str:
+    """(text, colour key) pairs as a row of swatches."""
     return '<p class="legend">' + "".join(
-        f'<span><i style="background:{COLORS.get(k, "#868e96")}"></i>{esc(k)}</span>' for k in keys) + "</p>"
+        f'<span><i style="background:{COLORS.get(key, "#868e96")}"></i>{esc(text)}</span>'
+        for text, key in items) + "</p>"
 
 
 def render_html(results: Results, *, max_samples: int = DEFAULT_SAMPLES) -> str:
     """The HTML report (see the module docstring): one self-contained page."""
     summary = results.summary
     judge = judge_text(summary.get("judge"))
-    cand = summary["candidate"]
     body = ["<h1>Evaluation: character role-play replies</h1>",
-            _html_table(["", "model"], [[cand["label"], cand.get("model") or ""]]
-                        + ([[summary["baseline"]["label"], summary["baseline"].get("model") or ""]]
-                           if summary.get("baseline") else [])
+            _html_table(["", "model"], [[m["label"], m.get("model") or ""] for m in _model_refs(summary)]
                         + [["judge", judge_text(summary.get("judge"), details=True)]])]
     skipped = summary.get("skipped") or []
     if skipped:
@@ -565,7 +609,7 @@ def render_html(results: Results, *, max_samples: int = DEFAULT_SAMPLES) -> str:
         body += ["<h2>Pair-wise: candidate vs. baseline</h2>",
                  f'<p class="judge">Judge: {esc(judge)}. Both orders judged; disagreeing verdicts '
                  "count as a tie. Advantage = win − lose; p: exact sign test; 95% CI: paired "
-                 "bootstrap.</p>", _legend(["win", "tie", "lose"])]
+                 "bootstrap.</p>", _legend([("win", "win"), ("tie", "tie"), ("lose", "lose")])]
         for key, title, chart in (("by_category", "Per character category", "pairwise-category"),
                                   ("by_topic", "Per dialogue topic", "pairwise-topic")):
             rows = [("overall", pair["overall"]), *(pair.get(key) or {}).items()]
@@ -575,14 +619,14 @@ def render_html(results: Results, *, max_samples: int = DEFAULT_SAMPLES) -> str:
     point = summary.get("pointwise")
     if point:
         dims = point.get("dimensions") or []
-        labels = [lab for lab in _labels(summary) if point.get(lab)]
+        models = [(role, label, block) for role, label, block in _models(summary) if block]
         body += ["<h2>Point-wise scores per dimension</h2>",
                  f'<p class="judge">Judge: {esc(judge)}. Mean on the 1–5 scale with its 95% '
-                 "confidence interval.</p>", _legend(labels), _score_chart(summary),
+                 "confidence interval.</p>", _legend([(label, role) for role, label, _ in models]),
+                 _score_chart(summary),
                  _html_table(["model", *dims],
-                             [[summary[lab]["label"],
-                               *(_score_cell((point[lab].get("overall") or {}).get(d)) for d in dims)]
-                              for lab in labels])]
+                             [[label, *(_score_cell((block.get("overall") or {}).get(d)) for d in dims)]
+                              for _role, label, block in models])]
     for title, note, head, rows in human_tables(summary):
         body += [f"<h2>{esc(title)}</h2>", f'<p class="judge">Judge: {esc(judge)}. {esc(note)}</p>',
                  _html_table(head, rows)]
@@ -595,18 +639,18 @@ def render_html(results: Results, *, max_samples: int = DEFAULT_SAMPLES) -> str:
                                                   for k in keys])]
     shown = samples(results)[:max_samples]
     if shown:
-        labels = _labels(summary)
+        models = _models(summary)
         body += ["<h2>Sample replies</h2>",
                  f"<p>{len(shown)} of {len(samples(results))} prompts; replies cut at "
                  f"{REPLY_CHARS} characters (all in replies.jsonl).</p>"]
         for i, s in enumerate(shown, 1):
             cards = []
-            for label in labels:
-                notes = [s.verdict] if label == "candidate" and s.verdict else []
+            for role, label, _block in models:
+                notes = [s.verdict] if role == "candidate" and s.verdict else []
                 if "Overall" in s.scores.get(label, {}):
                     notes.append(f"Overall {s.scores[label]['Overall']}")
-                title = summary[label]["label"] + (f" ({', '.join(notes)})" if notes else "")
-                cards.append(f'<div class="reply {esc(label)}"><h4>{esc(title)}</h4>'
+                title = label + (f" ({', '.join(notes)})" if notes else "")
+                cards.append(f'<div class="reply {role}"><h4>{esc(title)}</h4>'
                              f'{esc(_cut(s.replies.get(label, "")))}</div>')
             body.append(f'<div class="sample"><h3>{i}. {esc(s.character)} · {esc(s.category)} · '
                         f'{esc(s.topic)}</h3><p class="context"><b>user:</b> '
@@ -625,18 +669,20 @@ def render_html(results: Results, *, max_samples: int = DEFAULT_SAMPLES) -> str:
 
 def write_reports(results_dir: str | Path, out_dir: str | Path | None = None, *,
                   max_samples: int = DEFAULT_SAMPLES) -> dict[str, Path]:
-    """Render ``report.md``, ``report.html`` and ``headline.json`` from a results directory
-    (into ``out_dir``, default the results directory itself); returns their paths."""
+    """Render ``report.md``, ``report.html``, ``headline.json`` and ``metrics.json`` from a
+    results directory (into ``out_dir``, default the results directory); returns their paths."""
     results = load_results(results_dir)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
     paths = {"markdown": out / "report.md", "html": out / "report.html",
-             "headline": out / "headline.json"}
+             "headline": out / "headline.json", "metrics": out / "metrics.json"}
     # Render everything before writing anything: a failure leaves the old reports intact.
     markdown = render_markdown(results, max_samples=max_samples)
     page = render_html(results, max_samples=max_samples)
     headline = headline_metrics(results.summary)
+    metrics = registry_metrics(results.summary)
     write_text(paths["markdown"], markdown)
     write_text(paths["html"], page)
     write_json(paths["headline"], headline)
+    write_json(paths["metrics"], metrics)
     return paths
 
