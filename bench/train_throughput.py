@@ -8,6 +8,13 @@ positions per batch for both::
     .venv/bin/python bench/train_throughput.py                  # bundled samples
     .venv/bin/python bench/train_throughput.py --steps 30 --batch 8 --inputs data/dialogues.jsonl
 
+SmolLM2 (``--model smollm2``): the real 134.5 M-parameter SmolLM2-135M-Instruct
+(``charops:smollm2-135m``) on the English samples, four runs in one: LoRA and full fine-tuning,
+each with packing and with padding. With a realistic model the MLP and projections, not
+attention, dominate, so this is where the LoRA/full and packing/padding ratios mean something::
+
+    .venv/bin/python bench/train_throughput.py --model smollm2 --steps 3 --batch 2
+
 GPU (``--gpu``): a config-initialised ~0.5B Qwen2 model (Qwen2.5-0.5B shape, random weights,
 the tiny model's tokenizer) in bf16: tokens/s/GPU and MFU of SFT (packed) and DPO (reference
 log-probs precomputed, so only the policy's forward and backward are timed)::
@@ -90,6 +97,36 @@ def cpu_bench(args, work: Path) -> dict:
     }
 
 
+def smollm2_bench(args, work: Path) -> dict:
+    import torch
+
+    from charops.config import load_config
+    from charops.data.prepare import PrepareConfig
+    from charops.data.prepare import run as prepare
+    from charops.model.load import resolve_model
+
+    torch.set_num_threads(args.threads)
+    model = resolve_model("charops:smollm2-135m")
+    data = work / "data"
+    prepare(load_config(PrepareConfig, "smollm2-cpu", [f"model={model}", f"output_dir={data}", "progress=false",
+                                                        *([f"inputs={','.join(args.inputs)}"] if args.inputs else [])]))
+    runs = {}
+    for method, lora in (("lora", True), ("full", False)):
+        for mode, packing in (("packing", True), ("padding", False)):
+            # Packed rows hold whole dialogues (~940 tokens each), so a row must fit two.
+            extra = [f"lora.enabled={str(lora).lower()}", "learning_rate=1e-4",
+                     f"max_seq_len={max(args.max_seq_len, 2048) if packing else args.max_seq_len}"]
+            runs[f"{method}_{mode}"] = figures(sft_run(model, data, work / f"{method}-{mode}", packing, args, extra))
+    sup = {k: v["supervised_tokens_per_second"] for k, v in runs.items()}
+    return {
+        "device": f"cpu ({torch.get_num_threads()} threads)",
+        "model": "SmolLM2-135M-Instruct (charops:smollm2-135m), float32",
+        "steps": args.steps, "per_device_train_batch_size": args.batch, "sft": runs,
+        "lora_over_full_supervised_tokens_per_second": {m: sup[f"lora_{m}"] / sup[f"full_{m}"] for m in ("packing", "padding")},
+        "packing_over_padding_supervised_tokens_per_second": {m: sup[f"{m}_packing"] / sup[f"{m}_padding"] for m in ("lora", "full")},
+    }
+
+
 def gpu_model(base: Path, out: Path) -> tuple[Path, int]:
     """A Qwen2.5-0.5B-shaped model with random weights and the tiny model's tokenizer."""
     import torch
@@ -145,30 +182,35 @@ def gpu_bench(args, work: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpu", action="store_true", help="GPU variant: ~0.5B model, bf16, SFT and DPO, MFU")
-    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 10 CPU, 30 GPU)")
-    ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: 8 CPU, 8 GPU)")
+    ap.add_argument("--model", choices=("tiny", "smollm2"), default="tiny",
+                    help="CPU: the embedded tiny model (packing vs padding) or SmolLM2 (LoRA/full x packing/padding)")
+    ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 10 CPU tiny, 3 SmolLM2, 30 GPU)")
+    ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: 8; 2 for SmolLM2)")
     ap.add_argument("--max-seq-len", type=int, default=None, help="packed row length (default: 512 CPU, 2048 GPU)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--repeats", type=int, default=2, help="CPU: runs per mode, alternating; the best counts")
     ap.add_argument("--inputs", nargs="*", default=[], help="data files to prepare (default: bundled samples)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     args = ap.parse_args(argv)
-    args.steps = args.steps or (30 if args.gpu else 10)
-    args.batch = args.batch or 8
-    args.max_seq_len = args.max_seq_len or (2048 if args.gpu else 512)
+    smol = args.model == "smollm2" and not args.gpu
+    args.steps = args.steps or (30 if args.gpu else 3 if smol else 10)
+    args.batch = args.batch or (2 if smol else 8)
+    args.max_seq_len = args.max_seq_len or (2048 if args.gpu else 1280 if smol else 512)
 
     from charops.errors import CharopsError
     from charops.io import write_json
 
     with tempfile.TemporaryDirectory(prefix="charops-bench-") as tmp:
         try:
-            result = gpu_bench(args, Path(tmp)) if args.gpu else cpu_bench(args, Path(tmp))
+            bench = gpu_bench if args.gpu else smollm2_bench if smol else cpu_bench
+            result = bench(args, Path(tmp))
         except CharopsError as exc:
             raise SystemExit(f"error: {exc}") from None
     out = Path(args.out)
-    # One file for both variants: a CPU run keeps the last GPU figures and vice versa.
+    # One file for every variant: each run replaces only its own key (cpu, cpu_smollm2, gpu).
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    result = {**previous, "gpu" if args.gpu else "cpu": result}
+    key = "gpu" if args.gpu else "cpu_smollm2" if smol else "cpu"
+    result = {**previous, key: result}
     write_json(out, result)
     print(json.dumps(result, indent=2))
     print(f"saved {out}", file=sys.stderr)

@@ -58,6 +58,7 @@ def submit(
     local: Annotated[bool, typer.Option("--local", help="Run here under kfp.local instead of on a Kubeflow cluster.")] = False,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Local runs: where run directories go.")] = Path("runs"),
     param: ParamOpt = None,
+    preset: Annotated[str | None, typer.Option("--preset", help="Run preset: pipeline parameters from configs/run/NAME.yaml (smollm2-cpu, smollm2-gpu, tiny); --param wins.", show_default=False)] = None,
     host: HostOpt = None,
     token: TokenOpt = None,
     namespace: NamespaceOpt = None,
@@ -72,6 +73,10 @@ def submit(
     from charops.pipeline.spec import load_spec, parse_params
 
     spec = load_spec(pipeline)
+    if preset:
+        from charops.pipeline.presets import with_preset
+
+        param = with_preset(preset, param or [], known=set(spec.parameters))
     # The spec's own version is the default of its `pipeline_version` parameter, so the
     # register step records which pipeline produced the model.
     defaults = {"pipeline_version": spec.version or ""}
