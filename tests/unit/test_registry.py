@@ -140,3 +140,30 @@ def test_a_concurrently_taken_version_is_not_overwritten(tmp_path, store, monkey
     assert get_entry(store, "m") == theirs
     back = store.download_prefix("models/m/1/model", tmp_path / "back")
     assert sha256_tree(back) == theirs["model_sha256"]
+
+
+def test_concurrent_registrations_get_distinct_versions_and_intact_models(tmp_path, store):
+    """Eight registrations at once: each that succeeds has its own number and its own files;
+    the others fail with a retry message (nothing of theirs is in the store)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    models = [_model(tmp_path / f"m{i}", f"weights {i}".encode() * 1000) for i in range(8)]
+
+    def attempt(model):
+        try:
+            return register(store, model, "m", {}, LINEAGE)
+        except RegistryError as exc:
+            assert "retry the registration" in str(exc)
+            return None
+
+    with ThreadPoolExecutor(8) as pool:
+        entries = [e for e in pool.map(attempt, models) if e is not None]
+    assert entries and len({e["version"] for e in entries}) == len(entries)
+    for e in entries:
+        back = store.download_prefix(f"models/m/{e['version']}/model", tmp_path / f"back{e['version']}")
+        assert sha256_tree(back) == e["model_sha256"]
+    assert list_versions(store, "m") == sorted(e["version"] for e in entries)
+    # Retrying the losers succeeds, with numbers after every claimed one.
+    for model in models:
+        register(store, model, "m", {}, LINEAGE)
+    assert len(list_versions(store, "m")) == 8

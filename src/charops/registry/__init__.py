@@ -11,8 +11,8 @@ Layout inside a store (``charops.storage.open_store``: a local directory or any 
                                            run id), where the model, reports and card are
     registry/<name>/stages/<seq>.json      stage history (charops.registry.stages)
 
-Versions are consecutive integers per name (1, 2, ...), so "the latest" is obvious to people
-and to ``charops deploy``. Registering content that is already registered (same model
+Versions are increasing integers per name (1, 2, ...; consecutive unless a registration died
+after claiming its number), so "the latest" is obvious to people and to ``charops deploy``. Registering content that is already registered (same model
 sha256) returns the existing entry instead of minting a new version: a retried or cached
 pipeline step does not create duplicates. The entry is written last, after every file of the
 model: an upload that died half-way has no entry and is invisible to readers. Names become
@@ -144,8 +144,17 @@ def register(store: Any, model_dir: str | Path, name: str, metrics: dict, lineag
         existing = store.get_json(entry_key(name, v))
         if existing["model_sha256"] == digest:
             return existing
-    version = (versions[-1] if versions else 0) + 1
-    _check_free(store, name, version)
+    # Claim the number before uploading (a conditional create): of two concurrent
+    # registrations only one writes under models/<name>/<version>/. A registration that dies
+    # leaves its claim, so the next one skips that number.
+    claim = re.compile(rf"^registry/{name}/claims/([1-9][0-9]*)\.json$")
+    claimed = [int(m.group(1)) for k in store.list(f"registry/{name}/") if (m := claim.match(k))]
+    version = max([0, *versions, *claimed]) + 1
+    if store.put_json_if_absent(f"registry/{name}/claims/{version}.json",
+                                {"model_sha256": digest, "at": _dt.datetime.now(_dt.UTC).isoformat()}) is None:
+        _check_free(store, name, version)
+        raise RegistryError(f"model '{name}' version {version} is being registered by another "
+                            "run; retry the registration")
     model_manifest = store.put_dir(model_dir, model_prefix(name, version))
     reports_manifest = None
     if reports_dir is not None:
