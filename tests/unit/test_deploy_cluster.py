@@ -271,6 +271,11 @@ def test_rollback_restores_the_previous_production_version(kube_standin, kube, s
     live = kube_standin.obj("inferenceservices", NAME)
     assert live["spec"]["predictor"]["model"]["storageUri"] == v1["model_uri"]
     assert live["metadata"]["annotations"]["charops.io/version"] == "1"
+    # Every call the stand-in saw is one the client code declares (so the Role grants it).
+    from k8s_rbac import code_permissions
+
+    declared = {(r, v) for _, r, v in code_permissions()}
+    assert {(r, v) for v, r in kube_standin.calls} <= declared
 
 
 def test_wait_times_out_with_the_last_status(kube_standin, kube, store, tmp_path):
