@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -33,8 +34,8 @@ class CharopsGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CharopsError as exc:
-            if STATE.debug:
-                raise
+            if STATE.debug:  # the traceback, and still the exit code a script checks
+                traceback.print_exc()
             error_line(str(exc))
             # typer vendors its own click: typer.Exit is the public way to set the exit code.
             raise typer.Exit(exc.exit_code) from None
@@ -50,7 +51,7 @@ def new_app(help: str, **kwargs: Any) -> typer.Typer:
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name (configs/<stage>/NAME.yaml) or path to a YAML file.")]
 OverridesArg = Annotated[list[str] | None, typer.Argument(help="key=value overrides of config fields.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no summary: errors only (the exit code tells).")]
 # Kubeflow Pipelines connection (charops submit, charops runs): see charops.pipeline.client.
 HostOpt = Annotated[str | None, typer.Option("--host", help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080 (default: $KF_PIPELINES_ENDPOINT, else the kube context).", show_default=False)]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token for the API server (default: $KF_PIPELINES_TOKEN).", show_default=False)]

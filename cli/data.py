@@ -48,6 +48,8 @@ def _print_summary(summary: dict[str, Any], dropped: dict[str, int]) -> None:
     missing = summary.get("characters_without_profile")
     if missing:
         typer.echo("characters without a profile (kept; add profiles for them): " + ", ".join(missing))
+    for what in summary["not_checked"]:
+        typer.echo(f"not checked: {what}")
 
 
 @app.command()
@@ -56,28 +58,50 @@ def validate(
     fmt: FormatOpt = Format.auto,
     character: CharacterOpt = None,
     rejects: RejectsOpt = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Also check lengths with this model's tokenizer and chat template, as data prepare does.")] = None,
+    max_seq_len: Annotated[int | None, typer.Option("--max-seq-len", help="With --model: longest example in tokens (default: the data preset's).", show_default=False)] = None,
+    max_record_bytes: Annotated[int | None, typer.Option("--max-record-bytes", help="Larger records are rejected unread (default: the data preset's).", show_default=False)] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail when any record is rejected.")] = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Import, normalise and check data; report what is accepted and what is rejected, and why.
 
-    Exits non-zero when nothing is accepted, or (with --strict) when anything is rejected.
+    With --model it rejects exactly what `data prepare` would (records too long for
+    max_seq_len too). Exits non-zero when nothing is accepted, or (with --strict) when anything
+    is rejected.
     """
+    from charops.config import load_config
+    from charops.data.prepare import TOO_LONG, PrepareConfig, check_lengths, check_position_limit
     from charops.data.validate import check_rejects_path, load_and_check, write_rejects
 
+    extra = [f"{k}={v}" for k, v in (("model", model), ("max_seq_len", max_seq_len),
+                                     ("max_record_bytes", max_record_bytes)) if v is not None]
+    cfg = load_config(PrepareConfig, "default", extra)
     if rejects:
         check_rejects_path(rejects)
-    result, dropped = load_and_check(paths, fmt=fmt.value, character=character)
+    tokenizer = None
+    if model:
+        from charops.model.load import load_tokenizer, resolve_model
+
+        model_dir = resolve_model(model)
+        cfg.max_seq_len = check_position_limit(model_dir, cfg.max_seq_len)
+        tokenizer = load_tokenizer(model_dir)
+    result, dropped = load_and_check(paths, fmt=fmt.value, character=character,
+                                     max_record_bytes=cfg.max_record_bytes)
     if rejects:
         check_rejects_path(rejects, result)
-    summary = result.summary() | {"duplicates_dropped": dropped}
+    if tokenizer is not None:
+        result = check_lengths(result, cfg, tokenizer)
+    summary = result.summary() | {"duplicates_dropped": dropped, "not_checked": [] if model else [
+        f"{TOO_LONG} (needs the tokenizer: pass --model)"]}
     if as_json:
         echo_json(summary)
-    else:
+    elif not quiet:
         _print_summary(summary, dropped)
     if rejects:
         write_rejects(rejects, result.rejects)
-        if not as_json:
+        if not as_json and not quiet:
             typer.echo(f"rejects written to {rejects}")
     if summary["accepted"] == 0:
         raise DataError(f"no record accepted from {', '.join(paths)} (see the reasons above)")
@@ -97,6 +121,7 @@ def prepare(
     character: CharacterOpt = None,
     strict: Annotated[bool, typer.Option("--strict", help="Fail, writing nothing, when any record is rejected.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty output directory.")] = False,
+    allow_empty_split: Annotated[bool, typer.Option("--allow-empty-split", help="Write the dataset even when a train or validation split is empty (a warning, not an error).")] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -123,9 +148,14 @@ def prepare(
     if character:
         extra.append(f"character={character}")
     extra += ["strict=true"] * strict + ["overwrite=true"] * overwrite + ["progress=false"] * (quiet or as_json)
+    extra += ["allow_empty_split=true"] * allow_empty_split
     manifest = run(load_config(PrepareConfig, config, [*overrides, *extra]))
+    for warning in manifest["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
     if as_json:
         echo_json(manifest)
+        return
+    if quiet:
         return
     c, t = manifest["counts"], manifest["tokens"]
     typer.echo(f"wrote {manifest['output_dir']}")

@@ -25,6 +25,7 @@ def init(
     output: Annotated[str | None, typer.Option("--output", "-o", help="Output directory (default: output_dir of the config).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty output directory.")] = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Build the embedded base model: BPE tokenizer on the bundled corpus, ChatML template, random weights."""
     from charops.config import load_config
@@ -38,6 +39,8 @@ def init(
     summary = run(load_config(ModelInitConfig, config, extra))
     if as_json:
         echo_json(summary)
+        return
+    if quiet:
         return
     typer.echo(f"wrote {summary['output_dir']}: {summary['architecture']}, "
                f"{summary['parameters']:,} parameters, vocabulary {summary['vocab_size']}")

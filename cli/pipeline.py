@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import HostOpt, JsonOpt, NamespaceOpt, TokenOpt, echo_json
+from charops.cli.common import HostOpt, JsonOpt, NamespaceOpt, QuietOpt, TokenOpt, echo_json
 from charops.errors import CharopsError
 
 ParamOpt = Annotated[list[str] | None, typer.Option(
@@ -120,30 +120,49 @@ def submit(
 
 
 def compile(
+    ctx: typer.Context,
     names: Annotated[list[str] | None, typer.Argument(help="Pipelines to compile: names (full) or pipelines/*.py paths.", show_default=False)] = None,
     all_: Annotated[bool, typer.Option("--all", help="Every pipelines/*.py.")] = False,
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 listing compiled YAML that is stale.")] = False,
     config: Annotated[str, typer.Option("--config", "-c", help="Cluster config: preset of configs/pipeline/ or a YAML file.")] = "cluster",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Output YAML (one pipeline only; default pipelines/<name>.yaml).")] = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Compile pipelines/<name>.py to versioned KFP YAML (pipelines/<name>.yaml)."""
+    """Compile pipelines/<name>.py to versioned KFP YAML (pipelines/<name>.yaml).
+
+    Name the pipelines, or pass --all; with neither it prints this help (--check alone checks all).
+    """
     from charops.pipeline.compile import compile_pipeline, pipeline_names, resolve_source, stale
     from charops.pipeline.tasks import load_cluster_config
     from charops.pipeline.version import read_version
 
+    if not names and not all_ and not check:  # writing every compiled file takes asking for it
+        typer.echo(ctx.get_help())
+        return
     targets = pipeline_names() if all_ or not names else list(names)
     if output is not None and len(targets) != 1:
         raise CharopsError("--output needs exactly one pipeline")
     cluster = load_cluster_config(config)
     if check:
         bad = [t for t in targets if stale(t, output, cluster)]
+        if as_json:
+            echo_json({"stale": [str(output or resolve_source(t).with_suffix(".yaml")) for t in bad],
+                       "checked": [Path(t).stem for t in targets]})
         for t in bad:
-            typer.echo(f"stale: {output or resolve_source(t).with_suffix('.yaml')} "
-                       f"(run `charops compile {Path(t).stem}`)", err=True)
+            if not as_json:
+                typer.echo(f"stale: {output or resolve_source(t).with_suffix('.yaml')} "
+                           f"(run `charops compile {Path(t).stem}`)", err=True)
         if bad:
             raise typer.Exit(1)
-        typer.echo(f"up to date: {', '.join(Path(t).stem for t in targets)}")
+        if not as_json and not quiet:
+            typer.echo(f"up to date: {', '.join(Path(t).stem for t in targets)}")
         return
+    written = []
     for t in targets:
         path = compile_pipeline(t, output, cluster)
-        typer.echo(f"{path}  {read_version(path)}")
+        written.append({"path": str(path), "version": read_version(path)})
+        if not as_json and not quiet:
+            typer.echo(f"{path}  {written[-1]['version']}")
+    if as_json:
+        echo_json(written)

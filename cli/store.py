@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import JsonOpt, echo_json, new_app
+from charops.cli.common import JsonOpt, QuietOpt, echo_json, new_app
 
 app = new_app("List, upload and download artifacts in the store (local directory or S3/MinIO).")
 
@@ -41,7 +41,7 @@ def ls(prefix: Annotated[str, typer.Argument(help="Key prefix (a folder).")] = "
 def put(local: Annotated[Path, typer.Argument(help="A file or a directory.")],
         key: Annotated[str, typer.Argument(help="Destination key (a prefix for a directory).")],
         force: Annotated[bool, typer.Option("--force", help="Allow replacing published content, a non-empty prefix, or keys under .meta/ and .staging/.")] = False,
-        store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+        store: StoreOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Upload a file, or publish a directory (visible only once complete).
 
     Nothing published is replaced without --force.
@@ -63,7 +63,7 @@ def put(local: Annotated[Path, typer.Argument(help="A file or a directory.")],
         raise StorageError(f"{local}: no such file or directory")
     if as_json:
         echo_json(summary)
-    else:
+    elif not quiet:
         typer.echo(f"uploaded {summary['files']} file(s), {summary['bytes']} bytes -> {summary['url']}")
 
 
@@ -71,7 +71,7 @@ def put(local: Annotated[Path, typer.Argument(help="A file or a directory.")],
 def get(key: Annotated[str, typer.Argument(help="A published prefix or one object's key.")],
         dest: Annotated[Path, typer.Argument(help="Local directory (prefix) or file (object).")],
         force: Annotated[bool, typer.Option("--force", help="Replace an existing file or non-empty directory.")] = False,
-        store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+        store: StoreOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Download a published prefix (verified, atomic) or a single object (resumable).
 
     An object downloaded into an existing directory keeps its name; nothing local is
@@ -91,5 +91,5 @@ def get(key: Annotated[str, typer.Argument(help="A published prefix or one objec
                    "resumed_from": transfer.resumed_from}
     if as_json:
         echo_json(summary)
-    else:
+    elif not quiet:
         typer.echo(f"{summary['url']} -> {summary['path']}")

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import ConfigOpt, JsonOpt, OverridesArg, echo_json, new_app
+from charops.cli.common import ConfigOpt, JsonOpt, OverridesArg, QuietOpt, echo_json, new_app
 
 app = new_app("Train: continued pretraining, multi-turn SFT, DPO, reward model.")
 
@@ -26,7 +26,7 @@ OutputOpt = Annotated[str | None, typer.Option("--output", "-o", help="Run direc
 
 
 def _run(cls: type, run, config: str, overrides: list[str] | None, resume: str | None, output: str | None,
-         as_json: bool) -> None:
+         as_json: bool, quiet: bool = False) -> None:
     from charops.config import load_config
 
     extra = list(overrides or [])
@@ -37,6 +37,8 @@ def _run(cls: type, run, config: str, overrides: list[str] | None, resume: str |
     summary = run(load_config(cls, config, extra))
     if as_json:
         echo_json(summary)
+        return
+    if quiet:
         return
     typer.echo(f"{cls.stage}: {summary['steps']} steps, final loss {summary['final_loss']:.4f}, "
                f"{summary['tokens_seen']:,} tokens ({summary['supervised_tokens']:,} supervised), "
@@ -54,35 +56,35 @@ def _run(cls: type, run, config: str, overrides: list[str] | None, resume: str |
 
 @app.command("pretrain")
 def pretrain(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: ResumeOpt = None,
-             output: OutputOpt = None, as_json: JsonOpt = False) -> None:
+             output: OutputOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Continued pretraining: causal LM loss over every token of packed blocks."""
     from charops.train.pretrain import PretrainConfig, run
 
-    _run(PretrainConfig, run, config, overrides, resume, output, as_json)
+    _run(PretrainConfig, run, config, overrides, resume, output, as_json, quiet)
 
 
 @app.command("sft")
 def sft(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: ResumeOpt = None,
-        output: OutputOpt = None, as_json: JsonOpt = False) -> None:
+        output: OutputOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Multi-turn SFT: loss on every assistant turn (last_turn_only=true: the last one)."""
     from charops.train.sft import SFTConfig, run
 
-    _run(SFTConfig, run, config, overrides, resume, output, as_json)
+    _run(SFTConfig, run, config, overrides, resume, output, as_json, quiet)
 
 
 @app.command("dpo")
 def dpo(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: ResumeOpt = None,
-        output: OutputOpt = None, as_json: JsonOpt = False) -> None:
+        output: OutputOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """DPO against the SFT model (ref_model); logs rewards/chosen, rejected, margins, accuracies."""
     from charops.train.dpo import DPOConfig, run
 
-    _run(DPOConfig, run, config, overrides, resume, output, as_json)
+    _run(DPOConfig, run, config, overrides, resume, output, as_json, quiet)
 
 
 @app.command("reward")
 def reward(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: ResumeOpt = None,
-           output: OutputOpt = None, as_json: JsonOpt = False) -> None:
+           output: OutputOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
     """Reward model on the preference pairs (TRL RewardTrainer): the eval stage's local judge."""
     from charops.train.reward import RewardConfig, run
 
-    _run(RewardConfig, run, config, overrides, resume, output, as_json)
+    _run(RewardConfig, run, config, overrides, resume, output, as_json, quiet)

@@ -129,7 +129,8 @@ def build_train_dataset(model_dir: Path, out: Path, block_size: int = 32) -> Pat
     src = out.parent / "train_records.jsonl"
     write_jsonl(src, train_records())
     run(load_config(PrepareConfig, None, [f"inputs={src}", f"model={model_dir}", f"output_dir={out}",
-                                          f"block_size={block_size}", "validation_fraction=0.3", "progress=false"]))
+                                          f"block_size={block_size}", "validation_fraction=0.3", "progress=false",
+                                          "allow_empty_split=true"]))  # no dialogue hashes into validation
     return out
 
 

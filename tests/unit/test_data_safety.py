@@ -39,7 +39,7 @@ def write_data(root: Path, extra_lines: tuple[str, ...] = ()) -> Path:
 
 def _prepare(model, *args):
     return runner.invoke(app, ["data", "prepare", *map(str, args), "--model", str(model), "-q",
-                               "max_seq_len=256", "block_size=16"])
+                               "max_seq_len=256", "block_size=16", "validation_fraction=0"])
 
 
 def _one_line_error(res, *words):
@@ -153,7 +153,7 @@ def test_sigterm_during_prepare_leaves_no_temporary_directory(tmp_path, micro_mo
     out = tmp_path / "runs" / "ds"
     proc = subprocess.Popen([sys.executable, str(script), str(ready), f"inputs={data}",
                              f"model={micro_model_dir}", f"output_dir={out}", "progress=false",
-                             "max_seq_len=256", "block_size=16"],
+                             "max_seq_len=256", "block_size=16", "validation_fraction=0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:

@@ -337,7 +337,7 @@ def test_non_utf8_file_is_one_reject(tmp_path):
     f = tmp_path / "latin.txt"
     f.write_bytes("caf\xe9".encode("latin-1"))
     r = load_inputs([f])
-    assert [(x.location, x.reason) for x in r.rejects] == [("file", "not UTF-8 text")]
+    assert [(x.location, x.reason) for x in r.rejects] == [("file", "not UTF-8 text (first bad byte 0xe9 at byte 3, line 1)")]
 
 
 # --- detection, directories, errors --------------------------------------------------------------

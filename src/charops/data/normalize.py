@@ -40,6 +40,7 @@ from charops.errors import DataError
 from charops.io import dumps_json
 
 DUPLICATE_REASON = "exact duplicate"
+SAME_REPLIES = "chosen and rejected are the same text"  # as the schema says before normalising
 
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")  # not \u3000: the ideographic space is deliberate text
 _BLANK_RUNS = re.compile(r"\n{3,}")
@@ -104,6 +105,8 @@ def normalize(result: LoadResult) -> tuple[LoadResult, dict[str, int]]:
 
     def keep(record: Record) -> Record | str:
         record = normalize_record(record)
+        if isinstance(record, PreferencePair) and record.chosen == record.rejected:
+            return SAME_REPLIES  # a pair that differs only in spacing or Unicode form teaches nothing
         key = (record.type, content_key(record))
         if key in seen:
             dropped[record.type] += 1

@@ -24,6 +24,7 @@ inputs and config give byte-identical files; the directory appears only when com
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -32,14 +33,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from charops import __version__
+from charops.data.importers.common import DEFAULT_MAX_RECORD_BYTES, LoadResult
 from charops.data.schema import SCHEMA_VERSION, CharacterProfile, Dialogue, PreferencePair, Turn
 from charops.data.tokenize import IGNORE_INDEX, ChatEncoder, document_separator_id, pack_documents
+from charops.data.validate import NO_REPLY
 from charops.errors import ConfigError, DataError
 from charops.io import atomic_dir, sha256_tree, write_json, write_jsonl
 
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 TOO_LONG = "longer than max_seq_len"
-NO_REPLY = "no assistant turn to learn from"
 SPLITS = ("train", "validation")
 # Dialogues are rendered and tokenized this many at a time: one Rust batch call each, a
 # progress-bar step each, and bounded memory on large datasets.
@@ -67,12 +69,18 @@ class PrepareConfig:
     holdout_characters: list[str] = field(default_factory=list, metadata={
         "help": "With split_by=character: exactly these characters go to validation."})
     seed: int = field(default=0, metadata={"help": "Seed of the split hash."})
-    max_seq_len: int = field(default=1024, metadata={
-        "help": "Longest example in tokens; longer dialogues/pairs/prompts are rejected, never cut."})
+    max_seq_len: int | None = field(default=None, metadata={
+        "help": "Longest example in tokens; longer dialogues/pairs/prompts are rejected, never cut. "
+                "Above the model's position limit it is an error; null: that limit, at most 1024."})
     block_size: int = field(default=256, metadata={"help": "Length of a packed pretraining block."})
     last_turn_only: bool = field(default=False, metadata={
         "help": "Supervise only the last assistant turn of each dialogue (default: every assistant turn)."})
     strict: bool = field(default=False, metadata={"help": "Fail (write nothing) when any record is rejected."})
+    max_record_bytes: int = field(default=DEFAULT_MAX_RECORD_BYTES, metadata={
+        "help": "Larger input records (a JSONL line, an array element, a paragraph) are rejected unread."})
+    allow_empty_split: bool = field(default=False, metadata={
+        "help": "Write the dataset even when the train or validation split of dialogues or pairs is empty "
+                "(a warning instead of an error)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing non-empty output_dir."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars on stderr."})
 
@@ -81,15 +89,17 @@ class PrepareConfig:
             raise ConfigError(f"validation_fraction: must be in [0, 1), got {self.validation_fraction}")
         if self.holdout_characters and self.split_by != "character":
             raise ConfigError("holdout_characters: needs split_by=character")
-        if self.max_seq_len < 8:
+        if self.max_seq_len is not None and self.max_seq_len < 8:
             raise ConfigError(f"max_seq_len: must be at least 8, got {self.max_seq_len}")
         if self.block_size < 2:
             raise ConfigError(f"block_size: must be at least 2, got {self.block_size}")
+        if self.max_record_bytes < 1:
+            raise ConfigError(f"max_record_bytes: must be at least 1, got {self.max_record_bytes}")
 
 
 # Config keys that do not change the dataset's content (kept out of the manifest so the same
 # data prepared into another folder, or quietly, has the same bytes).
-_NOT_CONTENT = ("output_dir", "overwrite", "progress")
+_NOT_CONTENT = ("output_dir", "overwrite", "progress", "allow_empty_split")
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 
 
@@ -259,6 +269,69 @@ def _split(items: list, cfg: PrepareConfig, by_character: bool) -> tuple[list, l
     return split_dialogues(items, cfg.validation_fraction, cfg.seed, by="dialogue")
 
 
+_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+
+
+DEFAULT_MAX_SEQ_LEN = 1024  # when max_seq_len is null: this, or the model's limit if lower
+
+
+def check_position_limit(model_dir: Path, max_seq_len: int | None) -> int:
+    """``max_seq_len`` (null: the model's position limit, at most 1024) checked against the
+    model's positions before anything is tokenized; returns the length to use."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}  # resolve_model checked it is there; an unreadable one fails when loaded
+    config = config.get("text_config", config)  # multimodal configs nest the language model's
+    for key in _POSITION_KEYS:
+        limit = config.get(key)
+        if not isinstance(limit, int):
+            continue
+        if max_seq_len is None:
+            return min(limit, DEFAULT_MAX_SEQ_LEN)
+        if max_seq_len > limit:
+            raise ConfigError(f"max_seq_len {max_seq_len} is above the model's position limit {limit} ({key} in "
+                              f"{Path(model_dir) / 'config.json'}); lower max_seq_len to at most {limit}")
+        return max_seq_len
+    return DEFAULT_MAX_SEQ_LEN if max_seq_len is None else max_seq_len
+
+
+def check_lengths(result: LoadResult, cfg: PrepareConfig, tokenizer) -> LoadResult:
+    """``result`` with the records prepare cannot use for lack of room made rejects
+    (``longer than max_seq_len``): what ``data validate --model`` adds to its checks."""
+    builder = _Builder(cfg, tokenizer, _characters(result.profiles))
+    with _progress(0, "", False) as bar:
+        builder.sft([d for d in result.dialogues if not d.is_eval_prompt], bar)
+        builder.dpo(result.preferences, bar)
+    builder.eval_prompts([d for d in result.dialogues if d.is_eval_prompt])
+    return result.derive(lambda r: builder.reject.get(id(r), r)) if builder.reject else result
+
+
+def _check_holdout(cfg: PrepareConfig, result: LoadResult) -> None:
+    if not cfg.holdout_characters:
+        return
+    present = {r.character for r in (*result.dialogues, *result.preferences)}
+    unknown = [c for c in cfg.holdout_characters if c not in present]
+    if unknown:
+        known = ", ".join(sorted(present)) or "none"
+        raise ConfigError(f"holdout_characters: {', '.join(repr(c) for c in unknown)} "
+                          f"{'is' if len(unknown) == 1 else 'are'} not in the data (characters with dialogues "
+                          f"or pairs: {known})")
+
+
+def _empty_splits(cfg: PrepareConfig, sft: dict, dpo: dict) -> list[str]:
+    """One line per empty split of dialogues or pairs that has any records at all."""
+    want_validation = cfg.validation_fraction > 0 or bool(cfg.holdout_characters)
+    problems = []
+    for kind, rows, noun in (("sft", sft, "dialogues"), ("dpo", dpo, "preference pairs")):
+        total = sum(len(v) for v in rows.values())
+        for split in SPLITS:
+            if total and not rows[split] and (split == "train" or want_validation):
+                problems.append(f"{kind} {split} split is empty ({total} {noun} in all, validation_fraction "
+                                f"{cfg.validation_fraction:g}, split_by {cfg.split_by})")
+    return problems
+
+
 def _check_output(cfg: PrepareConfig, inputs: list[str]) -> Path:
     """The output directory, refused when replacing it could destroy anything the user has."""
     from charops.io import overlaps
@@ -285,8 +358,11 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
     inputs = cfg.inputs or [str(SAMPLES_DIR)]
     out = _check_output(cfg, inputs)
     model_dir = resolve_model(cfg.model)
+    cfg = dataclasses.replace(cfg, max_seq_len=check_position_limit(model_dir, cfg.max_seq_len))
     tokenizer = load_tokenizer(model_dir)
-    result, duplicates = load_and_check(inputs, fmt=cfg.format, character=cfg.character)
+    result, duplicates = load_and_check(inputs, fmt=cfg.format, character=cfg.character,
+                                        max_record_bytes=cfg.max_record_bytes)
+    _check_holdout(cfg, result)
 
     builder = _Builder(cfg, tokenizer, _characters(result.profiles))
     # Split records first (by id hash or character, independent of what gets rejected later).
@@ -310,6 +386,11 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
         reasons = ", ".join(f"{n} {r}" for r, n in summary["rejected_by_reason"].items())
         raise DataError(f"{summary['rejected']} of {summary['read']} records rejected ({reasons}); "
                         "nothing written (--strict)")
+
+    warnings = _empty_splits(cfg, sft, dpo)
+    if warnings and not cfg.allow_empty_split:
+        raise DataError(f"{warnings[0]}; add data, change validation_fraction or holdout_characters, or pass "
+                        "--allow-empty-split (allow_empty_split=true) to write it anyway; nothing written")
 
     docs = dict(zip(SPLITS, _split(result.documents, cfg, False), strict=True))
     pretrain = {s: builder.pretrain(docs[s]) for s in SPLITS}
@@ -361,6 +442,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
                           "pad_token_id": tokenizer.pad_token_id,
                           "document_separator_id": document_separator_id(tokenizer)},
             "config": config,
+            "warnings": warnings,
         }
         write_json(tmp / "manifest.json", manifest)
     return {"output_dir": str(out), **manifest}

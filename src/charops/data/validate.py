@@ -6,6 +6,8 @@
   rejected (``duplicate profile name``); exact duplicates were already dropped;
 - a dialogue, preference pair or document id must be unique per type: a later record with the
   same id but other content is rejected (``duplicate id``) -- splits key on ids;
+- a training dialogue (not an evaluation prompt) with no assistant turn is rejected
+  (``no assistant turn to learn from``): no token of it would be supervised;
 - a dialogue or pair naming a character with no profile is *kept* (the model still learns the
   voice, and the system prompt then only names the character); such names are listed as
   ``characters_without_profile`` in the summary so the user can add profiles.
@@ -25,10 +27,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from charops.data.importers import LoadResult, Reject, load_inputs
+from charops.data.importers.common import DEFAULT_MAX_RECORD_BYTES
 from charops.data.normalize import normalize
 from charops.data.schema import Record
 from charops.errors import DataError
 from charops.io import overlaps, write_jsonl
+
+NO_REPLY = "no assistant turn to learn from"
 
 
 def check_references(result: LoadResult) -> LoadResult:
@@ -37,6 +42,8 @@ def check_references(result: LoadResult) -> LoadResult:
     ids: set[tuple[str, str]] = set()
 
     def keep(record: Record) -> Record | str:
+        if record.type == "dialogue" and not record.is_eval_prompt and record.n_assistant_turns == 0:
+            return NO_REPLY
         if record.type == "profile":
             if record.name in profile_names:
                 return "duplicate profile name"
@@ -53,10 +60,11 @@ def check_references(result: LoadResult) -> LoadResult:
     return out
 
 
-def load_and_check(paths: Sequence[str | Path], fmt: str = "auto",
-                   character: str | None = None) -> tuple[LoadResult, dict[str, int]]:
+def load_and_check(paths: Sequence[str | Path], fmt: str = "auto", character: str | None = None,
+                   max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> tuple[LoadResult, dict[str, int]]:
     """Import, normalise, drop exact duplicates, check references; also duplicates per type."""
-    result, dropped = normalize(load_inputs(paths, fmt=fmt, character=character))
+    result, dropped = normalize(load_inputs(paths, fmt=fmt, character=character,
+                                            max_record_bytes=max_record_bytes))
     return check_references(result), dropped
 
 

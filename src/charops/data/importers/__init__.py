@@ -24,6 +24,8 @@ from pathlib import Path
 from charops.data.cards import is_card
 from charops.data.importers import cards, charactereval, characterglm, messages, native, text
 from charops.data.importers.common import (
+    DEFAULT_MAX_RECORD_BYTES,
+    MAX_RECORD_BYTES,
     TOO_DEEP,
     FileRejected,
     LoadResult,
@@ -146,13 +148,23 @@ def _expand(paths: Sequence[str | Path], skipped: list[dict[str, str]]) -> list[
     return out
 
 
-def load_inputs(paths: Sequence[str | Path], fmt: str = "auto", character: str | None = None) -> LoadResult:
+def load_inputs(paths: Sequence[str | Path], fmt: str = "auto", character: str | None = None,
+                max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> LoadResult:
     """Read every input into records and rejects (nothing is dropped silently).
 
     ``fmt`` applies to every file (``auto``: detected per file). ``character`` names the
     character of chat records that do not say (messages/ShareGPT, native dialogues).
-    A missing path is an error; an unreadable or unparseable file is a reject.
+    A missing path is an error; an unreadable or unparseable file is a reject; so is a unit
+    (a JSONL line, an array element, a paragraph) over ``max_record_bytes``, left unparsed.
     """
+    token = MAX_RECORD_BYTES.set(max_record_bytes)
+    try:
+        return _load(paths, fmt, character)
+    finally:
+        MAX_RECORD_BYTES.reset(token)
+
+
+def _load(paths: Sequence[str | Path], fmt: str, character: str | None) -> LoadResult:
     if fmt != "auto" and fmt not in PARSERS:
         raise DataError(f"unknown format '{fmt}' (choose from auto, {', '.join(FORMATS)})")
     if not paths:

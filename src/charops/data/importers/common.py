@@ -12,6 +12,7 @@ file and in total. A file that cannot be read at all is one reject (location ``"
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -208,8 +209,10 @@ def read_text(path: Path) -> str:
         raise FileRejected(f"cannot read file ({exc.strerror})") from None
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise FileRejected("not UTF-8 text") from None
+    except UnicodeDecodeError as exc:
+        start = exc.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)  # offsets count the BOM
+        line = raw.count(b"\n", 0, start) + 1
+        raise FileRejected(f"not UTF-8 text (first bad byte 0x{raw[start]:02x} at byte {start}, line {line})") from None
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -224,6 +227,19 @@ class Unit:
 
 
 TOO_DEEP = "invalid JSON (nested too deeply)"
+# Records larger than this are rejected unread: a 50 MB line otherwise costs a minute and
+# gigabytes before it is found too long. load_inputs sets it (max_record_bytes).
+DEFAULT_MAX_RECORD_BYTES = 4 * 1024 * 1024
+MAX_RECORD_BYTES: contextvars.ContextVar[int] = contextvars.ContextVar("max_record_bytes",
+                                                                     default=DEFAULT_MAX_RECORD_BYTES)
+
+
+def too_big(text: str) -> str | None:
+    """The reject reason for a unit over the byte limit, else None (cheap for small units)."""
+    limit = MAX_RECORD_BYTES.get()
+    if len(text) * 4 <= limit or len(text.encode("utf-8", "surrogatepass")) <= limit:
+        return None
+    return f"record over max_record_bytes ({limit} bytes)"
 
 
 def surrogate_at(value: Any, path: str = "") -> str | None:
@@ -275,14 +291,18 @@ def json_units(path: Path) -> list[Unit]:
             whole = json.loads(text)
         except (json.JSONDecodeError, RecursionError):
             whole = None  # JSONL of several lines: read line by line below
+        big = too_big(text) is not None  # only then can one element be over the limit
         if isinstance(whole, list):
-            return [_unit(f"index {i}", f"#{i}", v) for i, v in enumerate(whole)]
+            return [_unit(f"index {i}", f"#{i}", v, big) for i, v in enumerate(whole)]
         if isinstance(whole, dict):  # one object, perhaps pretty-printed over many lines
             n = text[: len(text) - len(text.lstrip())].count("\n")  # blank lines before it
-            return [_unit(f"line {n + 1}", f":{n + 1}", whole)]
+            return [_unit(f"line {n + 1}", f":{n + 1}", whole, big)]
     units = []
     for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
+            continue
+        if (big := too_big(line)) is not None:
+            units.append(Unit(f"line {n}", f":{n}", error=big))
             continue
         try:
             value, error = loads_checked(line)
@@ -292,8 +312,15 @@ def json_units(path: Path) -> list[Unit]:
     return units
 
 
-def _unit(location: str, tag: str, value: Any) -> Unit:
-    """A unit of an already parsed array or object, checked for lone surrogates."""
+def _unit(location: str, tag: str, value: Any, check_size: bool) -> Unit:
+    """A unit of an already parsed array or object, checked for size and lone surrogates."""
+    if check_size:
+        try:
+            big = too_big(orjson.dumps(value).decode())
+        except (TypeError, orjson.JSONEncodeError):
+            big = None  # a lone surrogate: reported below
+        if big is not None:
+            return Unit(location, tag, error=big)
     where = surrogate_at(value)
     if where is None:
         return Unit(location, tag, value)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from charops.data.importers.common import Parsed, Reject, build, json_objects, read_text
+from charops.data.importers.common import Parsed, Reject, build, json_objects, read_text, too_big
 from charops.data.schema import CorpusDocument
 
 _OWN_KEYS = {"id", "text", "language", "source", "type", "meta"}
@@ -42,6 +42,9 @@ def paragraphs(text: str) -> list[tuple[int, str]]:
 def parse_txt(path: Path, display: str) -> Parsed:
     out = Parsed()
     for n, (line, para) in enumerate(paragraphs(read_text(path)), start=1):
+        if (big := too_big(para)) is not None:
+            out.rejects.append(Reject(display, f"paragraph {n} (line {line})", "document", big))
+            continue
         record = CorpusDocument(id=f"{path.stem}-{n}", text=para, source=f"{display}:{line}")
         out.records.append((record, f"line {line}"))
     return out
