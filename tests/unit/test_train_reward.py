@@ -51,3 +51,13 @@ def test_reward_model_trains_and_reports_pair_accuracy(tmp_path, micro_model_dir
     rows = [json.loads(line) for line in split.read_text(encoding="utf-8").splitlines() if line]
     chosen = score_conversations(model, tok, [r["prompt"] + r["chosen"] for r in rows])
     assert sum(chosen) / len(chosen) == pytest.approx(reward["calibration"]["chosen_mean"], abs=1e-4)
+
+
+def test_cli_train_reward_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from charops.cli.main import app
+
+    result = CliRunner().invoke(app, ["train", "reward", f"model={tmp_path / 'missing'}"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "Traceback" not in result.output
