@@ -253,7 +253,7 @@ class _Builder:
         encoded = self.encoder.encode_texts([d.text for d in documents])  # no truncation
         docs = [e.ids for e in encoded]
         sep = document_separator_id(tok)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else sep
+        pad = tok.pad_token_id  # load_tokenizer falls back to the separator, as training does
         rows = pack_documents(docs, self.cfg.block_size, sep, pad) if docs else []
         real = sum(len(d) + 1 for d in docs)
         return rows, {"documents": len(docs), "tokens": real, "blocks": len(rows),

@@ -145,7 +145,7 @@ def generate_replies(ref_or_loaded, label: str, prompts: list[dict], settings: G
     if budget < 1:
         raise DataError(f"eval: max_new_tokens={settings.max_new_tokens} leaves no room for a prompt in "
                         f"the model's {window}-token window")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = tokenizer.pad_token_id  # charops.model.load.load_tokenizer always sets one
     stops = stop_ids(tokenizer, model)
     sample = settings.temperature > 0
     gen_cfg = GenerationConfig(

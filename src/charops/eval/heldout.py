@@ -31,10 +31,9 @@ from typing import ClassVar
 import torch
 
 from charops.config import stage_main, to_dict
+from charops.data.tokenize import IGNORE_INDEX
 from charops.errors import DataError
 from charops.io import read_jsonl, write_json, write_jsonl, write_text
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -191,13 +190,13 @@ def _prompts(dataset: Path, validation: list[dict], n: int) -> list[dict]:
 
 
 def _load(ref: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from charops.model import tokenizer_sha256
-    from charops.model.load import resolve_model
+    from charops.model.load import load_tokenizer, resolve_model
 
     path = resolve_model(ref)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     return path, model, tokenizer, tokenizer_sha256(path)
 
@@ -210,7 +209,7 @@ def evaluate_model(ref: str, dataset: Path, manifest: dict, cfg: HeldoutEvalConf
         raise DataError(f"eval: model '{ref}' has tokenizer {tok_hash[:12]} but dataset "
                         f"'{dataset}' was prepared with {expected[:12]}; prepare the dataset "
                         f"with this model's tokenizer")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad_id = tokenizer.pad_token_id  # load_tokenizer always sets one
     t0 = time.perf_counter()
     metrics = aggregate(validation, response_nll(model, validation, cfg.batch_size, pad_id))
     metrics["preference"] = preference_accuracy(model, tokenizer, pairs)

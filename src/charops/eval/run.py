@@ -154,7 +154,7 @@ def _automatic(loaded, dataset: Path, manifest: dict, cfg: EvalConfig, skipped: 
         validation, pairs = validation[:cfg.heldout_max_examples], pairs[:cfg.heldout_max_examples]
     out: dict = {}
     if validation:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        pad = tokenizer.pad_token_id  # charops.model.load.load_tokenizer always sets one
         loss = heldout.aggregate(validation, heldout.response_nll(model, validation, cfg.batch_size, pad))
         out.update(loss=loss["loss"], perplexity=loss["perplexity"], loss_tokens=loss["tokens"],
                    loss_by_category=loss["by_category"], loss_by_topic=loss["by_topic"])

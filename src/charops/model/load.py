@@ -98,8 +98,16 @@ def _from_hub(repo_id: str, cache_dir: str | Path | None) -> Path:
 
 
 def load_tokenizer(model_dir: str | Path):
-    """The model's tokenizer (AutoTokenizer), which must be fast and carry a chat template."""
+    """The model's tokenizer (AutoTokenizer), which must be fast and carry a chat template.
+
+    The one loader of data prepare, training, evaluation and serving, so all of them pad with
+    the same token: the tokenizer's own pad token, else ``<|endoftext|>`` where the vocabulary
+    has it (the document separator of packed pretraining), else eos. Padding is masked
+    everywhere, so which token it is only matters in being the same for every stage.
+    """
     from transformers import AutoTokenizer
+
+    from charops.model.chat_template import ENDOFTEXT
 
     model_dir = Path(model_dir)
     if not (model_dir / "tokenizer.json").is_file():
@@ -107,4 +115,12 @@ def load_tokenizer(model_dir: str | Path):
     tok = AutoTokenizer.from_pretrained(model_dir)
     if not tok.chat_template:
         raise CharopsError(f"model '{model_dir}' has no chat template (chat_template.jinja or in tokenizer_config.json)")
+    if tok.pad_token is None:
+        if ENDOFTEXT in tok.get_vocab():
+            tok.pad_token = ENDOFTEXT
+        elif tok.eos_token is not None:
+            tok.pad_token = tok.eos_token
+        else:
+            raise CharopsError(f"model '{model_dir}': its tokenizer has no pad, {ENDOFTEXT} or eos token to pad "
+                               "batches with; set pad_token in tokenizer_config.json")
     return tok

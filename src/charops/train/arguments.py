@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from charops.errors import ConfigError
+from charops.model.load import load_tokenizer as load_tokenizer  # the one loader (pad fallback)
 from charops.train.config import CHECKPOINTS, SUMMARY, TrainConfig, deepspeed_config_path
 
 
@@ -114,15 +115,6 @@ def load_model(model_dir: Path, cfg: TrainConfig, bf16: bool):
     dtype = torch.bfloat16 if bf16 and cfg.deepspeed else torch.float32
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, attn_implementation=cfg.attn_implementation)
     return model
-
-
-def load_tokenizer(model_dir: Path):
-    from charops.model.load import load_tokenizer as _load
-
-    tok = _load(model_dir)
-    if tok.pad_token is None:  # hub models without a pad token: padding positions are masked anyway
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 def peft_config(cfg: TrainConfig):

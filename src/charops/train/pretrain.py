@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import transformers
 
+from charops.data.tokenize import IGNORE_INDEX
 from charops.errors import DataError
 from charops.train import arguments
 from charops.train.config import TrainConfig, stage_cli
@@ -58,13 +59,13 @@ class PackedBlockCollator:
         width = max(len(r["input_ids"]) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
         position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         for i, r in enumerate(rows):
             n = len(r["input_ids"])
             input_ids[i, :n] = torch.tensor(r["input_ids"])
             position_ids[i, :n] = torch.tensor(r["position_ids"])
             labels[i, :n] = torch.tensor(r["labels"]) if "labels" in r else input_ids[i, :n]
-        labels[position_ids == 0] = -100
+        labels[position_ids == 0] = IGNORE_INDEX
         return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
 
 

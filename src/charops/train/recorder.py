@@ -24,6 +24,8 @@ import time
 
 from transformers import PrinterCallback, TrainerCallback
 
+from charops.data.tokenize import IGNORE_INDEX
+
 
 def count_tokens(inputs: dict) -> tuple[int, int, int]:
     """(tokens, supervised tokens, slots) of a causal-LM micro-batch.
@@ -35,7 +37,7 @@ def count_tokens(inputs: dict) -> tuple[int, int, int]:
 
     slots = int(inputs["input_ids"].numel())
     tokens = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else slots
-    supervised = int(torch.count_nonzero(inputs["labels"][..., 1:] != -100))
+    supervised = int(torch.count_nonzero(inputs["labels"][..., 1:] != IGNORE_INDEX))
     return tokens, supervised, slots
 
 

@@ -65,7 +65,7 @@ def score_conversations(model, tokenizer, conversations: list[list[dict]], batch
     """Reward of each conversation (its last assistant message being the reply scored)."""
     import torch
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = tokenizer.pad_token_id  # charops.model.load.load_tokenizer always sets one
     model.config.pad_token_id = pad
     encoded = [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"] for c in conversations]
     device = next(model.parameters()).device

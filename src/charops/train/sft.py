@@ -31,6 +31,7 @@ from typing import ClassVar
 
 import trl
 
+from charops.data.tokenize import IGNORE_INDEX
 from charops.errors import DataError
 from charops.train import arguments
 from charops.train.config import TrainConfig, stage_cli
@@ -60,7 +61,7 @@ def assistant_masks(labels: list[int], last_turn_only: bool) -> list[int]:
     Assistant turns are separated by user turns (unsupervised tokens), so each contiguous run of
     supervised tokens is one assistant turn.
     """
-    mask = [int(label != -100) for label in labels]
+    mask = [int(label != IGNORE_INDEX) for label in labels]
     if last_turn_only and any(mask):
         end = len(mask) - mask[::-1].index(1)
         start = end
@@ -76,7 +77,7 @@ def to_trainer_rows(rows: list[dict], last_turn_only: bool, where: str) -> list[
     out = []
     for i, row in enumerate(rows):
         ids, labels = row["input_ids"], row["labels"]
-        if len(ids) != len(labels) or any(lab not in (-100, tok) for tok, lab in zip(ids, labels, strict=True)):
+        if len(ids) != len(labels) or any(lab not in (IGNORE_INDEX, tok) for tok, lab in zip(ids, labels, strict=True)):
             raise DataError(f"{where} row {i + 1} (id {row.get('id', '?')}): labels must equal input_ids or be -100; "
                             "re-run `charops data prepare`")
         mask = assistant_masks(labels, last_turn_only)
@@ -105,7 +106,7 @@ class PackedRowsCollator:
 
         width = max(len(e["input_ids"]) for e in examples)
         input_ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(examples), width), -100, dtype=torch.long)
+        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
         position_ids = torch.arange(width).repeat(len(examples), 1)
         for i, e in enumerate(examples):
             n = len(e["input_ids"])
@@ -114,7 +115,7 @@ class PackedRowsCollator:
             position_ids[i, :n] = torch.cat([torch.arange(k) for k in e["seq_lengths"]])
             position_ids[i, n:] = torch.arange(width - n)
         # A dialogue's first token follows another dialogue (or padding): never a target.
-        labels[position_ids == 0] = -100
+        labels[position_ids == 0] = IGNORE_INDEX
         return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
 
 
