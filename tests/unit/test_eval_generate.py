@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from charops.config import load_config
 from charops.errors import ConfigError
@@ -169,3 +170,23 @@ def test_eval_stage_reward_judge_needs_a_trained_reward_model(tmp_path, micro_mo
         run(cfg)
     # The replies were stored before judging failed: the judge can be re-run on them alone.
     assert (tmp_path / "e" / "replies.jsonl").is_file()
+
+
+def test_left_padded_batches_generate_what_single_prompts_do(micro_model_dir, eval_dataset_dir):
+    from transformers import GenerationConfig
+
+    from charops.eval.generate import generate_batch, load_model
+
+    _, model, tok = load_model(str(micro_model_dir))
+    prompts = [tok.apply_chat_template(p["messages"], add_generation_prompt=True, tokenize=True,
+                                       return_dict=True)["input_ids"] for p in load_prompts(eval_dataset_dir)]
+    assert len({len(p) for p in prompts}) > 1  # different lengths: the batch pads on the left
+    cfg = GenerationConfig(max_new_tokens=4, do_sample=False, pad_token_id=0, eos_token_id=None)
+    batched = generate_batch(model, prompts, 0, cfg)
+    assert batched == [generate_batch(model, [p], 0, cfg)[0] for p in prompts]
+    # The same prompts right-padded (the mistake left padding avoids) generate something else.
+    length = max(len(p) for p in prompts)
+    ids = torch.tensor([p + [0] * (length - len(p)) for p in prompts])
+    attn = torch.tensor([[1] * len(p) + [0] * (length - len(p)) for p in prompts])
+    right = model.generate(input_ids=ids, attention_mask=attn, generation_config=cfg)[:, length:].tolist()
+    assert right != batched

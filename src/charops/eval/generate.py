@@ -128,6 +128,21 @@ def _encode(tokenizer, messages: list[dict]) -> list[int]:
                                          return_dict=True)["input_ids"]
 
 
+def generate_batch(model, prompts: list[list[int]], pad_id: int, gen_cfg) -> list[list[int]]:
+    """One ``generate`` call over token-id prompts, left-padded (every prompt ends where generation
+    starts, the attention mask hides the padding); the new token ids of each, padding included."""
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(prompts), length), dtype=torch.long)
+    for row, seq in enumerate(prompts):
+        ids[row, length - len(seq):] = torch.tensor(seq)
+        attn[row, length - len(seq):] = 1
+    with torch.no_grad():
+        out = model.generate(input_ids=ids.to(model.device), attention_mask=attn.to(model.device),
+                             generation_config=gen_cfg).cpu()
+    return [row[length:].tolist() for row in out]
+
+
 def generate_replies(ref_or_loaded, label: str, prompts: list[dict], settings: GenerationSettings,
                      progress: bool = False) -> tuple[list[dict], dict]:
     """One reply record per prompt (``replies.jsonl`` shape) and generation statistics.
@@ -168,18 +183,8 @@ def generate_replies(ref_or_loaded, label: str, prompts: list[dict], settings: G
     bar = tqdm(total=len(prompts), desc=f"generating ({label})", unit="reply", disable=not progress)
     for start in range(0, len(order), max(1, settings.batch_size)):
         batch = order[start:start + settings.batch_size]
-        length = max(len(fitted[i][2]) for i in batch)
-        ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
-        attn = torch.zeros((len(batch), length), dtype=torch.long)
-        for row, i in enumerate(batch):  # left padding: every prompt ends where generation starts
-            seq = fitted[i][2]
-            ids[row, length - len(seq):] = torch.tensor(seq)
-            attn[row, length - len(seq):] = 1
-        with torch.no_grad():
-            out = model.generate(input_ids=ids.to(model.device), attention_mask=attn.to(model.device),
-                                 generation_config=gen_cfg).cpu()
-        for row, i in enumerate(batch):
-            gen = out[row, length:].tolist()
+        generated = generate_batch(model, [fitted[i][2] for i in batch], pad_id, gen_cfg)
+        for i, gen in zip(batch, generated, strict=True):
             cut = next((k for k, t in enumerate(gen) if t in stops), None)
             stopped = "end_of_turn" if cut is not None else "max_new_tokens"
             gen = gen[:cut] if cut is not None else gen
