@@ -1,8 +1,18 @@
-"""Evaluation of trained models.
+"""Evaluation of trained models (docs/evaluation.md).
+
+The stage, ``charops.eval.run`` (generate -> judge -> aggregate, as in the CharacterGLM paper)::
+
+    python -m charops.eval.run --config default            # writes runs/eval/eval_summary.json
+
+and its parts, each usable alone: ``generate`` (replies, context fitting, batched generation),
+``judges`` (one function per judge kind: ``openai``, ``reward_model``), ``llm`` (the
+OpenAI-compatible endpoint client with retries and cache), ``rubric`` (versioned rubrics in
+``configs/eval/rubrics/``), ``signals`` (automatic reply signals), ``stats`` and ``aggregate``
+(confidence intervals, sign test, bootstrap, Bradley-Terry, ``summarize`` -> eval summary),
+``report`` and ``human`` (Markdown/HTML reports, people as judges).
 
 ``heldout``: response-token loss / perplexity on the validation split (overall, per character
-category, per dialogue topic), in-character preference accuracy, and sample replies to the
-evaluation prompts, for a model and optionally a baseline::
+category, per dialogue topic), in-character preference accuracy, and sample replies::
 
-    python -m charops.eval.heldout --model runs/sft --dataset runs/dataset --output runs/eval
+    python -m charops.eval.heldout --config heldout model=runs/sft/model dataset=runs/dataset
 """
