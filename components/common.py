@@ -115,8 +115,8 @@ def fetch_data(ref: str) -> str:
 
 def run_training(cls: type, run: Any, title: str, config: str, overrides: list[str] | None,
                  model: Any, dataset: Any, trained_model: Any, metrics: Any, report: Any,
-                 gpus: int = -1, nodes: int = 1, extra_uris: dict[str, str] | None = None,
-                 **extra_paths: str) -> dict:
+                 gpus: int = -1, nodes: int = 1, trainjob_overrides: list[str] | None = None,
+                 extra_uris: dict[str, str] | None = None, **extra_paths: str) -> dict:
     """The body of a training component (pretrain, SFT, DPO): one stage run on artifacts.
 
     ``model``/``dataset`` are the input artifacts, ``trained_model``/``metrics``/``report`` the
@@ -127,7 +127,8 @@ def run_training(cls: type, run: Any, title: str, config: str, overrides: list[s
     Where it runs (``charops.train.launch``): ``gpus`` processes in this pod (-1 = one per
     visible GPU, i.e. the step's accelerator limit; more than one runs under ``torchrun``), or,
     with ``nodes > 1``, a Kubeflow Trainer TrainJob of ``nodes`` x ``gpus`` processes reading the
-    input artifacts from the store (``extra_uris``: the store URIs of ``extra_paths``).
+    input artifacts from the store (``extra_uris``: the store URIs of ``extra_paths``), with
+    ``trainjob_overrides`` (``key=value`` of ``TrainJobConfig``: cleanup, cpu, memory, runtime...).
     """
     import shutil
     import tempfile
@@ -137,7 +138,7 @@ def run_training(cls: type, run: Any, title: str, config: str, overrides: list[s
         cfg = stage_config(cls, config, overrides, model=model.path, dataset=dataset.path,
                            output_dir=work, **extra_paths)
         summary = _launch(cls, run, cfg, config, overrides, model, dataset, gpus, nodes,
-                          extra_uris or {}, Path(work))
+                          trainjob_overrides or [], extra_uris or {}, Path(work))
         Path(trained_model.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(Path(work) / "model"), trained_model.path)
     finally:
@@ -152,7 +153,8 @@ def run_training(cls: type, run: Any, title: str, config: str, overrides: list[s
 
 
 def _launch(cls: type, run: Any, cfg: Any, config: str, overrides: list[str] | None, model: Any,
-            dataset: Any, gpus: int, nodes: int, extra_uris: dict[str, str], work: Path) -> dict:
+            dataset: Any, gpus: int, nodes: int, trainjob_overrides: list[str],
+            extra_uris: dict[str, str], work: Path) -> dict:
     """Run the stage in this process, under torchrun on this pod's GPUs, or as a TrainJob."""
     from charops.train import launch
 
@@ -169,7 +171,8 @@ def _launch(cls: type, run: Any, cfg: Any, config: str, overrides: list[str] | N
     from charops.config import load_config
     from charops.deploy.trainjob import TrainJobConfig
 
-    tj = load_config(TrainJobConfig, None, [f"nodes={nodes}", f"procs_per_node={procs}"])
+    tj = load_config(TrainJobConfig, None, [f"nodes={nodes}", f"procs_per_node={procs}",
+                                            *[str(o) for o in trainjob_overrides]])
     launch.train_on_cluster(cls.stage, config, [str(o) for o in overrides or []],
                             model_uri=model.uri, dataset_uri=dataset.uri, extra_uris=extra_uris,
                             dest=work / "model", cfg=tj)

@@ -19,11 +19,12 @@ from charops.pipeline.image import default_image
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def dpo(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
         trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown],
-        gpus: int = -1, nodes: int = 1):
+        gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
     """Optimise ``model`` on preference pairs, with ``model`` itself as the reference."""
     from charops.components.common import run_training
     from charops.train.dpo import DPOConfig, run
 
     run_training(DPOConfig, run, "Direct preference optimisation", config, overrides,
                  model, dataset, trained_model, metrics, report, gpus=gpus, nodes=nodes,
+                 trainjob_overrides=trainjob_overrides,
                  extra_uris={"ref_model": model.uri}, ref_model=model.path)

@@ -20,10 +20,11 @@ from charops.pipeline.image import default_image
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def pretrain(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
              trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown],
-             gpus: int = -1, nodes: int = 1):
+             gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
     """Continue pretraining ``model`` on the dataset's packed ``pretrain/`` split."""
     from charops.components.common import run_training
     from charops.train.pretrain import PretrainConfig, run
 
     run_training(PretrainConfig, run, "Continued pretraining", config, overrides,
-                 model, dataset, trained_model, metrics, report, gpus=gpus, nodes=nodes)
+                 model, dataset, trained_model, metrics, report, gpus=gpus, nodes=nodes,
+                 trainjob_overrides=trainjob_overrides)

@@ -19,10 +19,11 @@ from charops.pipeline.image import default_image
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def sft(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
         trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown],
-        gpus: int = -1, nodes: int = 1):
+        gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
     """Fine-tune ``model`` on the dataset's multi-turn dialogues (every assistant turn)."""
     from charops.components.common import run_training
     from charops.train.sft import SFTConfig, run
 
     run_training(SFTConfig, run, "Supervised fine-tuning", config, overrides,
-                 model, dataset, trained_model, metrics, report, gpus=gpus, nodes=nodes)
+                 model, dataset, trained_model, metrics, report, gpus=gpus, nodes=nodes,
+                 trainjob_overrides=trainjob_overrides)

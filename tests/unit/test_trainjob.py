@@ -214,3 +214,52 @@ def test_resolve_gpus_defaults_to_the_accelerator_limit():
     cmd = launch.torchrun_command("dpo", 4, ["--config", "c.yaml"], local=True)
     assert "--nproc-per-node=4" in cmd and "--master-addr=127.0.0.1" in cmd
     assert cmd[-4:] == ["-m", "charops.train.dpo", "--config", "c.yaml"]
+
+
+class _Artifact:
+    """Just what a KFP artifact offers run_training: uri, path, metadata, log_metric."""
+
+    def __init__(self, uri: str, path: Path):
+        self.uri, self.path, self.metadata, self.metrics = uri, str(path), {}, {}
+
+    def log_metric(self, name, value):
+        self.metrics[name] = value
+
+
+def test_training_component_with_nodes_runs_a_trainjob(kube_standin, s3_server, s3_bucket, monkeypatch, tmp_path):
+    """run_training (the body of the pretrain/sft/dpo components) with nodes=2, end to end."""
+    from charops.components.common import run_training
+    from charops.train.sft import SFTConfig
+
+    for k, v in {"AWS_ACCESS_KEY_ID": s3_server["access_key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret_key"],
+                 "CHAROPS_S3_ENDPOINT": s3_server["url"], "CHAROPS_STORE": f"s3://{s3_bucket}/charops",
+                 "KUBECONFIG": str(kube_standin.kubeconfig)}.items():
+        monkeypatch.setenv(k, v)
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    (trained / "training_summary.json").write_text(json.dumps({"steps": 3, "train_loss": 2.5, "world_size": 8}))
+
+    def node0_publishes(job):
+        args = job["spec"]["trainer"]["args"]
+        launch.publish(trained, args[args.index("--output") + 1])
+
+    kube_standin.controllers["TrainJob"] = trainer_controller(kube_standin, on_complete=node0_publishes)
+    model = _Artifact(f"minio://{s3_bucket}/v2/artifacts/base/model", tmp_path / "in-model")
+    dataset = _Artifact(f"minio://{s3_bucket}/v2/artifacts/prep/dataset", tmp_path / "in-data")
+    out = _Artifact(f"minio://{s3_bucket}/v2/artifacts/sft/model", tmp_path / "out" / "model")
+    metrics, report = _Artifact("", tmp_path / "metrics"), _Artifact("", tmp_path / "report.md")
+
+    def in_process(cfg):
+        raise AssertionError("nodes=2 must not train in the step's pod")
+
+    summary = run_training(SFTConfig, in_process, "SFT", "tiny-cpu", ["max_steps=3"], model, dataset, out,
+                           metrics, report, gpus=4, nodes=2, trainjob_overrides=["cleanup=never", "cpu=16", "poll_s=0.01"])
+    assert summary["steps"] == 3 and metrics.metrics["train_loss"] == 2.5
+    assert json.loads((Path(out.path) / "config.json").read_text()) == {"model_type": "qwen2"}
+    assert out.metadata["sha256"] and Path(report.path).read_text().startswith("# SFT")
+    [job] = [o for k, o in kube_standin.objects.items() if k[0] == "trainjobs"]  # kept: cleanup=never
+    t = job["spec"]["trainer"]
+    assert t["numNodes"] == 2 and t["numProcPerNode"] == 4 and t["resourcesPerNode"]["requests"]["cpu"] == "16"
+    assert t["args"][t["args"].index("--model") + 1] == f"s3://{s3_bucket}/v2/artifacts/base/model"
+    assert t["args"][-2:] == ["--", "max_steps=3"]
