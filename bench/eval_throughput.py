@@ -136,7 +136,7 @@ def build_model_and_prompts(work: Path, n: int) -> tuple[Path, list[dict]]:
 
     model, data = work / "base", work / "data"
     init(load_config(ModelInitConfig, "tiny", [f"output_dir={model}"]))
-    prepare(load_config(PrepareConfig, None, [f"model={model}", f"output_dir={data}", "progress=false"]))
+    prepare(load_config(PrepareConfig, "default", [f"model={model}", f"output_dir={data}", "progress=false"]))
     return model, load_prompts(data, n)
 
 
