@@ -377,3 +377,15 @@ def test_apply_rereads_after_a_conflicting_change(kube_standin, kube, store, tmp
     assert cluster.apply(kube, plan) == "patched"
     assert kube_standin.obj("inferenceservices", NAME)["metadata"]["annotations"]["team"] == "ml"
     assert kube.get(SERVICEACCOUNTS, "charops-serving")["secrets"] == [{"name": "charops-store"}]
+
+
+def test_stage_staging_serves_the_staging_version(store, tmp_path):
+    register_version(store, tmp_path, "a")
+    register_version(store, tmp_path, "b")
+    to_production(store, 1)
+    registry.transition(store, NAME, 2, "staging", actor="tester", reason="test")
+    p = cluster.plan(store, NAME, cfg(), stage="staging")
+    assert p.entry["version"] == 2
+    assert p.inference_service["metadata"]["annotations"]["charops.io/version"] == "2"
+    with pytest.raises(cluster.DeployError, match="no version in stage 'archived'"):
+        cluster.plan(store, NAME, cfg(), stage="archived")
