@@ -163,9 +163,12 @@ def reward_model_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg:
     from charops.model.load import load_tokenizer, resolve_model
     from charops.train.reward import score_conversations
 
-    path = resolve_model(cfg.reward_model) if cfg.reward_model else None
-    summary_path = path / "training_summary.json" if path else None
-    if summary_path is None or not summary_path.is_file():
+    if not cfg.reward_model:
+        raise ConfigError("judge 'reward_model' needs reward_model=<model directory of `charops train reward`> "
+                          "(or judge=openai / judge=none)")
+    path = resolve_model(cfg.reward_model)
+    summary_path = path / "training_summary.json"
+    if not summary_path.is_file():
         raise ConfigError(f"judge 'reward_model': '{cfg.reward_model}' is not a reward model trained by "
                           "`charops train reward` (no training_summary.json); train one or set reward_model=...")
     trained = json.loads(summary_path.read_text(encoding="utf-8")).get("reward")
