@@ -389,3 +389,11 @@ def test_stage_staging_serves_the_staging_version(store, tmp_path):
     assert p.inference_service["metadata"]["annotations"]["charops.io/version"] == "2"
     with pytest.raises(cluster.DeployError, match="no version in stage 'archived'"):
         cluster.plan(store, NAME, cfg(), stage="archived")
+
+
+def test_kubeconfig_env_may_list_several_files(kube_standin, tmp_path, monkeypatch):
+    other = tmp_path / "other-kubeconfig"
+    other.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}))
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'absent'}:{kube_standin.kubeconfig}:{other}")
+    kube = connect()
+    assert kube.namespace == NS and kube.get(INFERENCESERVICES, "x", missing_ok=True) is None

@@ -205,10 +205,10 @@ def connect(namespace: str | None = None, *, context: str | None = None,
     cfg = client.Configuration()
     # Retries are ours (bounded, on transient failures only), not urllib3's silent ones.
     cfg.retries = False
-    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or \
-        str(Path("~/.kube/config").expanduser())
-    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not kubeconfig and \
-        not Path(path).is_file()
+    # $KUBECONFIG may list several files (the kubernetes package merges them, as kubectl does).
+    path = kubeconfig or os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
+    found = any(Path(p).expanduser().is_file() for p in path.split(os.pathsep) if p)
+    in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and not kubeconfig and not found
     ctx_namespace = None
     try:
         if in_cluster:
@@ -217,7 +217,7 @@ def connect(namespace: str | None = None, *, context: str | None = None,
                 ctx_namespace = _SA_NAMESPACE.read_text().strip()
             where = f"in-cluster {cfg.host}"
         else:
-            if not Path(path).is_file():
+            if not found:
                 raise KubeError(f"no kube config at {path} and not inside a cluster: set "
                                 "KUBECONFIG or pass --kubeconfig")
             config.load_kube_config(config_file=path, context=context, client_configuration=cfg,
