@@ -189,6 +189,7 @@ def main() -> None:
 
         throughput = {}
         for kind in bodies:
+            concurrent(kind)  # warm-up: the client opens its 8 keep-alive connections
             seq, conc, calls, served = [], [], 0.0, 0.0
             for _ in range(args.rounds):
                 seq.append(sequential(kind))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -165,7 +166,7 @@ class Engine:
     """Owns the model; one worker thread runs batched ``generate`` calls."""
 
     def __init__(self, model: Any, tokenizer: Any, *, max_batch_size: int = 8, max_queue: int = 64,
-                 batch_wait_ms: float = 10.0, batch_quiet_ms: float = 3.0,
+                 batch_wait_ms: float = 50.0, batch_quiet_ms: float = 5.0,
                  on_batch: Callable[[int], None] | None = None):
         self.model = model
         self.on_batch = on_batch  # e.g. a Prometheus histogram of batch sizes
@@ -175,6 +176,7 @@ class Engine:
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.batch_quiet_s = min(batch_quiet_ms, batch_wait_ms) / 1000.0
         self._last_arrival = 0.0
+        self._arriving = 0
         gen = model.generation_config
         eos = gen.eos_token_id if gen.eos_token_id is not None else tokenizer.eos_token_id
         self.eos_ids: list[int] = [eos] if isinstance(eos, int) else list(eos or [])
@@ -216,6 +218,17 @@ class Engine:
             self._last_arrival = time.monotonic()
             self._cond.notify()
 
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Wrap reading and tokenizing a request: a batch about to start waits for it."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+
     @property
     def queued(self) -> int:
         return len(self._pending)
@@ -229,13 +242,14 @@ class Engine:
         # Concurrent clients arrive a few milliseconds apart: waiting for company turns 8
         # single-row generate calls into one 8-row call. Wait while requests keep arriving
         # (each gap under batch_quiet), at most batch_wait: a lone request pays one quiet gap.
+        # Requests the server has begun to read (``arriving``) are waited for too.
         deadline = time.monotonic() + self.batch_wait_s
         while len(self._pending) < self.max_batch_size:
             now = time.monotonic()
-            pause = min(self._last_arrival + self.batch_quiet_s - now, deadline - now)
-            if pause <= 0:
+            quiet = self._last_arrival + self.batch_quiet_s - now
+            if now >= deadline or (quiet <= 0 and self._arriving <= 0):
                 break
-            time.sleep(pause)
+            time.sleep(min(max(quiet, 0.0005), deadline - now))
         with self._cond:
             if not self._pending:
                 return []

@@ -236,9 +236,8 @@ def submit(state: ServingState, req: GenRequest) -> asyncio.Queue:
     return events
 
 
-async def run_to_end(state: ServingState, req: GenRequest) -> str:
-    """Submit and wait for the whole reply; the finish reason is left on ``req``."""
-    events = submit(state, req)
+async def run_to_end(req: GenRequest, events: asyncio.Queue) -> str:
+    """Wait for the whole reply of a submitted request; the finish reason is left on ``req``."""
     try:
         while True:
             kind, value = await events.get()
@@ -265,9 +264,9 @@ def _sse(obj: dict | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def stream_events(state: ServingState, req: GenRequest, chunk, include_usage: bool) -> AsyncIterator[bytes]:
-    """SSE frames: ``chunk(delta_text | None, finish_reason | None)`` builds each one."""
-    events = submit(state, req)
+def stream_events(req: GenRequest, events: asyncio.Queue, chunk, include_usage: bool) -> AsyncIterator[bytes]:
+    """SSE frames of a submitted request: ``chunk(delta_text | None, finish_reason | None)``
+    builds each one."""
 
     async def frames() -> AsyncIterator[bytes]:
         try:
@@ -329,10 +328,15 @@ def openai_router(state: ServingState) -> APIRouter:
     @router.post("/chat/completions")
     async def chat_completions(request: Request):
         try:
-            body = await read_json(request)
-            character = resolve_character(state, body)
-            messages = chat_messages(body, character)
-            req = gen_request(state, body, chat_prompt_ids(state, messages))
+            with state.engine.arriving():
+                # Let the other requests that came in together announce themselves before
+                # this one is tokenized and submitted: a starting batch then waits for them.
+                await asyncio.sleep(0)
+                body = await read_json(request)
+                character = resolve_character(state, body)
+                messages = chat_messages(body, character)
+                req = gen_request(state, body, chat_prompt_ids(state, messages))
+                events = submit(state, req)
             rid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body["model"]
             if body.get("stream"):
                 def chunk(text, finish, first=False, usage=None):
@@ -349,10 +353,10 @@ def openai_router(state: ServingState) -> APIRouter:
                     if usage is not None:
                         out["usage"] = usage
                     return out
-                frames = await stream_events(state, req, chunk, _stream_options(body))
+                frames = stream_events(req, events, chunk, _stream_options(body))
                 return StreamingResponse(frames, media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache"})
-            text = await run_to_end(state, req)
+            text = await run_to_end(req, events)
         except APIError as exc:
             return exc.response()
         return JSONResponse({
@@ -364,19 +368,24 @@ def openai_router(state: ServingState) -> APIRouter:
     @router.post("/completions")
     async def completions(request: Request):
         try:
-            body = await read_json(request)
-            if resolve_character(state, body) is not None:
-                raise APIError(400, "completions continue raw text and take no character; use "
-                               "/openai/v1/chat/completions to talk to one", param="model")
-            prompt = body.get("prompt")
-            if isinstance(prompt, list) and len(prompt) == 1:
-                prompt = prompt[0]
-            if not isinstance(prompt, str) or not prompt:
-                raise APIError(400, "'prompt' is required: a non-empty string", param="prompt")
-            if body.get("echo"):
-                raise APIError(400, "'echo' is not supported by this server", param="echo")
-            ids = state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            req = gen_request(state, body, ids)
+            with state.engine.arriving():
+                # Let the other requests that came in together announce themselves before
+                # this one is tokenized and submitted: a starting batch then waits for them.
+                await asyncio.sleep(0)
+                body = await read_json(request)
+                if resolve_character(state, body) is not None:
+                    raise APIError(400, "completions continue raw text and take no character; use "
+                                   "/openai/v1/chat/completions to talk to one", param="model")
+                prompt = body.get("prompt")
+                if isinstance(prompt, list) and len(prompt) == 1:
+                    prompt = prompt[0]
+                if not isinstance(prompt, str) or not prompt:
+                    raise APIError(400, "'prompt' is required: a non-empty string", param="prompt")
+                if body.get("echo"):
+                    raise APIError(400, "'echo' is not supported by this server", param="echo")
+                ids = state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+                req = gen_request(state, body, ids)
+                events = submit(state, req)
             rid, created, model = f"cmpl-{uuid.uuid4().hex}", int(time.time()), body["model"]
             if body.get("stream"):
                 def chunk(text, finish, first=False, usage=None):
@@ -389,10 +398,10 @@ def openai_router(state: ServingState) -> APIRouter:
                     if usage is not None:
                         out["usage"] = usage
                     return out
-                frames = await stream_events(state, req, chunk, _stream_options(body))
+                frames = stream_events(req, events, chunk, _stream_options(body))
                 return StreamingResponse(frames, media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache"})
-            text = await run_to_end(state, req)
+            text = await run_to_end(req, events)
         except APIError as exc:
             return exc.response()
         return JSONResponse({

@@ -38,8 +38,8 @@ class ServeConfig:
     api_key: str | None = dataclasses.field(default=None, metadata={"help": "Require 'Authorization: Bearer KEY'."})
     max_batch_size: int = dataclasses.field(default=8, metadata={"help": "Most requests in one generate call."})
     max_queue: int = dataclasses.field(default=64, metadata={"help": "Requests waiting beyond this get 429."})
-    batch_wait_ms: float = dataclasses.field(default=10.0, metadata={"help": "Longest a request waits for others to batch with."})
-    batch_quiet_ms: float = dataclasses.field(default=3.0, metadata={"help": "Stop waiting once no request has arrived for this long."})
+    batch_wait_ms: float = dataclasses.field(default=50.0, metadata={"help": "Longest a request waits for others to batch with."})
+    batch_quiet_ms: float = dataclasses.field(default=5.0, metadata={"help": "Stop waiting once no request has arrived for this long."})
     max_tokens_cap: int = dataclasses.field(default=1024, metadata={"help": "Largest max_tokens a request may ask for."})
     default_max_tokens: int = dataclasses.field(default=256, metadata={"help": "max_tokens when a request gives none."})
     temperature: float = dataclasses.field(default=0.7, metadata={"help": "Default sampling temperature (0: greedy)."})
@@ -132,7 +132,7 @@ def _kserve_classes(state):
                 character = oa.resolve_character(state, body)
                 messages = oa.chat_messages(body, character)
                 req = oa.gen_request(state, body, oa.chat_prompt_ids(state, messages))
-                return await oa.run_to_end(state, req)
+                return await oa.run_to_end(req, oa.submit(state, req))
             except oa.APIError as exc:
                 raise InvalidInput(exc.message) from None
 
