@@ -12,7 +12,15 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import HostOpt, JsonOpt, NamespaceOpt, TokenOpt, echo_json, new_app
+from charops.cli.common import (
+    HostOpt,
+    JsonOpt,
+    NamespaceOpt,
+    QuietOpt,
+    TokenOpt,
+    echo_json,
+    new_app,
+)
 
 app = new_app("List, inspect and wait for pipeline runs on Kubeflow Pipelines.")
 
@@ -74,14 +82,15 @@ def wait(
     token: TokenOpt = None,
     namespace: NamespaceOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Follow a run until it finishes; exit 0 if it succeeded, 1 if it failed."""
     from charops.pipeline.client import connect
 
     final = connect(host, token, namespace).wait_run(
-        run_id, timeout=timeout, on_status=None if as_json else print_status_change, poll_s=poll)
+        run_id, timeout=timeout, on_status=None if as_json or quiet else print_status_change, poll_s=poll)
     if as_json:
         echo_json(final.to_dict())
-    else:
+    elif not quiet:
         typer.echo(f"run {final.run_id} {final.state}: {final.url}")
     raise typer.Exit(final.exit_code)
