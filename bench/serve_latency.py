@@ -113,7 +113,7 @@ def main() -> None:
         # --- direct: generate() in this process -------------------------------------------
         model, tok = load_model(model_dir)
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]], device=model.device)
 
         def direct() -> float:
             t0 = time.perf_counter()

@@ -39,7 +39,7 @@ def reference(serve_model_dir):
 
     def reply(messages: list[dict], n: int) -> tuple[str, int]:
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]], device=model.device)
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
                                  min_new_tokens=n, do_sample=False, repetition_penalty=1.1,
@@ -92,7 +92,7 @@ def test_streaming_chat_adds_up_to_the_reply(client, reference):
 
 def test_completions_plain_and_streaming(client, served, serve_model_dir):
     model, tok = load_model(serve_model_dir)
-    ids = torch.tensor([tok("Hello there", add_special_tokens=False)["input_ids"]])
+    ids = torch.tensor([tok("Hello there", add_special_tokens=False)["input_ids"]], device=model.device)
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, min_new_tokens=6,
                          do_sample=False, repetition_penalty=1.1, pad_token_id=tok.pad_token_id)
     expected = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

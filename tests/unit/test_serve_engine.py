@@ -25,7 +25,7 @@ def loaded(micro_model_dir):
 
 def _direct(model, tok, prompt: str, n: int, **kw) -> str:
     """One unpadded generate call: the reference a batched row must reproduce."""
-    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+    ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]], device=model.device)
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
                              do_sample=False, repetition_penalty=1.1,

@@ -65,7 +65,8 @@ class ServeConfig:
 
 
 def load_model(model_dir: str | Path, dtype: str = "auto"):
-    """(model, tokenizer) for serving: eval mode, left padding, no remote code."""
+    """(model, tokenizer) for serving: eval mode, on the GPU if there is one, left padding, no
+    remote code."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -75,6 +76,8 @@ def load_model(model_dir: str | Path, dtype: str = "auto"):
     tok.padding_side = "left"
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, trust_remote_code=False)
+    if torch.cuda.is_available():  # the engine puts each batch on the model's device
+        model.to("cuda")
     model.eval()
     return model, tok
 
