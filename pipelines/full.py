@@ -1,5 +1,5 @@
 """The full charops recipe as a Kubeflow pipeline: data prep -> pretrain -> SFT -> DPO ->
-evaluate (against the base model) -> register.
+[reward model] -> evaluate (against the base model, judged by ``judge``) -> register.
 
 Wiring only: the components live in components/<stage>/, how each task runs on a cluster in
 charops.pipeline.tasks (from configs/pipeline/cluster.yaml, read at compile time). Compile and
@@ -9,6 +9,8 @@ run it::
     charops submit pipelines/full.yaml --local    # whole recipe on this machine (kfp.local)
     charops submit pipelines/full.yaml --host https://kfp.example.com --wait \
         --param base_model=s3://models/qwen2-0.5b --param accelerator_limit=4
+    charops submit pipelines/full.yaml --host https://kfp.example.com \
+        --param judge=openai --param 'eval_overrides=["judge_model=gpt-4o-mini"]'
 """
 
 # Pipeline parameters' defaults are lists ([] = no overrides): KFP reads them from the
@@ -29,8 +31,10 @@ def build(cluster: ClusterConfig):
 
     @dsl.pipeline(name="charops-full",
                   description="Character role-play model recipe (CharacterGLM style): data prep, "
-                              "continued pretraining, multi-turn SFT, DPO, held-out evaluation "
-                              "against the base model, registration in the artifact store.")
+                              "continued pretraining, multi-turn SFT, DPO, evaluation against the "
+                              "base model (generated replies judged point-wise and pair-wise by a "
+                              "reward model, an LLM endpoint or nobody), registration in the "
+                              "artifact store.")
     def full(
         base_model: str = "charops:tiny",
         model_config: str = "tiny",
@@ -44,7 +48,10 @@ def build(cluster: ClusterConfig):
         sft_overrides: list = [],
         dpo_config: str = "tiny-cpu",
         dpo_overrides: list = [],
-        eval_config: str = "heldout",
+        judge: str = "reward_model",
+        reward_config: str = "tiny-cpu",
+        reward_overrides: list = [],
+        eval_config: str = "default",
         eval_overrides: list = [],
         model_name: str = "charops-chat",
         store: str = cluster.store,
@@ -74,6 +81,8 @@ def build(cluster: ClusterConfig):
                                     overrides=dpo_overrides), cluster, where, "dpo")
         evaluate_and_register(cluster, where, model=aligned.outputs["trained_model"],
                               dataset=prep.outputs["dataset"], baseline=base.outputs["model"],
+                              reward_base=tuned.outputs["trained_model"], judge=judge,
+                              reward_config=reward_config, reward_overrides=reward_overrides,
                               eval_config=eval_config, eval_overrides=eval_overrides,
                               model_name=model_name, store=store, base_model=base_model,
                               pipeline_version=pipeline_version)

@@ -1,4 +1,5 @@
-"""The recipe without continued pretraining: data prep -> SFT -> DPO -> evaluate -> register.
+"""The recipe without continued pretraining: data prep -> SFT -> DPO -> [reward model] ->
+evaluate (judged by ``judge``) -> register.
 
 For a base model that already speaks the language (any Hugging Face chat model): fine-tune it
 on the character dialogues, align it on preference pairs, compare it with the base model::
@@ -27,8 +28,9 @@ def build(cluster: ClusterConfig):
 
     @dsl.pipeline(name="charops-sft-dpo",
                   description="Character role-play fine-tuning without pretraining: data prep, "
-                              "multi-turn SFT, DPO, held-out evaluation against the base model, "
-                              "registration in the artifact store.")
+                              "multi-turn SFT, DPO, evaluation against the base model (judged "
+                              "by a reward model, an LLM endpoint or nobody), registration in "
+                              "the artifact store.")
     def sft_dpo(
         base_model: str = "charops:tiny",
         model_config: str = "tiny",
@@ -40,7 +42,10 @@ def build(cluster: ClusterConfig):
         sft_overrides: list = [],
         dpo_config: str = "tiny-cpu",
         dpo_overrides: list = [],
-        eval_config: str = "heldout",
+        judge: str = "reward_model",
+        reward_config: str = "tiny-cpu",
+        reward_overrides: list = [],
+        eval_config: str = "default",
         eval_overrides: list = [],
         model_name: str = "charops-chat",
         store: str = cluster.store,
@@ -67,6 +72,8 @@ def build(cluster: ClusterConfig):
                                     overrides=dpo_overrides), cluster, where, "dpo")
         evaluate_and_register(cluster, where, model=aligned.outputs["trained_model"],
                               dataset=prep.outputs["dataset"], baseline=base.outputs["model"],
+                              reward_base=tuned.outputs["trained_model"], judge=judge,
+                              reward_config=reward_config, reward_overrides=reward_overrides,
                               eval_config=eval_config, eval_overrides=eval_overrides,
                               model_name=model_name, store=store, base_model=base_model,
                               pipeline_version=pipeline_version)

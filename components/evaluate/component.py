@@ -1,48 +1,54 @@
-"""The ``evaluate`` component: held-out evaluation of a Model, optionally against a baseline.
+"""The ``evaluate`` component: generate, judge and report (the CharacterGLM evaluation).
 
-A thin wrapper of ``charops.eval.heldout.run`` (config ``HeldoutEvalConfig``, presets under
-``configs/eval/``): validation response-token loss and perplexity overall, per character
-category and per dialogue topic, preference accuracy, sample replies. Outputs: ``results``
-(the directory with ``metrics.json``, ``samples.jsonl``, ``report.md``), ``metrics`` (the
-headline numbers, shown in the Kubeflow UI) and ``report`` (``report.md`` as Markdown)::
+A thin wrapper of ``charops.eval.run.run`` (config ``EvalConfig``, presets under
+``configs/eval/``) and ``charops.eval.report.write_reports``: the candidate and the baseline
+reply to the dataset's evaluation prompts, a judge (``judge``: ``reward_model`` with the
+``reward_model`` input, ``openai`` with the endpoint from the ``charops-judge`` Secret, or
+``none``) scores them point-wise and pair-wise, and the results are aggregated. Outputs:
+``results`` (the results directory: ``replies.jsonl``, ``pointwise.jsonl``, ``pairwise.jsonl``,
+``eval_summary.json``, the reports, ``metrics.json`` for the register step), ``metrics`` (the
+headline scalars), ``report`` (Markdown, Tables 4/7/8) and ``html_report`` (charts)::
 
     from kfp import local
     from charops.components.evaluate.component import evaluate
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root="/tmp/kfp")
-    evaluate(model=..., dataset=..., baseline=base_task.outputs["model"],
-             config="heldout", overrides=["num_samples=2"])
+    evaluate(model=..., dataset=..., baseline=..., reward_model=..., judge="reward_model",
+             config="default", overrides=["max_prompts=8", "max_new_tokens=16"])
 """
 
 from typing import Optional
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
 from charops.pipeline.image import default_image
 
 
 @dsl.component(base_image=default_image(), install_kfp_package=False)
-def evaluate(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
+def evaluate(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list, judge: str,
              results: Output[Artifact], metrics: Output[Metrics], report: Output[Markdown],
-             baseline: Optional[Input[Model]] = None):  # noqa: UP045 (KFP reads typing.Optional)
-    """Evaluate ``model`` (and ``baseline``, when given) on the dataset's validation split."""
+             html_report: Output[HTML],
+             baseline: Optional[Input[Model]] = None,  # noqa: UP045 (KFP reads typing.Optional)
+             reward_model: Optional[Input[Model]] = None):  # noqa: UP045
+    """Evaluate ``model`` against ``baseline`` (when given) with ``judge``."""
+    import shutil
     from pathlib import Path
 
     from charops.components.common import log_metrics, stage_config, write_markdown
-    from charops.eval.heldout import HeldoutEvalConfig, run
+    from charops.eval.report import headline_metrics, write_reports
+    from charops.eval.run import EvalConfig, run
 
-    # No baseline input means no baseline, whatever the preset names for command-line use.
+    # No baseline input means no baseline, whatever the preset names for command-line use; the
+    # reward model is the pipeline's own step. Progress bars would only clutter the pod log.
     paths = {"model": model.path, "dataset": dataset.path, "output_dir": results.path,
-             "baseline_model": baseline.path if baseline is not None else None}
-    out = run(stage_config(HeldoutEvalConfig, config, overrides, **paths))
-    # The headline numbers; per-category/topic breakdowns stay in results/metrics.json.
-    headline = {"loss": out["model"]["loss"], "perplexity": out["model"]["perplexity"],
-                "preference_accuracy": out["model"]["preference"]["accuracy"]}
-    if "baseline" in out:
-        headline.update({"baseline_loss": out["baseline"]["loss"],
-                         "baseline_perplexity": out["baseline"]["perplexity"],
-                         "baseline_preference_accuracy": out["baseline"]["preference"]["accuracy"],
-                         "loss_delta": out["loss_delta"]})
-    log_metrics(metrics, headline)
-    results.metadata["dataset_sha256"] = out.get("dataset_sha256") or ""
-    write_markdown(report, (Path(results.path) / "report.md").read_text(encoding="utf-8"))
+             "baseline_model": baseline.path if baseline is not None else None, "judge": judge,
+             "reward_model": reward_model.path if reward_model is not None else None,
+             "progress": False}
+    summary = run(stage_config(EvalConfig, config, overrides, **paths))
+    written = write_reports(results.path)
+    log_metrics(metrics, headline_metrics(summary))
+    write_markdown(report, written["markdown"].read_text(encoding="utf-8"))
+    Path(html_report.path).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(written["html"], html_report.path)
+    results.metadata["dataset_sha256"] = (summary.get("dataset") or {}).get("content_sha256") or ""
+    results.metadata["judge"] = summary["judge"]["kind"]

@@ -18,8 +18,10 @@ from charops.pipeline.version import compute_version, read_version
 
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINES = ["eval_only", "full", "sft_dpo"]
-TRAINING = {"full": ["pretrain", "sft", "dpo", "evaluate"], "sft_dpo": ["sft", "dpo", "evaluate"],
-            "eval_only": ["evaluate"]}
+# Training steps; evaluate-2 is the evaluation without a reward model (the judge's Else branch).
+TRAINING = {"full": ["pretrain", "sft", "dpo", "reward", "evaluate", "evaluate-2"],
+            "sft_dpo": ["sft", "dpo", "reward", "evaluate", "evaluate-2"],
+            "eval_only": ["reward", "evaluate", "evaluate-2"]}
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +39,21 @@ def fresh() -> dict[str, str]:
 def _docs(text: str) -> tuple[dict, dict]:
     spec, platform = yaml.safe_load_all(text)
     return spec, platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+
+def _param(ref: dict, name: str) -> bool:
+    """Whether ``ref`` reads pipeline parameter ``name`` (inside a condition KFP passes it on
+    as ``pipelinechannel--<name>``)."""
+    return ref in ({"componentInputParameter": name},
+                   {"componentInputParameter": f"pipelinechannel--{name}"})
+
+
+def _tasks(spec: dict) -> dict:
+    """Every task of the pipeline: the root DAG's and those inside conditions (sub-DAGs)."""
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for component in spec["components"].values():
+        tasks.update(component.get("dag", {}).get("tasks", {}))
+    return tasks
 
 
 def test_every_pipeline_is_found():
@@ -81,26 +98,29 @@ def test_yaml_loads_back_as_a_pipeline(name, tmp_path, fresh):
 def test_cluster_settings_are_parameters_or_config(fresh):
     cluster = load_cluster_config()
     spec, executors = _docs(fresh["full"])
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = _tasks(spec)
     for task in TRAINING["full"]:
         t = tasks[task]
         assert t["cachingOptions"] == {}, f"{task}: caching must be off"  # enableCache false
         assert t["retryPolicy"]["maxRetryCount"] == cluster.retries
         ex = executors[f"exec-{task}"]
         assert ex["activeDeadlineSeconds"] == str(cluster.training_timeout_s)
-        assert ex["nodeSelector"]["nodeSelectorJson"] == {"componentInputParameter": "node_selector"}
-        assert ex["tolerations"] == [{"tolerationJson": {"componentInputParameter": "tolerations"}}]
-        s3 = next(s for s in ex["secretAsEnv"] if s["secretNameParameter"] == {"componentInputParameter": "s3_secret"})
+        assert _param(ex["nodeSelector"]["nodeSelectorJson"], "node_selector")
+        assert len(ex["tolerations"]) == 1 and _param(ex["tolerations"][0]["tolerationJson"], "tolerations")
+        s3 = next(s for s in ex["secretAsEnv"] if _param(s["secretNameParameter"], "s3_secret"))
         assert {k["secretKey"]: k["envVar"] for k in s3["keyToEnv"]} == cluster.s3_secret_env
-        assert ex["pvcMount"][0]["pvcNameParameter"] == {"componentInputParameter": "model_cache_pvc"}
+        assert _param(ex["pvcMount"][0]["pvcNameParameter"], "model_cache_pvc")
         resources = spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]["resources"]
         assert "accelerator_limit" in resources["accelerator"]["resourceCount"]
         assert "accelerator_type" in resources["accelerator"]["resourceType"]
     # The judge key only goes to evaluation.
     judge = [t for t, ex in executors.items()
-             if any(s["secretNameParameter"] == {"componentInputParameter": "judge_secret"}
-                    for s in ex.get("secretAsEnv", []))]
-    assert judge == ["exec-evaluate"]
+             if any(_param(s["secretNameParameter"], "judge_secret") for s in ex.get("secretAsEnv", []))]
+    assert judge == ["exec-evaluate", "exec-evaluate-2"]
+    keys = next(s for s in executors["exec-evaluate"]["secretAsEnv"]
+                if _param(s["secretNameParameter"], "judge_secret"))
+    assert keys["optional"] is True
+    assert {k["secretKey"]: k["envVar"] for k in keys["keyToEnv"]} == cluster.judge_secret_env
     # Light steps: cached, no accelerator, shorter deadline.
     for task in ("base-model", "data-prep", "register"):
         assert tasks[task]["cachingOptions"] == {"enableCache": True}
@@ -135,7 +155,7 @@ def test_unknown_pipeline_and_bad_cluster_config_are_one_line_errors(tmp_path):
 def test_stale_detects_an_edited_file(tmp_path, fresh):
     path = compile_pipeline("eval_only", tmp_path / "eval_only.yaml")
     assert not stale("eval_only", path)
-    path.write_text(path.read_text().replace("heldout", "other"), encoding="utf-8")
+    path.write_text(path.read_text().replace("reward_model", "other"), encoding="utf-8")
     assert stale("eval_only", path)
     assert stale("eval_only", tmp_path / "missing.yaml")
 
@@ -154,3 +174,30 @@ def test_cli_compile_and_check(tmp_path):
     assert res.exit_code == 1 and f"stale: {out}" in res.output
     res = runner.invoke(app, ["compile", "nope"])
     assert res.exit_code == 2 and "error: no pipeline named 'nope'" in res.output
+
+
+@pytest.mark.parametrize("name", PIPELINES)
+def test_judge_branches(name, fresh):
+    """judge=reward_model: reward model then evaluate; otherwise evaluate alone; register (in
+    the training pipelines) after the evaluation in each branch. The branches' sub-DAGs receive
+    the accelerator parameters their training steps use (charops.pipeline.tasks._record_inputs)."""
+    spec, _ = _docs(fresh[name])
+    conditions = {c: v for c, v in spec["components"].items() if "dag" in v and "condition" in c}
+    branches = {frozenset(v["dag"]["tasks"]) for v in conditions.values()}
+    registers = (["register"], ["register-2"]) if name != "eval_only" else ([], [])
+    assert frozenset({"reward", "evaluate", *registers[0]}) in branches
+    assert frozenset({"evaluate-2", *registers[1]}) in branches
+    for component in conditions.values():
+        tasks = component["dag"]["tasks"]
+        if "reward" in tasks or "evaluate-2" in tasks:
+            params = component["inputDefinitions"]["parameters"]
+            assert {"pipelinechannel--accelerator_type", "pipelinechannel--accelerator_limit"} <= set(params)
+    with_reward = next(c for c, v in conditions.items() if "reward" in v["dag"]["tasks"])
+    gate = next(t for t in _tasks(spec).values() if t["componentRef"]["name"] == with_reward)
+    assert gate["triggerPolicy"]["condition"] == \
+        "inputs.parameter_values['pipelinechannel--judge'] == 'reward_model'"
+    assert spec["root"]["inputDefinitions"]["parameters"]["judge"]["defaultValue"] == "reward_model"
+    tasks = _tasks(spec)
+    for reg, ev in (("register", "evaluate"), ("register-2", "evaluate-2")) if registers[0] else ():
+        evaluation = tasks[reg]["inputs"]["artifacts"]["evaluation"]["taskOutputArtifact"]
+        assert evaluation == {"outputArtifactKey": "results", "producerTask": ev}

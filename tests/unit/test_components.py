@@ -239,7 +239,9 @@ MICRO = ['model_config=micro', 'model_overrides=["max_position_embeddings=1024"]
          'pretrain_overrides=["max_steps=2", "per_device_train_batch_size=2"]',
          'sft_overrides=["max_steps=2", "per_device_train_batch_size=2"]',
          'dpo_overrides=["max_steps=2", "per_device_train_batch_size=2"]',
-         'eval_overrides=["num_samples=1", "max_new_tokens=4", "max_examples=8"]',
+         'reward_overrides=["max_steps=2", "per_device_train_batch_size=2"]',
+         'eval_overrides=["max_prompts=2", "max_new_tokens=4", "heldout_max_examples=8", '
+         '"bootstrap_resamples=50"]',
          'model_name=micro-chat']
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -312,12 +314,18 @@ def test_evaluate_and_register_components(micro_run):
     result, work = micro_run
     results = result.output("evaluate", "results")
     metrics = json.loads((results / "metrics.json").read_text())
+    summary = json.loads((results / "eval_summary.json").read_text())
     numbers = result.metadata["evaluate"]["metrics"]
     assert numbers["loss"] == pytest.approx(metrics["model"]["loss"])
     assert numbers["baseline_loss"] == pytest.approx(metrics["baseline"]["loss"])
     assert numbers["loss_delta"] == pytest.approx(metrics["model"]["loss"] - metrics["baseline"]["loss"])
-    assert metrics["config"]["max_examples"] == 8 and metrics["model"]["examples"] <= 8
+    assert summary["config"]["heldout_max_examples"] == 8 and summary["counts"]["prompts"] == 2
+    # The reward step's model judged (the judge parameter's default).
+    assert summary["judge"]["kind"] == "reward_model"
+    assert summary["config"]["reward_model"] == str(result.output("reward", "trained_model"))
+    assert numbers["pairwise_n"] + summary["pairwise"]["overall"]["unjudged"] == 2
     assert result.output("evaluate", "report").read_text() == (results / "report.md").read_text()
+    assert result.output("evaluate", "html_report").read_text() == (results / "report.html").read_text()
 
     entry = get_entry(LocalStore(work / "store"), "micro-chat")
     assert entry["version"] == 1 == result.parameters["register"]["version"]
@@ -341,13 +349,15 @@ def test_base_model_copies_a_model_directory(micro_run, tmp_path):
                       [f"model={final}", f"baseline_model={result.output('base-model', 'model')}",
                        'model_overrides=["max_position_embeddings=1024"]',
                        'data_overrides=["progress=false", "validation_fraction=0.2"]',
-                       'eval_overrides=["num_samples=1", "max_new_tokens=4", "max_examples=8"]'],
+                       'judge=none',
+                       'eval_overrides=["max_prompts=2", "max_new_tokens=4", "heldout_max_examples=8"]'],
                       runs_dir=tmp_path, run_name="eval")
     assert again.status == "succeeded", again.error
     copied = again.output("base-model", "model")
     assert copied != final and sha256_tree(copied) == sha256_tree(final)
     assert again.metadata["base-model"]["model"]["base_model"] == str(final)
-    assert again.metadata["evaluate"]["metrics"]["loss"] == pytest.approx(
+    # judge=none: the evaluation without a reward model (the Else branch's task) ran.
+    assert again.metadata["evaluate-2"]["metrics"]["loss"] == pytest.approx(
         result.metadata["evaluate"]["metrics"]["loss"], rel=1e-6)
 
 

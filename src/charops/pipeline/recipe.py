@@ -1,8 +1,13 @@
 """Steps shared by the training pipelines (pipelines/full.py, pipelines/sft_dpo.py).
 
 Both start from a base model and the prepared data and end by evaluating the trained model
-against the base model and registering it; only the training steps in between differ.
+against the base model (with the judge the ``judge`` parameter names, training a reward model
+first where that is the judge) and registering it; only the training steps in between differ.
+``eval_only`` uses the evaluation part alone.
 """
+
+from collections.abc import Callable
+from typing import Any
 
 from kfp import dsl
 
@@ -10,6 +15,7 @@ from charops.components.base_model.component import base_model as base_model_op
 from charops.components.data_prep.component import data_prep
 from charops.components.evaluate.component import evaluate
 from charops.components.register.component import register
+from charops.components.reward.component import reward
 from charops.pipeline.tasks import ClusterConfig, Placement, light_step, training_step
 
 
@@ -23,16 +29,50 @@ def base_and_data(cluster: ClusterConfig, where: Placement, *, base_model, model
     return base, prep
 
 
-def evaluate_and_register(cluster: ClusterConfig, where: Placement, *, model, dataset, baseline,
-                          eval_config, eval_overrides, model_name, store, base_model,
-                          pipeline_version) -> None:
-    """Held-out evaluation of ``model`` against ``baseline``, then its registration."""
-    evaluation = training_step(evaluate(model=model, dataset=dataset, baseline=baseline,
+def judged_evaluation(cluster: ClusterConfig, where: Placement, *, model, dataset, baseline,
+                      reward_base, judge, reward_config, reward_overrides, eval_config,
+                      eval_overrides, then: Callable[[Any], None] | None = None) -> None:
+    """The evaluate step with its judge, and ``then(results)`` (the steps that use the results).
+
+    ``judge`` is a run-time parameter, so the choice is a condition in the pipeline: with
+    ``reward_model`` a reward model is trained from ``reward_base`` on the dataset's pairs first
+    and handed to the evaluation; otherwise (``openai``, ``none``) the evaluation runs alone and
+    no GPU time goes to a reward model nobody reads. ``then`` is added inside each branch rather
+    than after both through ``dsl.OneOf``, which kfp.local cannot resolve for artifacts
+    ("Expected 1 artifact in ArtifactSelectorSpec").
+    """
+    with dsl.If(judge == "reward_model", "judge: reward model"):
+        rm = training_step(reward(model=reward_base, dataset=dataset, config=reward_config,
+                                  overrides=reward_overrides), cluster, where, "reward model")
+        judged = training_step(evaluate(model=model, dataset=dataset, baseline=baseline,
+                                        reward_model=rm.outputs["trained_model"], judge=judge,
                                         config=eval_config, overrides=eval_overrides),
                                cluster, where, "evaluate", judge=True)
-    light_step(register(model=model, dataset=dataset, evaluation=evaluation.outputs["results"],
-                        name=model_name, store=store, base_model=base_model,
-                        pipeline_version=pipeline_version,
-                        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                        run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
-               cluster, where, "register")
+        if then is not None:
+            then(judged.outputs["results"])
+    with dsl.Else("judge: endpoint or none"):
+        judged = training_step(evaluate(model=model, dataset=dataset, baseline=baseline,
+                                        judge=judge, config=eval_config, overrides=eval_overrides),
+                               cluster, where, "evaluate", judge=True)
+        if then is not None:
+            then(judged.outputs["results"])
+
+
+def evaluate_and_register(cluster: ClusterConfig, where: Placement, *, model, dataset, baseline,
+                          reward_base, judge, reward_config, reward_overrides, eval_config,
+                          eval_overrides, model_name, store, base_model, pipeline_version) -> None:
+    """Evaluation of ``model`` against ``baseline`` (see :func:`judged_evaluation`), then its
+    registration."""
+
+    def register_step(results) -> None:
+        light_step(register(model=model, dataset=dataset, evaluation=results,
+                            name=model_name, store=store, base_model=base_model,
+                            pipeline_version=pipeline_version,
+                            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
+                   cluster, where, "register")
+
+    judged_evaluation(cluster, where, model=model, dataset=dataset, baseline=baseline,
+                      reward_base=reward_base, judge=judge, reward_config=reward_config,
+                      reward_overrides=reward_overrides, eval_config=eval_config,
+                      eval_overrides=eval_overrides, then=register_step)

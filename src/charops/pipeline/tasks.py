@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from kfp import dsl, kubernetes
+from kfp.dsl.pipeline_channel import PipelineChannel
 
 from charops.config import load_config
 from charops.errors import ConfigError
@@ -49,7 +50,7 @@ class ClusterConfig:
     judge_secret: str = field(default="charops-judge", metadata={"help": "Default of `judge_secret`: Secret holding the LLM judge API key (optional: a missing Secret is not an error)."})
     model_cache_pvc: str = field(default="charops-model-cache", metadata={"help": "Default of `model_cache_pvc`: PersistentVolumeClaim mounted as the Hugging Face cache."})
     s3_secret_env: dict = field(default_factory=lambda: dict(KFP_SECRET_ENV), metadata={"help": "Secret key -> environment variable for the object store credentials."})
-    judge_secret_env: dict = field(default_factory=lambda: {"api_key": "CHAROPS_JUDGE_API_KEY"}, metadata={"help": "Secret key -> environment variable for the judge credentials."})
+    judge_secret_env: dict = field(default_factory=lambda: {"api_key": "CHAROPS_JUDGE_API_KEY", "base_url": "CHAROPS_JUDGE_BASE_URL", "model": "CHAROPS_JUDGE_MODEL"}, metadata={"help": "Secret key -> environment variable for the LLM judge (charops.eval.llm reads these; every key optional)."})
     model_cache_enabled: bool = field(default=True, metadata={"help": "Mount `model_cache_pvc` into every step (false: no PVC, caches die with the pod)."})
     model_cache_mount_path: str = field(default="/home/charops/.cache", metadata={"help": "Where the model cache PVC is mounted: the charops image's cache folder (HF_HOME, torch extensions, charops' resolved models). No environment variable is set instead, because kfp.local would apply it on this machine too."})
     training_timeout_s: int = field(default=86400, metadata={"help": "Pod deadline of each training step, seconds (0 = none)."})
@@ -107,6 +108,22 @@ def _common(task: dsl.PipelineTask, cluster: ClusterConfig, where: Placement,
     return task
 
 
+def _record_inputs(task: dsl.PipelineTask, *values: Any) -> None:
+    """Record pipeline parameters a task's settings use as inputs of the task.
+
+    kfp 2.17's ``set_accelerator_type`` / ``set_accelerator_limit`` put a parameter into the
+    task's resources without recording it as an input, so the compiler does not pass it into an
+    enclosing ``dsl.If`` / ``dsl.Else`` sub-DAG: a training step inside a condition (the
+    evaluation's judge branches) then refers to a parameter its sub-DAG lacks (kfp.local:
+    "Parent pipeline input argument 'pipelinechannel--accelerator_type' not found"). Recording
+    it as the compiler does for ordinary inputs makes the sub-DAG receive it.
+    """
+    for value in values:
+        # By identity: a channel's == builds a dsl.If condition, it does not compare.
+        if isinstance(value, PipelineChannel) and all(value is not c for c in task.channel_inputs):
+            task.channel_inputs.append(value)
+
+
 def light_step(task: dsl.PipelineTask, cluster: ClusterConfig, where: Placement,
                name: str) -> dsl.PipelineTask:
     """A CPU step (base model, data prep, register): cacheable, retried, no accelerator."""
@@ -127,6 +144,7 @@ def training_step(task: dsl.PipelineTask, cluster: ClusterConfig, where: Placeme
     task.set_caching_options(False)
     task.set_accelerator_type(where.accelerator_type)
     task.set_accelerator_limit(where.accelerator_limit)
+    _record_inputs(task, where.accelerator_type, where.accelerator_limit)
     kubernetes.add_node_selector_json(task, where.node_selector)
     kubernetes.add_toleration_json(task, where.tolerations)
     if judge:

@@ -1,0 +1,1 @@
+"""charops.components.reward: the reward-model Kubeflow component (component.py)."""

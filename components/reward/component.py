@@ -1,0 +1,29 @@
+"""The ``reward`` component: a reward model on the preference pairs, the evaluation's local judge.
+
+A thin wrapper of ``charops.train.reward.run`` (config ``RewardConfig``, presets under
+``configs/reward/``): a Model (the pipelines pass the SFT model) and the prepared Dataset (its
+``dpo/`` pairs) in; the reward model (a sequence-classification model whose
+``training_summary.json`` carries its held-out pair accuracy, calibration and tie margin),
+Metrics and a Markdown report out. The ``evaluate`` step takes it as ``reward_model``::
+
+    from kfp import local
+    from charops.components.reward.component import reward
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root="/tmp/kfp")
+    reward(model=..., dataset=..., config="tiny-cpu", overrides=["max_steps=5"])
+"""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Markdown, Metrics, Model, Output
+
+from charops.pipeline.image import default_image
+
+
+@dsl.component(base_image=default_image(), install_kfp_package=False)
+def reward(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
+           trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown]):
+    """Train a reward model from ``model`` on the dataset's chosen/rejected replies."""
+    from charops.components.common import run_training
+    from charops.train.reward import RewardConfig, run
+
+    run_training(RewardConfig, run, "Reward model", config, overrides,
+                 model, dataset, trained_model, metrics, report)
