@@ -425,3 +425,18 @@ def eval_dataset_dir(tmp_path_factory, micro_model_dir):
                                           f"output_dir={root / 'data'}", "validation_fraction=0.4", "max_seq_len=512",
                                           "progress=false"]))
     return root / "data"
+
+
+# --- one-line user errors (owner: issue 7 hardening tests) ----------------------------------
+
+def assert_one_line_error(result, *words: str) -> str:
+    """A CliRunner result or a CompletedProcess that failed the house way: exit 2, one line
+    ``error: ...`` on stderr naming each of ``words``, no traceback. Returns the line."""
+    code = result.exit_code if hasattr(result, "exit_code") else result.returncode
+    assert code == 2, (getattr(result, "output", None) or result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and "Traceback" not in (getattr(result, "output", None) or "")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]

@@ -72,6 +72,15 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             raise
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The nearest existing parent of ``path`` when it is a file (nothing can be written below
+    it), else None."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths are the same, or one lies inside the other (symlinks resolved)."""
     ra, rb = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()

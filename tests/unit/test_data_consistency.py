@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from charops.cli.main import app
@@ -45,16 +46,6 @@ def write_mixed(root: Path) -> Path:
 def _validate(*args):
     res = runner.invoke(app, ["data", "validate", *map(str, args), "--json"])
     return res, (json.loads(res.stdout) if res.stdout.strip().startswith("{") else None)
-
-
-def _error(res, *words):
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def test_validate_with_the_model_reports_what_prepare_rejects(tmp_path, micro_model_dir):
@@ -133,7 +124,7 @@ def test_empty_split_is_an_error_unless_allowed(tmp_path, micro_model_dir):
     assert manifest["warnings"] == []
     res = runner.invoke(app, ["data", "prepare", str(data), "--model", str(micro_model_dir), "--out",
                               str(tmp_path / "ds3"), "validation_fraction=0.01", "max_seq_len=256", "-q"])
-    _error(res, "sft validation split is empty", "--allow-empty-split")
+    assert_one_line_error(res, "sft validation split is empty", "--allow-empty-split")
 
 
 def test_max_seq_len_above_the_model_limit_fails_before_tokenizing(tmp_path, micro_model_dir, monkeypatch):

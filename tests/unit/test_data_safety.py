@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from charops.cli.main import app
@@ -42,15 +43,6 @@ def _prepare(model, *args):
                                "max_seq_len=256", "block_size=16", "validation_fraction=0"])
 
 
-def _one_line_error(res, *words):
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-
-
 @pytest.mark.parametrize("where", ["same", "inside", "contains", "symlink"])
 def test_prepare_refuses_output_overlapping_an_input(tmp_path, micro_model_dir, where):
     if where == "contains":
@@ -63,7 +55,7 @@ def test_prepare_refuses_output_overlapping_an_input(tmp_path, micro_model_dir, 
             out.symlink_to(data, target_is_directory=True)
     before = sha256_tree(data)
     res = _prepare(micro_model_dir, data, "--out", out, "--overwrite")
-    _one_line_error(res, "overlaps the input", str(data))
+    assert_one_line_error(res, "overlaps the input", str(data))
     assert sha256_tree(data) == before and (data / "data.jsonl").is_file()
     assert not any(p.name.endswith(".tmp") for p in tmp_path.rglob("*"))
 
@@ -73,7 +65,7 @@ def test_prepare_refuses_output_that_is_a_file(tmp_path, micro_model_dir):
     target = tmp_path / "notes.txt"
     target.write_text("precious")
     res = _prepare(micro_model_dir, data, "--out", target, "--overwrite")
-    _one_line_error(res, str(target), "is a file")
+    assert_one_line_error(res, str(target), "is a file")
     assert target.read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "notes.txt"]
 
@@ -91,12 +83,12 @@ def test_validate_refuses_rejects_path_that_is_an_input(tmp_path):
     before = src.read_bytes()
     for target in (src, data / ".." / "data" / "data.jsonl"):
         res = runner.invoke(app, ["data", "validate", str(data), "--rejects", str(target)])
-        _one_line_error(res, "--rejects", "is an input")
+        assert_one_line_error(res, "--rejects", "is an input")
         assert src.read_bytes() == before
     link = tmp_path / "link.jsonl"
     link.symlink_to(src)
     res = runner.invoke(app, ["data", "validate", str(src), "--rejects", str(link)])
-    _one_line_error(res, "is an input")
+    assert_one_line_error(res, "is an input")
     assert src.read_bytes() == before
 
 
@@ -117,11 +109,11 @@ def test_rejects_written_into_an_input_folder_are_not_read_back(tmp_path):
 def test_rejects_into_a_directory_is_a_one_line_error(tmp_path):
     data = write_data(tmp_path / "data", ("{oops",))
     res = runner.invoke(app, ["data", "validate", str(data / "data.jsonl"), "--rejects", str(tmp_path)])
-    _one_line_error(res, "--rejects", str(tmp_path), "is a directory")
+    assert_one_line_error(res, "--rejects", str(tmp_path), "is a directory")
     (tmp_path / "afile").write_text("x")
     res = runner.invoke(app, ["data", "validate", str(data / "data.jsonl"), "--rejects",
                               str(tmp_path / "afile" / "r.jsonl")])
-    _one_line_error(res, "--rejects", "afile")
+    assert_one_line_error(res, "--rejects", "afile")
     assert (tmp_path / "afile").read_text() == "x"
 
 

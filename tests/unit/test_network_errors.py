@@ -18,6 +18,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import assert_one_line_error
 
 from charops.storage import S3Store, StorageError, open_store
 
@@ -103,16 +104,6 @@ def _charops(args: list[str], env: dict[str, str]) -> subprocess.CompletedProces
                           capture_output=True, text=True, timeout=HANG_LIMIT_S)
 
 
-def _one_line(proc: subprocess.CompletedProcess, *words: str) -> str:
-    assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
-
-
 def _s3_env(url: str, **extra: str) -> dict[str, str]:
     return {"CHAROPS_STORE": "s3://some-bucket", "CHAROPS_S3_ENDPOINT": url,
             "AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", **extra}
@@ -122,7 +113,7 @@ def _s3_env(url: str, **extra: str) -> dict[str, str]:
 
 def test_s3_endpoint_that_never_answers_fails_with_the_endpoint_named(silent_server):
     proc = _charops(["store", "ls"], _s3_env(silent_server, CHAROPS_S3_READ_TIMEOUT="1"))
-    _one_line(proc, silent_server, "did not answer", "CHAROPS_S3_READ_TIMEOUT")
+    assert_one_line_error(proc, silent_server, "did not answer", "CHAROPS_S3_READ_TIMEOUT")
 
 
 def test_s3_timeouts_default_to_seconds_and_are_configurable(tmp_path):
@@ -142,7 +133,7 @@ def test_s3_timeouts_default_to_seconds_and_are_configurable(tmp_path):
 
 def test_s3_endpoint_answering_html_is_not_an_s3_api(html_server):
     proc = _charops(["store", "ls"], _s3_env(html_server))
-    _one_line(proc, html_server, "not an S3 API")
+    assert_one_line_error(proc, html_server, "not an S3 API")
 
 
 def test_real_s3_server_passes_the_probe(s3_server, s3_bucket):
@@ -157,7 +148,7 @@ def test_real_s3_server_passes_the_probe(s3_server, s3_bucket):
 @pytest.mark.parametrize("args", [["runs", "list"], ["runs", "get", "abc"]])
 def test_kfp_host_answering_html_is_not_a_kfp_api(html_server, args):
     proc = _charops([*args, "--host", html_server], {})
-    _one_line(proc, html_server, "not the Kubeflow Pipelines API")
+    assert_one_line_error(proc, html_server, "not the Kubeflow Pipelines API")
 
 
 def test_submit_to_a_host_answering_html(html_server):
@@ -165,4 +156,4 @@ def test_submit_to_a_host_answering_html(html_server):
 
     pipeline = Path(__file__).resolve().parents[2] / "pipelines" / "eval_only.yaml"
     proc = _charops(["submit", str(pipeline), "--param", "model=runs/m", "--host", html_server], {})
-    _one_line(proc, "not the Kubeflow Pipelines API")
+    assert_one_line_error(proc, "not the Kubeflow Pipelines API")

@@ -8,6 +8,7 @@ Every test runs against a local store and a real S3 server (SeaweedFS, tests/con
 from __future__ import annotations
 
 import pytest
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from charops.cli.main import app
@@ -46,20 +47,11 @@ def published(store_env, tmp_path):
     return store_env, d
 
 
-def _error(res, *words):
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-
-
 def test_put_refuses_internal_prefixes(store_env, tmp_path):
     f = tmp_path / "f.txt"
     f.write_text("x")
     for key in (".meta/x.json", ".staging/abc/f.txt"):
-        _error(runner.invoke(app, ["store", "put", str(f), key]), key, "--force")
+        assert_one_line_error(runner.invoke(app, ["store", "put", str(f), key]), key, "--force")
         assert not store_env.exists(key)
     assert runner.invoke(app, ["store", "put", str(f), ".staging/abc/f.txt", "--force"]).exit_code == 0
 
@@ -70,12 +62,12 @@ def test_put_refuses_to_change_a_published_prefix(published, tmp_path):
     evil = tmp_path / "evil.json"
     evil.write_text('{"evil": true}\n')
     for key in ("models/m/config.json", "models/m/_SUCCESS", "models/m/new/file.json"):
-        _error(runner.invoke(app, ["store", "put", str(evil), key]), "published", "models/m", "--force")
+        assert_one_line_error(runner.invoke(app, ["store", "put", str(evil), key]), "published", "models/m", "--force")
     assert store.get_json("models/m/_SUCCESS") == manifest
     assert store.get_json("models/m/config.json") == {"a": 1}
     # A directory onto a prefix that holds anything (a republish replaces it all): --force.
-    _error(runner.invoke(app, ["store", "put", str(d), "models/m"]), "models/m", "--force")
-    _error(runner.invoke(app, ["store", "put", str(d), "models"]), "models", "--force")
+    assert_one_line_error(runner.invoke(app, ["store", "put", str(d), "models/m"]), "models/m", "--force")
+    assert_one_line_error(runner.invoke(app, ["store", "put", str(d), "models"]), "models", "--force")
     assert store.get_json("models/m/_SUCCESS") == manifest
     res = runner.invoke(app, ["store", "put", str(evil), "models/m/config.json", "--force"])
     assert res.exit_code == 0, res.output
@@ -86,10 +78,10 @@ def test_put_onto_a_prefix_or_under_a_file_is_a_one_line_error(published, tmp_pa
     store, d = published
     f = tmp_path / "f.txt"
     f.write_text("x")
-    _error(runner.invoke(app, ["store", "put", str(f), "models", "--force"]), "models", "folder")
-    _error(runner.invoke(app, ["store", "put", str(f), "models/m/config.json/x", "--force"]),
+    assert_one_line_error(runner.invoke(app, ["store", "put", str(f), "models", "--force"]), "models", "folder")
+    assert_one_line_error(runner.invoke(app, ["store", "put", str(f), "models/m/config.json/x", "--force"]),
            "models/m/config.json", "is a file")
-    _error(runner.invoke(app, ["store", "put", str(d), "models/m/config.json", "--force"]),
+    assert_one_line_error(runner.invoke(app, ["store", "put", str(d), "models/m/config.json", "--force"]),
            "models/m/config.json", "is a file")
     assert store.get_json("models/m/config.json") == {"a": 1}
 
@@ -97,7 +89,7 @@ def test_put_onto_a_prefix_or_under_a_file_is_a_one_line_error(published, tmp_pa
 def test_get_refuses_to_overwrite_a_local_file(published, tmp_path):
     target = tmp_path / "mine.json"
     target.write_text("precious")
-    _error(runner.invoke(app, ["store", "get", "models/m/config.json", str(target)]), str(target), "--force")
+    assert_one_line_error(runner.invoke(app, ["store", "get", "models/m/config.json", str(target)]), str(target), "--force")
     assert target.read_text() == "precious"
     res = runner.invoke(app, ["store", "get", "models/m/config.json", str(target), "--force"])
     assert res.exit_code == 0, res.output
@@ -112,7 +104,7 @@ def test_get_object_into_a_directory_keeps_its_name(published, tmp_path, monkeyp
     assert (folder / "config.json").read_text() == '{"a": 1}\n'
     assert sorted(p.name for p in folder.iterdir()) == ["config.json"]
     monkeypatch.chdir(folder)
-    _error(runner.invoke(app, ["store", "get", "models/m/config.json", "."]), "config.json", "--force")
+    assert_one_line_error(runner.invoke(app, ["store", "get", "models/m/config.json", "."]), "config.json", "--force")
 
 
 def test_get_prefix_into_the_current_directory_is_refused(published, tmp_path, monkeypatch):
@@ -122,9 +114,9 @@ def test_get_prefix_into_the_current_directory_is_refused(published, tmp_path, m
     monkeypatch.chdir(work)
     for args in (["."], [".", "--force"], [str(tmp_path), "--force"]):
         res = runner.invoke(app, ["store", "get", "models/m", *args])
-        _error(res)
+        assert_one_line_error(res)
     assert (work / "notes.txt").read_text() == "mine"
     target = tmp_path / "afile"
     target.write_text("x")
-    _error(runner.invoke(app, ["store", "get", "models/m", str(target), "--force"]), str(target), "is a file")
+    assert_one_line_error(runner.invoke(app, ["store", "get", "models/m", str(target), "--force"]), str(target), "is a file")
     assert target.read_text() == "x"

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from charops.cli.main import app
@@ -19,16 +20,6 @@ from charops.config import load_config
 from charops.errors import ConfigError
 
 runner = CliRunner()
-
-
-def _error(res, *words):
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "sft", "dpo"])
@@ -41,7 +32,7 @@ def test_bad_training_values_fail_with_the_config(tmp_path, stage, override, wor
     # The model does not exist: an error about the value proves it came before loading anything.
     res = runner.invoke(app, ["train", stage, f"model={tmp_path / 'no-model'}", f"output_dir={tmp_path / 'run'}",
                               override])
-    line = _error(res, *words)
+    line = assert_one_line_error(res, *words)
     assert "override" in line and "no-model" not in line
     assert not (tmp_path / "run").exists()
 

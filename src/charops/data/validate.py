@@ -31,7 +31,7 @@ from charops.data.importers.common import DEFAULT_MAX_RECORD_BYTES
 from charops.data.normalize import normalize
 from charops.data.schema import Record
 from charops.errors import DataError
-from charops.io import overlaps, write_jsonl
+from charops.io import file_in_the_way, overlaps, write_jsonl
 
 NO_REPLY = "no assistant turn to learn from"
 
@@ -77,11 +77,8 @@ def check_rejects_path(path: str | os.PathLike, result: LoadResult | None = None
     target = Path(path)
     if target.is_dir():
         raise DataError(f"--rejects {path}: is a directory; name a file such as {target / 'rejects.jsonl'}")
-    for parent in target.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise DataError(f"--rejects {path}: '{parent}' is a file, not a folder; choose another path")
-            break
+    if (blocker := file_in_the_way(target)) is not None:
+        raise DataError(f"--rejects {path}: '{blocker}' is a file, not a folder; choose another path")
     if result is not None:
         for src in result.sources:
             if overlaps(target, src.path):

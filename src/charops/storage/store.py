@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import charops
 from charops.errors import CharopsError
-from charops.io import atomic_dir, sha256_bytes
+from charops.io import atomic_dir, file_in_the_way, sha256_bytes
 
 MARKER = "_SUCCESS"
 STAGING = ".staging"
@@ -169,11 +169,8 @@ def get_destination(key: str, dest: str | os.PathLike, prefix: bool, force: bool
             raise StorageError(f"{dest} is a directory; name the file to write")
     if dest.exists() and not force:
         raise StorageError(f"{dest} already exists (pass --force to replace it)")
-    for parent in dest.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise StorageError(f"{parent} is a file, not a folder; choose another destination")
-            break
+    if (blocker := file_in_the_way(dest)) is not None:
+        raise StorageError(f"{blocker} is a file, not a folder; choose another destination")
     return dest
 
 
