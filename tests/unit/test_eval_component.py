@@ -1,0 +1,105 @@
+"""The evaluate component alone under kfp.local, and `charops eval run` on the micro model.
+
+    .venv/bin/python -m pytest tests/unit/test_eval_component.py -x -q
+
+The component runs from a one-step pipeline whose inputs are ``dsl.importer`` artifacts of
+local folders (as in tests/unit/test_component_steps.py): the micro model as candidate, its
+twin with other weights as baseline, and a reward model trained here for three steps.
+"""
+
+# No `from __future__ import annotations`: KFP reads the pipelines' return annotations as types.
+import json
+import re
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from kfp import dsl, local
+from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
+from typer.testing import CliRunner
+
+EVAL = ["max_prompts=4", "max_new_tokens=4", "bootstrap_resamples=50", "batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def reward_dir(tmp_path_factory, micro_model_dir, eval_dataset_dir) -> Path:
+    from charops.config import load_config
+    from charops.train.reward import RewardConfig, run
+
+    out = tmp_path_factory.mktemp("reward")
+    run(load_config(RewardConfig, "tiny-cpu", [f"model={micro_model_dir}", f"dataset={eval_dataset_dir}",
+                                               f"output_dir={out}", "max_steps=3",
+                                               "per_device_train_batch_size=2", "max_seq_len=256"]))
+    return out / "model"
+
+
+def _imported(path: Path, cls: type):
+    return dsl.importer(artifact_uri=str(path), artifact_class=cls, reimport=False).output
+
+
+@pytest.mark.slow
+def test_evaluate_component_generates_judges_and_reports(tmp_path, micro_model_dir, micro_ref_model_dir,
+                                                         eval_dataset_dir, reward_dir):
+    from charops.components.evaluate.component import evaluate
+    from charops.eval.report import headline_metrics
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
+               raise_on_error=True)
+
+    class Out(NamedTuple):
+        results: Artifact
+        metrics: Metrics
+        report: Markdown
+        html_report: HTML
+
+    @dsl.pipeline(name="one-evaluate")
+    def one() -> Out:
+        t = evaluate(model=_imported(micro_model_dir, Model), dataset=_imported(eval_dataset_dir, Dataset),
+                     baseline=_imported(micro_ref_model_dir, Model),
+                     reward_model=_imported(reward_dir, Model), judge="reward_model",
+                     config="default", overrides=EVAL)
+        return Out(t.outputs["results"], t.outputs["metrics"], t.outputs["report"], t.outputs["html_report"])
+
+    out = one().outputs
+    results = Path(out["results"].path)
+    assert {"replies.jsonl", "pointwise.jsonl", "pairwise.jsonl", "eval_summary.json", "report.md",
+            "report.html", "headline.json", "metrics.json"} <= {p.name for p in results.iterdir()}
+    summary = json.loads((results / "eval_summary.json").read_text())
+    # The artifacts' paths reached the stage, not the preset's runs/... defaults.
+    assert summary["candidate"]["model"] == str(micro_model_dir)
+    assert summary["baseline"]["model"] == str(micro_ref_model_dir)
+    assert summary["config"]["reward_model"] == str(reward_dir) and summary["config"]["progress"] is False
+    assert summary["judge"]["kind"] == "reward_model" and summary["counts"]["prompts"] == 4
+    assert out["results"].metadata["judge"] == "reward_model"
+    manifest = json.loads((eval_dataset_dir / "manifest.json").read_text())
+    assert out["results"].metadata["dataset_sha256"] == manifest["content_sha256"]
+    assert out["metrics"].metadata == pytest.approx(headline_metrics(summary))
+    assert out["metrics"].metadata["pairwise_n"] + summary["pairwise"]["overall"]["unjudged"] == 4
+    assert Path(out["report"].path).read_text() == (results / "report.md").read_text()
+    assert Path(out["html_report"].path).read_text() == (results / "report.html").read_text()
+    assert "Judge: reward model, model " + str(reward_dir) in (results / "report.md").read_text()
+
+
+def test_cli_eval_run_writes_results_and_reports(tmp_path, micro_model_dir, micro_ref_model_dir,
+                                                 eval_dataset_dir):
+    from charops.cli.main import app
+
+    out = tmp_path / "eval"
+    args = ["eval", "run", f"model={micro_model_dir}", f"baseline_model={micro_ref_model_dir}",
+            f"dataset={eval_dataset_dir}", f"output_dir={out}", "judge=none", *EVAL]
+    result = CliRunner().invoke(app, [*args, "-q"])
+    assert result.exit_code == 0, result.output
+    assert "judge: no judge" in result.output
+    assert "skipped: point-wise and pair-wise judging: no judge configured (judge=none)" in result.output
+    assert re.search(r"loss \d+\.\d{4}  \(baseline \d+\.\d{4}\)", result.output)
+    assert "generating" not in result.output  # -q: no progress bars
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert json.loads((out / "eval_summary.json").read_text())["config"]["progress"] is False
+
+    again = CliRunner().invoke(app, [*[a.replace(str(out), str(tmp_path / "e2")) for a in args], "--json"])
+    assert again.exit_code == 0, again.output
+    assert "generating (candidate)" in again.output  # progress bars by default (stderr)
+    assert json.loads((tmp_path / "e2" / "eval_summary.json").read_text())["judge"]["kind"] == "none"
+
+    bad = CliRunner().invoke(app, ["eval", "run", f"model={micro_model_dir}", "judge=oracle", "-q"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: ") and "judge" in bad.output
