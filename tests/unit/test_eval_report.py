@@ -215,7 +215,8 @@ def test_more_models_get_their_rows_and_bradley_terry(results):
                                for p, v in zip(results.pairwise, ["win", "lose", "win", "win", "tie", None],
                                                strict=True)]
     s = results.summary
-    summary = summarize(results.replies + third, point, pair, judge=s["judge"], automatic=s["automatic"],
+    automatic = {**s["automatic"], "others": {"sft": {"loss": 3.0}}}
+    summary = summarize(results.replies + third, point, pair, judge=s["judge"], automatic=automatic,
                         skipped=[], candidate=s["candidate"], baseline=s["baseline"],
                         others=[{"label": "sft", "model": "runs/sft/model"}], resamples=100)
     many = Results(summary, results.replies + third, point, pair)
@@ -225,6 +226,7 @@ def test_more_models_get_their_rows_and_bradley_terry(results):
     assert row.split("|")[3].strip() == "60.0"  # 3 wins of 5 judged
     assert "### Bradley-Terry scores (more than two models)" in text
     assert re.search(r"^\| sft \| 3\.00 \[", text, re.M)  # point-wise row of the third model
+    assert "| loss | 2.1234 | 6.5000 | 3.0000 |" in text  # its automatic column
     page = render_html(many)
     assert page.count('class="bar score other"') == 7
     assert page.count('<div class="reply other">') == 6

@@ -356,24 +356,32 @@ def _markdown_pointwise(summary: dict, judge: str) -> list[str]:
     return lines
 
 
-def _markdown_automatic(summary: dict) -> list[str]:
+def _automatic(summary: dict) -> tuple[list[tuple[str, dict]], list[str]]:
+    """((model label, automatic block) for every model that has one, the scalar keys)."""
     auto = summary.get("automatic") or {}
-    sides = [s for s in ("candidate", "baseline") if auto.get(s)]
+    blocks = [(label, auto.get(role) if role != "other" else (auto.get("others") or {}).get(label))
+              for role, label, _ in _models(summary)]
+    blocks = [(label, b) for label, b in blocks if b]
+    keys = sorted({k for _, b in blocks for k, v in b.items() if not isinstance(v, (dict, list))})
+    return blocks, keys
+
+
+def _markdown_automatic(summary: dict) -> list[str]:
+    sides, keys = _automatic(summary)
     if not sides:
         return []
-    keys = sorted({k for s in sides for k, v in auto[s].items() if not isinstance(v, (dict, list))})
     lines = ["## Automatic signals", "",
              "No judge involved: response loss and perplexity on the validation dialogues, "
              "preference accuracy on the validation pairs, and statistics of the generated "
              "replies.", ""]
-    lines += _md_table(["metric", *sides],
-                       [[k, *(_num(auto[s].get(k), 4) for s in sides)] for k in keys])
+    lines += _md_table(["metric", *(md_text(label) for label, _ in sides)],
+                       [[k, *(_num(b.get(k), 4) for _, b in sides)] for k in keys])
     for key, name in (("by_category", "category"), ("by_topic", "topic")):
-        for side in sides:
-            blocks = auto[side].get(key) or {}
+        for side, block in sides:
+            blocks = block.get(key) or {}
             if blocks:
                 metrics = sorted({m for b in blocks.values() for m in b})
-                lines += [f"### Automatic signals per {name}: {side}", "",
+                lines += [f"### Automatic signals per {name}: {md_text(side)}", "",
                           *_md_table([name, *metrics],
                                      [[md_text(k), *(_num(b.get(m), 4) for m in metrics)]
                                       for k, b in blocks.items()])]
@@ -630,13 +638,11 @@ def render_html(results: Results, *, max_samples: int = DEFAULT_SAMPLES) -> str:
     for title, note, head, rows in human_tables(summary):
         body += [f"<h2>{esc(title)}</h2>", f'<p class="judge">Judge: {esc(judge)}. {esc(note)}</p>',
                  _html_table(head, rows)]
-    auto = summary.get("automatic") or {}
-    sides = [s for s in ("candidate", "baseline") if auto.get(s)]
+    sides, keys = _automatic(summary)
     if sides:
-        keys = sorted({k for s in sides for k, v in auto[s].items() if not isinstance(v, (dict, list))})
         body += ["<h2>Automatic signals</h2>",
-                 _html_table(["metric", *sides], [[k, *(_num(auto[s].get(k), 4) for s in sides)]
-                                                  for k in keys])]
+                 _html_table(["metric", *(label for label, _ in sides)],
+                             [[k, *(_num(b.get(k), 4) for _, b in sides)] for k in keys])]
     shown = samples(results)[:max_samples]
     if shown:
         models = _models(summary)
