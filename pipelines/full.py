@@ -1,5 +1,6 @@
 """The full charops recipe as a Kubeflow pipeline: data prep -> pretrain -> SFT -> DPO ->
-[reward model] -> evaluate (against the base model, judged by ``judge``) -> register.
+[reward model] -> evaluate (against the base model, judged by ``judge``) -> register ->
+[promotion gate -> promote, when ``promote_to`` is staging or production].
 
 Wiring only: the components live in components/<stage>/, how each task runs on a cluster in
 charops.pipeline.tasks (from configs/pipeline/cluster.yaml, read at compile time). Compile and
@@ -10,7 +11,8 @@ run it::
     charops submit pipelines/full.yaml --host https://kfp.example.com --wait \
         --param base_model=s3://models/qwen2-0.5b --param accelerator_limit=4
     charops submit pipelines/full.yaml --host https://kfp.example.com \
-        --param judge=openai --param 'eval_overrides=["judge_model=gpt-4o-mini"]'
+        --param judge=openai --param 'eval_overrides=["judge_model=gpt-4o-mini"]' \
+        --param promote_to=staging        # promoted only if it beats production (docs/registry.md)
 """
 
 # Pipeline parameters' defaults are lists ([] = no overrides): KFP reads them from the
@@ -54,10 +56,16 @@ def build(cluster: ClusterConfig):
         eval_config: str = "default",
         eval_overrides: list = [],
         model_name: str = "charops-chat",
+        promote_to: str = "",
+        promote_config: str = "default",
+        promote_overrides: list = [],
         store: str = cluster.store,
         pipeline_version: str = "",
         accelerator_type: str = cluster.accelerator_type,
         accelerator_limit: int = cluster.accelerator_limit,
+        gpus: int = -1,
+        nodes: int = 1,
+        trainjob_overrides: list = [],
         node_selector: dict = cluster.node_selector,
         tolerations: list = cluster.tolerations,
         s3_secret: str = cluster.s3_secret,
@@ -71,20 +79,24 @@ def build(cluster: ClusterConfig):
                                    data=data, data_config=data_config,
                                    data_overrides=data_overrides)
         pt = training_step(pretrain(model=base.outputs["model"], dataset=prep.outputs["dataset"],
-                                    config=pretrain_config, overrides=pretrain_overrides),
+                                    config=pretrain_config, overrides=pretrain_overrides, gpus=gpus, nodes=nodes,
+                                    trainjob_overrides=trainjob_overrides),
                            cluster, where, "pretrain")
         tuned = training_step(sft(model=pt.outputs["trained_model"],
                                   dataset=prep.outputs["dataset"], config=sft_config,
-                                  overrides=sft_overrides), cluster, where, "sft")
+                                  overrides=sft_overrides, gpus=gpus, nodes=nodes,
+                                    trainjob_overrides=trainjob_overrides), cluster, where, "sft")
         aligned = training_step(dpo(model=tuned.outputs["trained_model"],
                                     dataset=prep.outputs["dataset"], config=dpo_config,
-                                    overrides=dpo_overrides), cluster, where, "dpo")
+                                    overrides=dpo_overrides, gpus=gpus, nodes=nodes,
+                                    trainjob_overrides=trainjob_overrides), cluster, where, "dpo")
         evaluate_and_register(cluster, where, model=aligned.outputs["trained_model"],
                               dataset=prep.outputs["dataset"], baseline=base.outputs["model"],
                               reward_base=tuned.outputs["trained_model"], judge=judge,
                               reward_config=reward_config, reward_overrides=reward_overrides,
                               eval_config=eval_config, eval_overrides=eval_overrides,
                               model_name=model_name, store=store, base_model=base_model,
-                              pipeline_version=pipeline_version)
+                              pipeline_version=pipeline_version, promote_to=promote_to,
+                              promote_config=promote_config, promote_overrides=promote_overrides)
 
     return full

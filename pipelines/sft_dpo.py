@@ -1,5 +1,6 @@
 """The recipe without continued pretraining: data prep -> SFT -> DPO -> [reward model] ->
-evaluate (judged by ``judge``) -> register.
+evaluate (judged by ``judge``) -> register -> [promotion gate -> promote, when ``promote_to``
+is staging or production].
 
 For a base model that already speaks the language (any Hugging Face chat model): fine-tune it
 on the character dialogues, align it on preference pairs, compare it with the base model::
@@ -48,10 +49,16 @@ def build(cluster: ClusterConfig):
         eval_config: str = "default",
         eval_overrides: list = [],
         model_name: str = "charops-chat",
+        promote_to: str = "",
+        promote_config: str = "default",
+        promote_overrides: list = [],
         store: str = cluster.store,
         pipeline_version: str = "",
         accelerator_type: str = cluster.accelerator_type,
         accelerator_limit: int = cluster.accelerator_limit,
+        gpus: int = -1,
+        nodes: int = 1,
+        trainjob_overrides: list = [],
         node_selector: dict = cluster.node_selector,
         tolerations: list = cluster.tolerations,
         s3_secret: str = cluster.s3_secret,
@@ -65,17 +72,20 @@ def build(cluster: ClusterConfig):
                                    data=data, data_config=data_config,
                                    data_overrides=data_overrides)
         tuned = training_step(sft(model=base.outputs["model"], dataset=prep.outputs["dataset"],
-                                  config=sft_config, overrides=sft_overrides),
+                                  config=sft_config, overrides=sft_overrides, gpus=gpus, nodes=nodes,
+                                    trainjob_overrides=trainjob_overrides),
                               cluster, where, "sft")
         aligned = training_step(dpo(model=tuned.outputs["trained_model"],
                                     dataset=prep.outputs["dataset"], config=dpo_config,
-                                    overrides=dpo_overrides), cluster, where, "dpo")
+                                    overrides=dpo_overrides, gpus=gpus, nodes=nodes,
+                                    trainjob_overrides=trainjob_overrides), cluster, where, "dpo")
         evaluate_and_register(cluster, where, model=aligned.outputs["trained_model"],
                               dataset=prep.outputs["dataset"], baseline=base.outputs["model"],
                               reward_base=tuned.outputs["trained_model"], judge=judge,
                               reward_config=reward_config, reward_overrides=reward_overrides,
                               eval_config=eval_config, eval_overrides=eval_overrides,
                               model_name=model_name, store=store, base_model=base_model,
-                              pipeline_version=pipeline_version)
+                              pipeline_version=pipeline_version, promote_to=promote_to,
+                              promote_config=promote_config, promote_overrides=promote_overrides)
 
     return sft_dpo

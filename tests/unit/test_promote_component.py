@@ -13,7 +13,9 @@ from kfp import dsl, local
 from kfp.dsl import Artifact
 
 from charops.components.promote.component import promote, promotion_gate
-from charops.registry import history, production, register
+from charops.pipeline.recipe import gated_promotion
+from charops.pipeline.tasks import Placement, load_cluster_config
+from charops.registry import history, production, register, stage_of
 from charops.storage.local import LocalStore
 
 pytestmark = pytest.mark.slow
@@ -68,3 +70,65 @@ def test_refused_then_promoted(tmp_path):
     event = history(store, "chat")[-1]
     assert event["actor"] == "pipeline:nightly-7" and event["gate"]["passed"]
     assert "nightly-7" in event["reason"] and not event["force"]
+
+
+CLUSTER = load_cluster_config("cluster")
+WHERE = Placement("NVIDIA_TESLA_T4", 1, {}, [], "mlpipeline-minio-artifact", "judge", "cache")
+
+
+@dsl.pipeline(name="promotion-in-a-branch")
+def promotion_in_a_branch(entry_path: str, store: str, judge: str, promote_to: str):
+    """The pipelines' shape: the register step (here an importer) and the gated promotion
+    inside one branch of the judge condition, the promotion itself behind two conditions."""
+    with dsl.If(judge == "reward_model", "judge: reward model"):
+        entry = dsl.importer(artifact_uri=entry_path, artifact_class=Artifact, reimport=False)
+        gated_promotion(CLUSTER, WHERE, entry=entry.output, store=store, promote_to=promote_to,
+                        promote_config="default", promote_overrides=[])
+    with dsl.Else("judge: none"):
+        other = dsl.importer(artifact_uri=entry_path, artifact_class=Artifact, reimport=False)
+        gated_promotion(CLUSTER, WHERE, entry=other.output, store=store, promote_to=promote_to,
+                        promote_config="default", promote_overrides=[])
+
+
+def test_gated_promotion_as_wired_in_the_pipelines(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    entry = _entry_file(store, tmp_path, 1, 0.001)
+    # Off by default (promote_to empty): nothing runs, nothing changes.
+    promotion_in_a_branch(entry_path=entry, store=str(store.root), judge="reward_model",
+                          promote_to="")
+    assert history(store, "chat") == []
+    promotion_in_a_branch(entry_path=entry, store=str(store.root), judge="none",
+                          promote_to="staging")
+    assert stage_of(store, "chat", 1) == "staging"
+    promotion_in_a_branch(entry_path=entry, store=str(store.root), judge="reward_model",
+                          promote_to="production")
+    assert production(store, "chat")["version"] == 1
+    assert [e["to"] for e in history(store, "chat")] == ["staging", "production"]
+
+
+@pytest.mark.parametrize("name", ["full", "sft_dpo"])
+def test_compiled_pipelines_end_with_the_conditional_promotion(name):
+    """The committed YAML: promote_to is off by default; in each judge branch the gate follows
+    register and the promote step sits behind the gate's decision."""
+    import yaml
+
+    spec = next(yaml.safe_load_all((Path(__file__).parents[2] / "pipelines" / f"{name}.yaml").read_text()))
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["promote_to"]["defaultValue"] == "" and params["promote_config"]["defaultValue"] == "default"
+    dags = {k: v["dag"]["tasks"] for k, v in spec["components"].items() if "dag" in v}
+    gates = []
+    for tasks in dags.values():
+        for task in tasks.values():
+            cond = task.get("triggerPolicy", {}).get("condition", "")
+            if cond == "inputs.parameter_values['pipelinechannel--promote_to'] != ''":
+                inner = dags[task["componentRef"]["name"]]
+                gate = next(t for t in inner if t.startswith("promotion-gate"))
+                # The register step's entry, passed into the condition.
+                entry = inner[gate]["inputs"]["artifacts"]["entry"]["componentInputArtifact"]
+                assert entry.startswith("pipelinechannel--register") and entry.endswith("-entry")
+                passed = next(t for k, t in inner.items() if k.startswith("condition-"))
+                assert passed["triggerPolicy"]["condition"] == \
+                    f"inputs.parameter_values['pipelinechannel--{gate}-Output'] == 'promote'"
+                assert any(t.startswith("promote") for t in dags[passed["componentRef"]["name"]])
+                gates.append(gate)
+    assert sorted(gates) == ["promotion-gate", "promotion-gate-2"]  # one per judge branch

@@ -2,7 +2,8 @@
 
 Both start from a base model and the prepared data and end by evaluating the trained model
 against the base model (with the judge the ``judge`` parameter names, training a reward model
-first where that is the judge) and registering it; only the training steps in between differ.
+first where that is the judge) and registering it, then, when ``promote_to`` names a stage,
+promoting it if the promotion gate passes; only the training steps in between differ.
 ``eval_only`` uses the evaluation part alone.
 """
 
@@ -14,6 +15,7 @@ from kfp import dsl
 from charops.components.base_model.component import base_model as base_model_op
 from charops.components.data_prep.component import data_prep
 from charops.components.evaluate.component import evaluate
+from charops.components.promote.component import promote, promotion_gate
 from charops.components.register.component import register
 from charops.components.reward.component import reward
 from charops.pipeline.tasks import ClusterConfig, Placement, light_step, training_step
@@ -58,19 +60,41 @@ def judged_evaluation(cluster: ClusterConfig, where: Placement, *, model, datase
             then(judged.outputs["results"])
 
 
+def gated_promotion(cluster: ClusterConfig, where: Placement, *, entry, store, promote_to,
+                    promote_config, promote_overrides) -> None:
+    """The conditional last step: off unless ``promote_to`` names a stage; the gate decides and
+    the promote step runs only when it passed. Neither is cached: the answer depends on the
+    registry's state, not only on the inputs."""
+    with dsl.If(promote_to != "", "promotion on"):
+        gate = light_step(promotion_gate(entry=entry, store=store, to=promote_to,
+                                         config=promote_config, overrides=promote_overrides),
+                          cluster, where, "promotion gate")
+        gate.set_caching_options(False)
+        with dsl.If(gate.outputs["Output"] == "promote", "gate passed"):
+            step = light_step(promote(entry=entry, store=store, to=promote_to,
+                                      config=promote_config, overrides=promote_overrides,
+                                      run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
+                              cluster, where, "promote")
+            step.set_caching_options(False)
+
+
 def evaluate_and_register(cluster: ClusterConfig, where: Placement, *, model, dataset, baseline,
                           reward_base, judge, reward_config, reward_overrides, eval_config,
-                          eval_overrides, model_name, store, base_model, pipeline_version) -> None:
-    """Evaluation of ``model`` against ``baseline`` (see :func:`judged_evaluation`), then its
-    registration."""
+                          eval_overrides, model_name, store, base_model, pipeline_version,
+                          promote_to, promote_config, promote_overrides) -> None:
+    """Evaluation of ``model`` against ``baseline`` (see :func:`judged_evaluation`), its
+    registration, and its gated promotion (see :func:`gated_promotion`)."""
 
     def register_step(results) -> None:
-        light_step(register(model=model, dataset=dataset, evaluation=results,
-                            name=model_name, store=store, base_model=base_model,
-                            pipeline_version=pipeline_version,
-                            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-                            run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
-                   cluster, where, "register")
+        registered = light_step(register(model=model, dataset=dataset, evaluation=results,
+                                         name=model_name, store=store, base_model=base_model,
+                                         pipeline_version=pipeline_version,
+                                         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                                         run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER),
+                                cluster, where, "register")
+        gated_promotion(cluster, where, entry=registered.outputs["entry"], store=store,
+                        promote_to=promote_to, promote_config=promote_config,
+                        promote_overrides=promote_overrides)
 
     judged_evaluation(cluster, where, model=model, dataset=dataset, baseline=baseline,
                       reward_base=reward_base, judge=judge, reward_config=reward_config,
