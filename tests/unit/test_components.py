@@ -233,8 +233,9 @@ def test_metrics_helpers_keep_finite_numbers_only(tmp_path):
 
 # --- the real components, chained by the full pipeline on the micro model --------------------
 
-# The micro model with room for the bundled dialogues (its preset stops at 512 positions).
-MICRO = ['model_config=micro', 'model_overrides=["max_position_embeddings=1024"]',
+# The micro model with room for the bundled dialogues (its preset stops at 512 positions; the
+# data preset's max_seq_len is 1536, and data prepare refuses a max_seq_len above the model's).
+MICRO = ['model_config=micro', 'model_overrides=["max_position_embeddings=2048"]',
          'data_overrides=["progress=false", "validation_fraction=0.2"]',
          'pretrain_overrides=["max_steps=2", "per_device_train_batch_size=2"]',
          'sft_overrides=["max_steps=2", "per_device_train_batch_size=2"]',
@@ -347,7 +348,7 @@ def test_base_model_copies_a_model_directory(micro_run, tmp_path):
     final = result.output("dpo", "trained_model")
     again = run_local(ROOT / "pipelines" / "eval_only.yaml",
                       [f"model={final}", f"baseline_model={result.output('base-model', 'model')}",
-                       'model_overrides=["max_position_embeddings=1024"]',
+                       'model_overrides=["max_position_embeddings=2048"]',
                        'data_overrides=["progress=false", "validation_fraction=0.2"]',
                        'judge=none',
                        'eval_overrides=["max_prompts=2", "max_new_tokens=4", "heldout_max_examples=8"]'],
