@@ -116,8 +116,10 @@ def main() -> None:
         prepare_times = []
         for r in range(args.repeat):
             out = work / f"ds{r}"
+            # As long as the model allows (data prepare refuses more): no dialogue is cut for length.
+            positions = json.loads((model / "config.json").read_text())["max_position_embeddings"]
             cfg = load_config(PrepareConfig, "default", [f"inputs={data}", f"model={model}", f"output_dir={out}",
-                                                         "progress=false", "max_seq_len=4096"])
+                                                         "progress=false", f"max_seq_len={positions}"])
             t0 = time.perf_counter()
             manifest = run(cfg)
             prepare_times.append(time.perf_counter() - t0)

@@ -206,6 +206,8 @@ def test_malformed_yaml_and_failing_step_are_one_line_errors(tmp_path):
     # A bad override only shows when its step runs: the error names the step and the cause.
     proc = _charops(["submit", str(ROOT / "pipelines" / "sft_dpo.yaml"), "--local",
                      "--runs-dir", str(tmp_path / "runs"), "--param", "model_config=micro",
+                     # room for the data preset's max_seq_len (prepare refuses more than the model's)
+                     "--param", 'model_overrides=["max_position_embeddings=2048"]',
                      "--param", 'sft_overrides=["max_stepz=1"]'], cwd=tmp_path)
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
