@@ -192,10 +192,11 @@ def transition(store: Any, name: str, version: int | str, to: str, *, actor: str
     def plan(last: dict | None) -> dict:
         state = last["stages"] if last else {}
         current = state.get(str(version), "none")
-        if current == to:
-            return {"noop": next(e for e in reversed(history(store, name))
-                                 if any(c["version"] == version and c["to"] == to
-                                        for c in e["changes"]))}
+        if current == to:  # the event that put it there, looked for from the newest back
+            for seq in range(last["seq"], 0, -1):
+                event = last if seq == last["seq"] else store.get_json(event_key(name, seq))
+                if any(c["version"] == version and c["to"] == to for c in event["changes"]):
+                    return {"noop": event}
         if to not in ALLOWED[current]:
             raise RegistryError(f"'{name}' v{version} is {current}: it can move to "
                                 f"{' or '.join(ALLOWED[current])}, not {to}")
