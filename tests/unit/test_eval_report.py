@@ -230,3 +230,20 @@ def test_more_models_get_their_rows_and_bradley_terry(results):
     page = render_html(many)
     assert page.count('class="bar score other"') == 7
     assert page.count('<div class="reply other">') == 6
+
+
+def test_judge_line_states_calibration_and_token_counts():
+    from charops.eval.report import judge_text
+
+    judge = {"kind": "reward_model", "model": "runs/reward/model", "rubric": "reward-calibrated-v1",
+             "dimensions": ["Overall"], "pair_accuracy": 0.8125, "tie_margin": 0.05,
+             "calibration": {"chosen_mean": 0.5, "rejected_mean": -0.25}}
+    assert judge_text(judge) == "reward model, model runs/reward/model, rubric reward-calibrated-v1"
+    assert judge_text(judge, details=True) == (
+        "reward model, model runs/reward/model, rubric reward-calibrated-v1, calibration "
+        "(chosen_mean 0.500, rejected_mean -0.250), pair accuracy 0.812, tie margin 0.050")
+    llm = {"kind": "openai", "model": "gpt-4o-mini", "rubric": "characterglm-v1",
+           "usage": {"pairwise": {"prompt_tokens": 1200, "completion_tokens": 80}}}
+    assert judge_text(llm, details=True).endswith(
+        "usage (pairwise.completion_tokens 80, pairwise.prompt_tokens 1200)")
+    assert judge_text({"kind": "none"}) == judge_text(None) == "no judge"

@@ -125,10 +125,28 @@ def judge_text(judge: dict | None, details: bool = False) -> str:
         parts.append(f"rubric {judge['rubric']}")
     for key in sorted(judge) if details else ():
         value = judge[key]
-        if key in ("kind", "model", "rubric") or isinstance(value, (dict, list)) or value is None:
+        if key in ("kind", "model", "rubric") or isinstance(value, list) or value is None:
+            continue
+        if isinstance(value, dict):  # a reward model's calibration, an LLM judge's token counts
+            leaves = _leaves(value)
+            if leaves:
+                parts.append(f"{key.replace('_', ' ')} (" + ", ".join(
+                    f"{k} {_num(v, 3) if isinstance(v, float) else v}" for k, v in leaves) + ")")
             continue
         parts.append(f"{key.replace('_', ' ')} {_num(value, 3) if isinstance(value, float) else value}")
     return ", ".join(parts)
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """Scalar leaves of a nested dict as (dotted key, value), in key order."""
+    out: list[tuple[str, Any]] = []
+    for key in sorted(tree):
+        value = tree[key]
+        if isinstance(value, dict):
+            out += _leaves(value, f"{prefix}{key}.")
+        elif value is not None and not isinstance(value, list):
+            out.append((f"{prefix}{key}", value))
+    return out
 
 
 def headline_metrics(summary: dict) -> dict[str, float]:
