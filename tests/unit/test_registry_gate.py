@@ -262,3 +262,25 @@ def test_card_and_gate_on_s3(tmp_path, s3_server, s3_bucket):
     assert production(store, "chat")["version"] == 2
     transition(store, "chat", 1, "staging", actor="a", reason="compare")
     assert [e["to"] for e in history(store, "chat")] == ["production", "production", "staging"]
+
+
+def test_a_promotion_in_between_gate_and_change_is_not_slipped_past(tmp_path, store, monkeypatch):
+    """v2 is gated against the base model; before its event is written someone promotes v3:
+    v2's promotion is refused rather than archiving v3 without comparing with it."""
+    import charops.registry.gate as gate_module
+
+    _publish(store, tmp_path, 1, summary())
+    _publish(store, tmp_path, 2, summary())
+    real_check = gate_module.check
+
+    def check_then_someone_promotes(*args, **kwargs):
+        decision = real_check(*args, **kwargs)
+        transition(store, "chat", 1, "production", actor="other", reason="meanwhile")
+        return decision
+
+    monkeypatch.setattr(gate_module, "check", check_then_someone_promotes)
+    with pytest.raises(RegistryError, match="production changed to v1 while v2 was gated against "
+                                            "the base model"):
+        promote(store, "chat", 2, "production", actor="a", reason="", config=CFG)
+    assert production(store, "chat")["version"] == 1
+    assert [e["actor"] for e in history(store, "chat")] == ["other"]

@@ -153,7 +153,8 @@ def check(store: Any, name: str, version: int | str, config: GateConfig,
             summary = None
     decision = decide(summary, config, current, entry["lineage"].get("base_model"),
                       candidate=entry if given else None)
-    decision.update({"name": name, "version": version})
+    decision.update({"name": name, "version": version,
+                     "reference_version": current["version"] if current is not None else None})
     return decision
 
 
@@ -175,9 +176,11 @@ def promote(store: Any, name: str, version: int | str, to: str, *, actor: str, r
     decision = check(store, name, version, config, summary)
     if not decision["passed"] and not force:
         return decision, None
-    record = {k: decision[k] for k in ("passed", "reference", "rows", "config")}
+    record = {k: decision[k] for k in ("passed", "reference", "reference_version", "rows",
+                                       "config")}
     return decision, transition(store, name, version, to, actor=actor, reason=reason,
-                                force=force and not decision["passed"], gate=record)
+                                force=force and not decision["passed"], gate=record,
+                                expect_production=decision["reference_version"])
 
 
 def preview(store: Any, name: str, version: int | str, to: str,

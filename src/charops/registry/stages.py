@@ -31,6 +31,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from types import EllipsisType
 from typing import Any
 
 from charops.registry import RegistryError, check_name, check_version, get_entry, list_versions
@@ -176,13 +177,17 @@ def _check_reason(force: bool, reason: str) -> None:
 
 
 def transition(store: Any, name: str, version: int | str, to: str, *, actor: str, reason: str,
-               force: bool = False, gate: dict | None = None) -> dict:
+               force: bool = False, gate: dict | None = None,
+               expect_production: int | None | EllipsisType = ...) -> dict:
     """Move ``version`` to stage ``to``; the recorded event.
 
     Promoting to production archives the current production version in the same event.
     Moving a version to the stage it is in changes nothing and returns the event that put it
     there (a retried pipeline step is not an error). ``force`` and ``gate`` are recorded as
     given: the promotion gate (``charops.registry.gate``) decides, this records.
+    ``expect_production`` (a version, or None for none) makes the change conditional on the
+    production version being that one when the event is appended: the gate compared against
+    it, and a promotion by someone else in between must not slip past the gate.
     """
     version = check_version(version)
     to = check_stage(to)
@@ -200,6 +205,11 @@ def transition(store: Any, name: str, version: int | str, to: str, *, actor: str
         if to not in ALLOWED[current]:
             raise RegistryError(f"'{name}' v{version} is {current}: it can move to "
                                 f"{' or '.join(ALLOWED[current])}, not {to}")
+        now = next((int(v) for v, s in state.items() if s == "production"), None)
+        if expect_production is not ... and now != expect_production:
+            raise RegistryError(f"'{name}': production changed to v{now} while v{version} was "
+                                f"gated against {_label(expect_production)}; run the promotion "
+                                "again")
         changes = [(version, current, to)]
         if to == "production":
             changes += [(int(v), "production", "archived") for v, s in state.items()
@@ -208,6 +218,10 @@ def transition(store: Any, name: str, version: int | str, to: str, *, actor: str
                 "version": version, "changes": changes}
 
     return _append(store, name, plan, actor=actor, reason=reason, force=force, gate=gate)
+
+
+def _label(version: int | None) -> str:
+    return "the base model" if version is None else f"v{version}"
 
 
 def previous_production(events: list[dict], current: int) -> int | None:
