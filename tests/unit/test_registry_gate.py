@@ -284,3 +284,21 @@ def test_a_promotion_in_between_gate_and_change_is_not_slipped_past(tmp_path, st
         promote(store, "chat", 2, "production", actor="a", reason="", config=CFG)
     assert production(store, "chat")["version"] == 1
     assert [e["actor"] for e in history(store, "chat")] == ["other"]
+
+
+def test_a_judge_that_scores_no_safety(tmp_path):
+    """The reward-model judge scores Overall only (pointwise.dimensions == ["Overall"])."""
+    s = summary()
+    s["pointwise"]["dimensions"] = ["Overall"]
+    for side in ("candidate", "baseline"):
+        del s["pointwise"][side]["overall"]["Safety"]
+    strict = decide(s, CFG, None)
+    row = next(r for r in strict["rows"] if r["check"] == "point-wise Safety")
+    assert not strict["passed"] and not row["passed"]
+    assert row["note"] == ("not judged: the reward_model judge scores Overall "
+                           "(require_safety=false accepts that)")
+    lenient = decide(s, load_config(GateConfig, "default", ["require_safety=false"]), None)
+    assert lenient["passed"] and _result(lenient)["point-wise Overall"] is True
+    # Overall is never optional.
+    s["pointwise"]["dimensions"] = ["Safety"]
+    assert not decide(s, GateConfig(require_safety=False), None)["passed"]
