@@ -115,6 +115,8 @@ def test_html_is_self_contained_and_escaped(results):
     # Only the SVG namespace may look like a URL.
     assert set(re.findall(r"https?://[^\s\"']+", page)) == {"http://www.w3.org/2000/svg"}
     assert "default-src 'none'" in page
+    assert page.count("(empty reply)") == 1  # p6's candidate reply
+    assert "the reply with the higher reward wins" in page  # the reward model's verdict rule
 
 
 def test_headline_metrics(results):

@@ -46,6 +46,15 @@ JUDGE_NAMES = {"reward_model": "reward model", "openai": "LLM judge (OpenAI-comp
                "human": "people (human annotation)", "none": "none"}
 
 
+# How each judge reaches a pair-wise verdict, stated above the tables.
+VERDICT_RULE = {
+    "openai": "each pair is judged in both orders and two verdicts that disagree count as a tie. ",
+    "reward_model": "the reply with the higher reward wins; a difference within the tie margin is a "
+                    "tie. ",
+    "human": "the annotators' majority wins; an even split is a tie. ",
+}
+
+
 @dataclass
 class Results:
     """An eval results directory, read: the summary and the records beside it."""
@@ -90,6 +99,8 @@ def load_results(results_dir: str | Path) -> Results:
 def _num(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
+    if isinstance(value, int) and not isinstance(value, bool):  # counts stay counts
+        return str(value)
     return f"{value:.{digits}f}"
 
 
@@ -310,7 +321,7 @@ def _markdown_pairwise(summary: dict, judge: str) -> list[str]:
     base = (summary.get("baseline") or {}).get("label", "baseline")
     lines = ["## Pair-wise: candidate vs. baseline (CharacterGLM Tables 7 and 8)", "",
              f"{md_text(cand)} against {md_text(base)} on the same prompt; "
-             "each pair is judged in both orders and two verdicts that disagree count as a tie. "
+             f"{VERDICT_RULE.get((summary.get('judge') or {}).get('kind'), '')}"
              "Win/Tie/Lose are % of judged pairs from the candidate's side; Advantage = Win − Lose; "
              "p: exact two-sided sign test on wins vs. losses (ties excluded); 95% CI: paired "
              "bootstrap interval of Advantage.", ""]
@@ -633,9 +644,9 @@ def render_html(results: Results, *, max_samples: int = DEFAULT_SAMPLES) -> str:
     pair = summary.get("pairwise")
     if pair:
         body += ["<h2>Pair-wise: candidate vs. baseline</h2>",
-                 f'<p class="judge">Judge: {esc(judge)}. Both orders judged; disagreeing verdicts '
-                 "count as a tie. Advantage = win − lose; p: exact sign test; 95% CI: paired "
-                 "bootstrap.</p>", _legend([("win", "win"), ("tie", "tie"), ("lose", "lose")])]
+                 f'<p class="judge">Judge: {esc(judge)}. '
+                 f"{esc(VERDICT_RULE.get((summary.get('judge') or {}).get('kind'), ''))}"
+                 "Advantage = win − lose; p: exact sign test; 95% CI: paired bootstrap.</p>", _legend([("win", "win"), ("tie", "tie"), ("lose", "lose")])]
         for key, title, chart in (("by_category", "Per character category", "pairwise-category"),
                                   ("by_topic", "Per dialogue topic", "pairwise-topic")):
             rows = [("overall", pair["overall"]), *(pair.get(key) or {}).items()]
@@ -661,11 +672,12 @@ def render_html(results: Results, *, max_samples: int = DEFAULT_SAMPLES) -> str:
         body += ["<h2>Automatic signals</h2>",
                  _html_table(["metric", *(label for label, _ in sides)],
                              [[k, *(_num(b.get(k), 4) for _, b in sides)] for k in keys])]
-    shown = samples(results)[:max_samples]
+    every = samples(results)
+    shown = every[:max_samples]
     if shown:
         models = _models(summary)
         body += ["<h2>Sample replies</h2>",
-                 f"<p>{len(shown)} of {len(samples(results))} prompts; replies cut at "
+                 f"<p>{len(shown)} of {len(every)} prompts; replies cut at "
                  f"{REPLY_CHARS} characters (all in replies.jsonl).</p>"]
         for i, s in enumerate(shown, 1):
             cards = []
@@ -674,8 +686,10 @@ def render_html(results: Results, *, max_samples: int = DEFAULT_SAMPLES) -> str:
                 if "Overall" in s.scores.get(label, {}):
                     notes.append(f"Overall {s.scores[label]['Overall']}")
                 title = label + (f" ({', '.join(notes)})" if notes else "")
+                text = s.replies.get(label, "")
                 cards.append(f'<div class="reply {role}"><h4>{esc(title)}</h4>'
-                             f'{esc(_cut(s.replies.get(label, "")))}</div>')
+                             + (esc(_cut(text)) if text else '<i class="empty">(empty reply)</i>')
+                             + "</div>")
             body.append(f'<div class="sample"><h3>{i}. {esc(s.character)} · {esc(s.category)} · '
                         f'{esc(s.topic)}</h3><p class="context"><b>user:</b> '
                         f'{esc(_cut(_last_user(s.context)))}</p><div class="pair">{"".join(cards)}</div>'
