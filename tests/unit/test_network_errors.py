@@ -26,6 +26,12 @@ from charops.storage import S3Store, StorageError, open_store
 HANG_LIMIT_S = 90
 
 
+class _Url(str):
+    """The server's URL; ``held`` lists the connections it has accepted."""
+
+    held: list
+
+
 @pytest.fixture
 def silent_server():
     """Accepts connections on 127.0.0.1 and never sends a byte: yields its http:// URL."""
@@ -46,7 +52,9 @@ def silent_server():
 
     t = threading.Thread(target=accept, daemon=True)
     t.start()
-    yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    url = _Url(f"http://127.0.0.1:{srv.getsockname()[1]}")
+    url.held = held
+    yield url
     stop.set()
     t.join(timeout=5)
     for c in held:
@@ -157,3 +165,21 @@ def test_submit_to_a_host_answering_html(html_server):
     pipeline = Path(__file__).resolve().parents[2] / "pipelines" / "eval_only.yaml"
     proc = _charops(["submit", str(pipeline), "--param", "model=runs/m", "--host", html_server], {})
     assert_one_line_error(proc, "not the Kubeflow Pipelines API")
+
+
+def test_kfp_host_that_never_answers_fails_within_seconds_naming_it(silent_server):
+    proc = _charops(["runs", "list", "--host", silent_server], {"CHAROPS_KFP_READ_TIMEOUT": "1"})
+    assert_one_line_error(proc, silent_server, "did not answer healthz within 1 s",
+                          "CHAROPS_KFP_READ_TIMEOUT")
+
+
+def test_kfp_healthz_does_not_retry_a_read_timeout_and_times_out_in_seconds(silent_server):
+    from charops.pipeline import client as kfp_client
+
+    with pytest.raises(kfp_client.KfpError, match="did not answer"):
+        kfp_client.connect(silent_server, env={"CHAROPS_KFP_READ_TIMEOUT": "0.5"})
+    assert len(silent_server.held) == 1  # one try: a silent server is not asked again
+    assert kfp_client.DEFAULT_CONNECT_TIMEOUT <= 10 and kfp_client.DEFAULT_READ_TIMEOUT <= 30
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(kfp_client.KfpError, match="CHAROPS_KFP_READ_TIMEOUT"):
+            kfp_client.connect(silent_server, env={"CHAROPS_KFP_READ_TIMEOUT": bad})

@@ -12,7 +12,10 @@ uploads the pipeline only if the server lacks it and that version only if the se
 
 Host: ``host`` argument (``--host``) > ``$KF_PIPELINES_ENDPOINT`` > the kube context (in-cluster
 config or kubeconfig, which kfp resolves itself). Token: ``token`` (``--token``) >
-``$KF_PIPELINES_TOKEN``, sent as ``Authorization: Bearer``.
+``$KF_PIPELINES_TOKEN``, sent as ``Authorization: Bearer``. The health check before anything
+else waits seconds, not minutes: ``$CHAROPS_KFP_CONNECT_TIMEOUT`` (default 5) and
+``$CHAROPS_KFP_READ_TIMEOUT`` (default 10); a refused connection is tried once more, a server
+that accepts and never answers is not (waiting again would only double the wait).
 """
 
 from __future__ import annotations
@@ -44,6 +47,22 @@ TERMINAL_STATES = SUCCESS_STATES | FAILURE_STATES
 
 class KfpError(CharopsError):
     """The Kubeflow Pipelines API server cannot be reached or refused a request."""
+
+
+DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT = 5.0, 10.0
+
+
+def _timeout(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise KfpError(f"{name}={raw!r}: expected a number of seconds above 0")
+    return value
 
 
 @dataclass(frozen=True)
@@ -120,8 +139,10 @@ class KfpClient:
     """One connection to a KFP API server (use :func:`connect`)."""
 
     def __init__(self, host: str | None, token: str | None = None, namespace: str | None = None,
-                 ui_host: str | None = None):
+                 ui_host: str | None = None, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 read_timeout: float = DEFAULT_READ_TIMEOUT):
         self.host = host
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.where = host or "the kube context's cluster"
         self.namespace = namespace or None
         self.ui_host = (ui_host or host or "").rstrip("/")
@@ -139,11 +160,26 @@ class KfpClient:
         """One quick healthz call before kfp.Client, whose own check retries for 25 s on an
         auth error and logs a traceback each time."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        http = urllib3.PoolManager(retries=urllib3.Retry(total=1, backoff_factor=0.2),
-                                   timeout=urllib3.Timeout(connect=10, read=30))
+        # Read timeouts are not retried: a server that accepted and said nothing would only
+        # make the user wait twice as long.
+        http = urllib3.PoolManager(retries=urllib3.Retry(total=1, read=0, backoff_factor=0.2),
+                                   timeout=urllib3.Timeout(connect=self.connect_timeout,
+                                                           read=self.read_timeout))
         url = f"{host}/apis/v2beta1/healthz"
         with self._api("healthz"):
-            response = http.request("GET", url, headers=headers)
+            try:
+                response = http.request("GET", url, headers=headers)
+            except urllib3.exceptions.MaxRetryError as exc:
+                if isinstance(exc.reason, urllib3.exceptions.ReadTimeoutError):
+                    raise KfpError(f"Kubeflow Pipelines at {host} did not answer healthz within "
+                                   f"{self.read_timeout:g} s (raise CHAROPS_KFP_READ_TIMEOUT if it is "
+                                   "only slow)") from None
+                if isinstance(exc.reason, urllib3.exceptions.NewConnectionError):
+                    raise
+                if isinstance(exc.reason, urllib3.exceptions.ConnectTimeoutError):
+                    raise KfpError(f"cannot reach Kubeflow Pipelines at {host}: no connection within "
+                                   f"{self.connect_timeout:g} s (CHAROPS_KFP_CONNECT_TIMEOUT)") from None
+                raise
         if response.status in (401, 403):
             raise KfpError(f"Kubeflow Pipelines at {self.where} refused healthz (HTTP "
                            f"{response.status}): pass --token or set KF_PIPELINES_TOKEN")
@@ -335,4 +371,6 @@ def connect(host: str | None = None, token: str | None = None, namespace: str | 
     """A checked connection: host and token resolved as the module docstring says."""
     env = os.environ if env is None else env
     return KfpClient(resolve_host(host, env), token=token or env.get("KF_PIPELINES_TOKEN"),
-                     namespace=namespace, ui_host=env.get("KF_PIPELINES_UI_ENDPOINT"))
+                     namespace=namespace, ui_host=env.get("KF_PIPELINES_UI_ENDPOINT"),
+                     connect_timeout=_timeout(env, "CHAROPS_KFP_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT),
+                     read_timeout=_timeout(env, "CHAROPS_KFP_READ_TIMEOUT", DEFAULT_READ_TIMEOUT))
