@@ -127,6 +127,27 @@ def test_empty_split_is_an_error_unless_allowed(tmp_path, micro_model_dir):
     assert_one_line_error(res, "sft validation split is empty", "--allow-empty-split")
 
 
+def test_train_on_a_tiny_raw_file_gives_advice_the_train_command_can_follow(tmp_path, micro_model_dir):
+    """`charops train` prepares a raw file itself and has no --allow-empty-split: its error says
+    how to get there with `charops data prepare` instead (issue 7)."""
+    raw = tmp_path / "tiny.jsonl"
+    rows = [{"type": "profile", "name": "Ava", "language": "en"},
+            _dialogue(1, "Ava", _turns(("user", "hi"), ("assistant", "(waves) hi!")))]
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    res = runner.invoke(app, ["train", "sft", f"model={micro_model_dir}", f"dataset={raw}",
+                              f"output_dir={tmp_path / 'run'}", "max_steps=1"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    line = res.stderr.strip().splitlines()[-1]  # after the prepare step's progress bar
+    for words in ("error: dataset", "sft validation split is empty", str(raw), "charops data prepare",
+                  "--allow-empty-split", "dataset=DIR"):
+        assert words in line, line
+    # The flag it names belongs to the command it names: train does not take it.
+    assert "charops data prepare" in line.split("--allow-empty-split")[0]
+    assert "--allow-empty-split" not in runner.invoke(app, ["train", "sft", "--help"]).stdout
+    assert "--allow-empty-split" in runner.invoke(app, ["data", "prepare", "--help"]).stdout
+    assert not (tmp_path / "run" / "model").exists()
+
+
 def test_max_seq_len_above_the_model_limit_fails_before_tokenizing(tmp_path, micro_model_dir, monkeypatch):
     import charops.data.prepare as prepare
 

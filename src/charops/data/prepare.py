@@ -319,6 +319,16 @@ def _check_holdout(cfg: PrepareConfig, result: LoadResult) -> None:
                           f"or pairs: {known})")
 
 
+class EmptySplitError(DataError):
+    """A train or validation split would be empty; ``problem`` says which. The message's advice
+    is for ``charops data prepare``; a caller that prepares for the user words its own."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__(f"{problem}; add data, change validation_fraction or holdout_characters, or pass "
+                         "--allow-empty-split (allow_empty_split=true) to write it anyway; nothing written")
+
+
 def _empty_splits(cfg: PrepareConfig, sft: dict, dpo: dict) -> list[str]:
     """One line per empty split of dialogues or pairs that has any records at all."""
     want_validation = cfg.validation_fraction > 0 or bool(cfg.holdout_characters)
@@ -389,8 +399,7 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
 
     warnings = _empty_splits(cfg, sft, dpo)
     if warnings and not cfg.allow_empty_split:
-        raise DataError(f"{warnings[0]}; add data, change validation_fraction or holdout_characters, or pass "
-                        "--allow-empty-split (allow_empty_split=true) to write it anyway; nothing written")
+        raise EmptySplitError(warnings[0])
 
     docs = dict(zip(SPLITS, _split(result.documents, cfg, False), strict=True))
     pretrain = {s: builder.pretrain(docs[s]) for s in SPLITS}

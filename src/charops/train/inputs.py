@@ -87,12 +87,20 @@ def resolve_dataset(cfg: TrainConfig, model_dir: Path) -> Path:
                             "(run `charops data prepare`, or pass a raw data file)")
         return p
     if p.is_file():
-        from charops.data.prepare import PrepareConfig
+        from charops.data.prepare import EmptySplitError, PrepareConfig
         from charops.data.prepare import run as prepare
 
         out = Path(cfg.output_dir) / "dataset"
-        prepare(load_config(PrepareConfig, {"inputs": [str(p)], "model": str(model_dir),
-                                            "output_dir": str(out), "overwrite": True}))
+        try:
+            prepare(load_config(PrepareConfig, {"inputs": [str(p)], "model": str(model_dir),
+                                                "output_dir": str(out), "overwrite": True}))
+        except EmptySplitError as exc:
+            # The data settings (and --allow-empty-split) belong to `charops data prepare`, not to
+            # the train command that prepared this file with the defaults.
+            raise DataError(f"dataset '{p}' (a raw data file, prepared with the default data settings): "
+                            f"{exc.problem}; add data, or prepare it yourself (`charops data prepare {p} "
+                            f"--model {model_dir} --out DIR`, where validation_fraction, holdout_characters "
+                            "and --allow-empty-split can be set) and train with dataset=DIR") from None
         return out
     raise DataError(f"dataset '{cfg.dataset}' does not exist; pass a prepared dataset directory or a raw data file")
 
