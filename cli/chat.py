@@ -140,7 +140,11 @@ def chat(
     temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (default: the server's).", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Sampling seed sent with every turn (reproducible replies).", show_default=False)] = None,
 ) -> None:
-    """Chat with a served character in the terminal (streaming, history, /reset, /character, /exit)."""
+    """Chat with a served character in the terminal (streaming, history, /reset, /character, /exit).
+
+    Interactive, so it takes neither --json nor -q: there is no summary to print, only the
+    conversation. For scripted turns call the endpoint's OpenAI API (openai SDK, curl).
+    """
     import openai
 
     client = openai.OpenAI(base_url=base_url(endpoint), api_key=api_key or "none",

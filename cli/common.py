@@ -50,8 +50,15 @@ def new_app(help: str, **kwargs: Any) -> typer.Typer:
 # Option aliases shared by command groups (Typer docs / `hf` CLI style).
 ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Preset name (configs/<stage>/NAME.yaml) or path to a YAML file.")]
 OverridesArg = Annotated[list[str] | None, typer.Argument(help="key=value overrides of config fields.", show_default=False)]
+# Which command takes which: every command that does something and then prints a summary takes
+# --json and -q (with both, the JSON is still printed and nothing else); a command whose output
+# is the answer (version, lists, show, history, inspect, runs get) takes --json only, since -q
+# would leave nothing; `chat` is interactive and takes neither (its --help says why).
+# tests/unit/test_cli_consistency.py walks every command and holds them to this.
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars and no summary: errors only (the exit code tells).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars, progress lines or summary: errors only (the exit code tells).")]
+# charops deploy: a local server runs until stopped, so it still says where it listens.
+ServeQuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines or summary: errors only (the exit code tells); a local server still prints its one 'serving ... at URL' line and its own log.")]
 # Kubeflow Pipelines connection (charops submit, charops runs): see charops.pipeline.client.
 HostOpt = Annotated[str | None, typer.Option("--host", help="Kubeflow Pipelines API endpoint, e.g. http://localhost:8080 (default: $KF_PIPELINES_ENDPOINT, else the kube context).", show_default=False)]
 TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token for the API server (default: $KF_PIPELINES_TOKEN).", show_default=False)]

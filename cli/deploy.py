@@ -21,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import JsonOpt, OverridesArg
+from charops.cli.common import JsonOpt, OverridesArg, QuietOpt, ServeQuietOpt
 from charops.errors import CharopsError
 
 StoreOpt = Annotated[str | None, typer.Option(
@@ -87,6 +87,7 @@ def deploy(
     context: KubeContextOpt = None,
     kubeconfig: KubeconfigOpt = None,
     as_json: JsonOpt = False,
+    quiet: ServeQuietOpt = False,
 ) -> None:
     """Serve a model with OpenAI-compatible chat routes, one model id per character."""
     from charops.registry import check_name
@@ -99,13 +100,14 @@ def deploy(
         return deploy_cluster(name, version=version, stage=stage, canary=canary, dry_run=dry_run,
                               config=deploy_config, overrides=overrides or [], store_url=store,
                               namespace=namespace, context=context, kubeconfig=kubeconfig,
-                              as_json=as_json)
+                              as_json=as_json, quiet=quiet)
     if model is not None:
         model_dir, what = Path(model), f"{model}"
     else:
         model_dir, entry = registry_model_dir(store, name, version)
         what = f"{name} v{entry['version']} ({'version ' + version if version else 'production'})"
-    typer.echo(f"loading {what} ...", err=True)
+    if not quiet:
+        typer.echo(f"loading {what} ...", err=True)
     serve(ServeConfig(model_dir=str(model_dir), name=name, host=bind, port=port, api_key=api_key,
                       max_batch_size=max_batch_size, max_queue=max_queue, max_tokens_cap=max_tokens_cap,
                       default_max_tokens=default_max_tokens or min(256, max_tokens_cap), batch_wait_ms=batch_wait_ms,
@@ -120,7 +122,7 @@ def _connect(namespace: str | None, context: str | None, kubeconfig: str | None)
 
 def deploy_cluster(name: str, *, version: str | None, stage: str, canary: int | None, dry_run: bool,
                    config: str, overrides: list[str], store_url: str | None, namespace: str | None,
-                   context: str | None, kubeconfig: str | None, as_json: bool) -> None:
+                   context: str | None, kubeconfig: str | None, as_json: bool, quiet: bool = False) -> None:
     """The cluster branch of ``charops deploy``: render, create or patch, wait, print the URL."""
     from charops.config import load_config
     from charops.deploy import cluster
@@ -137,16 +139,23 @@ def deploy_cluster(name: str, *, version: str | None, stage: str, canary: int | 
     kube = _connect(namespace, context, kubeconfig)
     what = f"{name} v{(p.stable or p.entry)['version']}" + \
         (f" + canary v{p.entry['version']} at {canary}%" if canary is not None else "")
-    typer.echo(f"deploying {what} to {kube.namespace}/{p.name} ({cfg.mode}) ...", err=True)
-    result = cluster.deploy(kube, p, cfg, on_status=lambda s: typer.echo(f"  {s}", err=True))
-    _report(result, as_json)
+    if not quiet:
+        typer.echo(f"deploying {what} to {kube.namespace}/{p.name} ({cfg.mode}) ...", err=True)
+    result = cluster.deploy(kube, p, cfg, on_status=_status_printer(quiet))
+    _report(result, as_json, quiet)
 
 
-def _report(result: dict, as_json: bool) -> None:
+def _status_printer(quiet: bool):
+    return (lambda s: None) if quiet else (lambda s: typer.echo(f"  {s}", err=True))
+
+
+def _report(result: dict, as_json: bool, quiet: bool = False) -> None:
     from charops.cli.common import echo_json
 
     if as_json:
         echo_json(result)
+        return
+    if quiet:
         return
     typer.echo(f"{result['service']} {result['action']}: {result['url']}")
     typer.echo(f"OpenAI-compatible base URL: {result['openai_base_url']}")
@@ -162,6 +171,7 @@ def rollback(
     context: KubeContextOpt = None,
     kubeconfig: KubeconfigOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Make the previous production version production again and serve it on the cluster."""
     from charops.config import load_config
@@ -174,6 +184,7 @@ def rollback(
     cfg = load_config(DeployConfig, deploy_config, overrides or [])
     kube = _connect(namespace, context, kubeconfig)
     result = cluster.rollback(kube, open_store(store), name, cfg, reason=reason,
-                              on_status=lambda s: typer.echo(f"  {s}", err=True))
-    typer.echo(f"{name}: production is v{result['rolled_back_to']} again", err=True)
-    _report(result, as_json)
+                              on_status=_status_printer(quiet))
+    if not quiet:
+        typer.echo(f"{name}: production is v{result['rolled_back_to']} again", err=True)
+    _report(result, as_json, quiet)

@@ -63,6 +63,8 @@ def run(
     if as_json:
         echo_json(summary)
         return
+    if quiet:
+        return
     _headline(summary)
     typer.echo(f"report: {paths['markdown']}  {paths['html']}")
 
@@ -73,6 +75,7 @@ def report(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Where the reports go (default: the results directory).", show_default=False)] = None,
     samples: Annotated[int, typer.Option("--samples", help="Sample prompts shown in the reports.")] = 40,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Re-render report.md, report.html, headline.json and metrics.json from a results directory (no
     generating or judging)."""
@@ -82,6 +85,8 @@ def report(
     if as_json:
         echo_json({"paths": {k: str(v) for k, v in paths.items()},
                    "headline": headline_metrics(load_results(results_dir).summary)})
+        return
+    if quiet:
         return
     _headline(load_results(results_dir).summary)
     typer.echo(f"report: {paths['markdown']}  {paths['html']}")
@@ -97,6 +102,7 @@ def export_human(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the shuffles.")] = 0,
     max_items: Annotated[int, typer.Option("--max-items", help="At most this many prompts (0 = all).")] = 0,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Write blind, shuffled rating tasks (CSV and JSONL) and instructions for people; the key
     that un-blinds them goes to a separate file."""
@@ -107,6 +113,8 @@ def export_human(
                   max_items=max_items)
     if as_json:
         echo_json(info)
+        return
+    if quiet:
         return
     counts = ", ".join(f"{n} {t}" for t, n in info["counts"].items())
     typer.echo(f"tasks: {info['out']} ({counts}); key (keep it from the annotators): {info['key']}")
@@ -119,6 +127,7 @@ def import_human(
     out: OutDirOpt,
     results: Annotated[Path | None, typer.Option("--results", help="Results directory the tasks came from (default: the one the key names).", show_default=False)] = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Read annotations back: agreement (Cohen's/Fleiss' kappa, Krippendorff's alpha), the
     Turing test, and the point-wise/pair-wise tables with people as the judge."""
@@ -127,6 +136,8 @@ def import_human(
     summary = read_back(key, files, out, results_dir=results)
     if as_json:
         echo_json(summary)
+        return
+    if quiet:
         return
     _headline(summary)
     for source, block in (summary.get("turing") or {}).items():
@@ -140,6 +151,7 @@ def heldout(
     overrides: OverridesArg = None,
     config: ConfigOpt = "heldout",
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Response-token loss / perplexity on the validation split (overall, per category, per
     topic), in-character preference accuracy and sample replies; writes metrics.json and
@@ -151,6 +163,8 @@ def heldout(
     metrics = run_heldout(load_config(HeldoutEvalConfig, config, overrides or []))
     if as_json:
         echo_json({k: v for k, v in metrics.items() if k != "config"})
+        return
+    if quiet:
         return
     model = metrics["model"]
     typer.echo(f"loss {model['loss']:.4f}  perplexity {model['perplexity']:.2f}  "

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from charops import __version__
-from charops.cli.common import STATE, CharopsGroup, echo_json
+from charops.cli.common import STATE, CharopsGroup, JsonOpt, echo_json
 
 app = typer.Typer(
     cls=CharopsGroup,
@@ -33,7 +33,7 @@ def _root(
 
 @app.command()
 def version(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Print the charops version and the versions of the stack it runs on."""
     from importlib.metadata import PackageNotFoundError

@@ -68,6 +68,7 @@ def submit(
     poll: Annotated[float, typer.Option("--poll", help="With --wait: seconds between status checks.")] = 5.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Local runs: stream every step's full output (else one line per step; the logs are in <run>/logs/ either way).")] = False,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run a compiled pipeline: here with --local (kfp.local), else on a Kubeflow cluster."""
     from charops.pipeline.spec import load_spec, parse_params
@@ -85,12 +86,12 @@ def submit(
 
         result = run_local(pipeline, param or [], runs_dir=runs_dir, run_name=run_name,
                            defaults=defaults, echo=sys.stderr if verbose else None,
-                           live=None if verbose else sys.stderr)
+                           live=None if verbose or quiet else sys.stderr)
         if as_json:
             from dataclasses import asdict
 
             echo_json(asdict(result))
-        else:
+        elif not quiet:
             _print_local(result)
         if result.status != "succeeded":
             log = result.logs.get(result.failed_task or "", str(Path(result.run_dir) / "logs"))
@@ -104,13 +105,13 @@ def submit(
         values["pipeline_version"] = defaults["pipeline_version"]
     client = connect(host, token, namespace)
     ref = client.submit_run(pipeline, values, experiment=experiment, run_name=run_name)
-    if not as_json:
+    if not as_json and not quiet:
         uploaded = f" (uploaded {' and '.join(ref.uploaded)})" if ref.uploaded else ""
         typer.echo(f"pipeline {spec.name} version {ref.version}{uploaded}")
         typer.echo(f"run {ref.run_name} ({ref.run_id}): {ref.url}")
     final = None
     if wait:
-        final = client.wait_run(ref.run_id, poll_s=poll, on_status=None if as_json else (
+        final = client.wait_run(ref.run_id, poll_s=poll, on_status=None if as_json or quiet else (
             lambda s: typer.echo(f"  {s.state}" + (f": {s.error}" if s.error else ""), err=True)))
     if as_json:
         echo_json({**ref.to_dict(), "params": values,

@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import ConfigOpt, JsonOpt, OverridesArg, echo_json, error_line
+from charops.cli.common import ConfigOpt, JsonOpt, OverridesArg, QuietOpt, echo_json, error_line
 from charops.cli.store import StoreOpt
 
 
@@ -35,6 +35,7 @@ def promote(
     eval_summary: Annotated[Path | None, typer.Option("--eval-summary", help="Judge by this eval_summary.json (e.g. a later evaluation against the production model) instead of the one on the version's card.", show_default=False)] = None,
     store: StoreOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Promote NAME VERSION to staging or production if its evaluation passes the gate."""
     from charops.config import load_config
@@ -52,13 +53,15 @@ def promote(
                                     config=cfg, force=force, summary=summary)
     if as_json:
         echo_json({"promoted": event is not None, "decision": decision, "event": event})
-    elif decision is not None:
+    elif decision is not None and not quiet:
         typer.echo(gate_table(decision), nl=False)
     if event is None:
-        error_line(f"{name} v{version} not promoted to {to}: the gate refused (table above); "
+        where = ("decision in the JSON" if as_json else "run without -q to see its table" if quiet
+                 else "table above")
+        error_line(f"{name} v{version} not promoted to {to}: the gate refused ({where}); "
                    "pass --force --reason \"...\" to override")
         raise typer.Exit(1)
-    if as_json:
+    if as_json or quiet:
         return
     if already:
         typer.echo(f"{name} v{event['version']} is {to} already (since event {event['seq']})")

@@ -34,6 +34,8 @@ def _run(cls: type, run, config: str, overrides: list[str] | None, resume: str |
         extra.append(f"resume={resume}")
     if output:
         extra.append(f"output_dir={output}")
+    if quiet:
+        extra.append("progress=false")
     summary = run(load_config(cls, config, extra))
     if as_json:
         echo_json(summary)

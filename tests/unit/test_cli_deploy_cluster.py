@@ -68,12 +68,18 @@ def test_deploy_canary_and_rollback(env, tmp_path, kube_standin):
     assert live["spec"]["canary"][0]["trafficPercent"] == 20
 
     to_production(env, 2)
-    assert cli("deploy", NAME, *kc, *SETTINGS).exit_code == 0
+    r = cli("deploy", NAME, *kc, "-q", *SETTINGS)
+    assert r.exit_code == 0 and r.output == ""  # -q: errors only (no status lines, no URL)
+    assert kube_standin.obj("inferenceservices", NAME)["metadata"]["annotations"]["charops.io/version"] == "2"
     r = cli("rollback", NAME, *kc, "--reason", "v2 forgets who it is", *SETTINGS)
     assert r.exit_code == 0, r.output
     assert "production is v1 again" in r.stderr
     live = kube_standin.obj("inferenceservices", NAME)
     assert live["metadata"]["annotations"]["charops.io/version"] == "1" and "canary" not in live["spec"]
+    to_production(env, 2)
+    r = cli("rollback", NAME, *kc, "--reason", "again", "-q", *SETTINGS)
+    assert r.exit_code == 0 and r.output == ""
+    assert kube_standin.obj("inferenceservices", NAME)["metadata"]["annotations"]["charops.io/version"] == "1"
 
 
 def test_user_errors_are_one_line(env, tmp_path, kube_standin):

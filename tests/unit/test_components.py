@@ -138,6 +138,17 @@ def test_submit_local_verbose_streams_the_logs_and_a_failure_names_its_log(two_s
     assert f"task 'shout' failed: ValueError: the source was too quiet (full log: {log})" in res.stderr
     assert "Traceback" in log.read_text() and "Traceback" not in res.output
 
+    # -q: errors only (no live view, no summary), the logs still kept.
+    res = runner.invoke(app, ["submit", str(two_steps_yaml), "--local", "--runs-dir", str(tmp_path),
+                              "--run-name", "hush", "-q"])
+    assert res.exit_code == 0 and res.output == ""
+    assert (tmp_path / "hush" / "logs" / "shout.log").is_file()
+    res = runner.invoke(app, ["submit", str(two_steps_yaml), "--local", "--runs-dir", str(tmp_path),
+                              "--run-name", "hush-bad", "-p", "fail=true", "-q"])
+    assert res.exit_code == 2 and res.stdout == ""
+    (line,) = res.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "the source was too quiet" in line
+
 
 def test_live_view_rewrites_the_running_line_on_a_terminal():
     import io
@@ -409,6 +420,10 @@ def test_submit_to_a_cluster_uploads_the_version_once_and_waits(kfp_server):
     assert out["uploaded"] == [] and out["final"]["state"] == "FAILED"
     assert len(kfp_server.posted("/pipelines/upload_version")) == 1
 
+    res = runner.invoke(app, ["submit", str(full), "--host", kfp_server.url, "--run-name", "hush",
+                              "--wait", "--poll", "0.01", "-q"])
+    assert res.exit_code == 0 and res.output == ""  # -q: no version/run lines, no states
+
     res = runner.invoke(app, ["submit", str(full), "--host", kfp_server.url, "--param", "nope=1"])
     assert res.exit_code == 2 and "has no parameter 'nope'" in res.stderr
-    assert len(kfp_server.posted("/runs")) == 2
+    assert len(kfp_server.posted("/runs")) == 3

@@ -89,10 +89,12 @@ def test_cli_eval_run_writes_results_and_reports(tmp_path, micro_model_dir, micr
             f"dataset={eval_dataset_dir}", f"output_dir={out}", "judge=none", *EVAL]
     result = CliRunner().invoke(app, [*args, "-q"])
     assert result.exit_code == 0, result.output
+    assert result.output == ""  # -q: errors only (no progress bars, no headline)
+    result = CliRunner().invoke(app, ["eval", "report", str(out)])  # the headline it would print
+    assert result.exit_code == 0, result.output
     assert "judge: no judge" in result.output
     assert "skipped: point-wise and pair-wise judging: no judge configured (judge=none)" in result.output
     assert re.search(r"loss \d+\.\d{4}  \(baseline \d+\.\d{4}\)", result.output)
-    assert "generating" not in result.output  # -q: no progress bars
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     assert json.loads((out / "eval_summary.json").read_text())["config"]["progress"] is False
 

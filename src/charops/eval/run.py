@@ -189,7 +189,10 @@ def run(cfg: EvalConfig) -> dict:
     from charops.eval.judges import JUDGES
     from charops.eval.rubric import load_rubric
     from charops.eval.signals import profiles_of, reply_signals
+    from charops.model.load import quiet_progress_bars
 
+    if not cfg.progress:
+        quiet_progress_bars()
     wall = time.perf_counter()
     out = _check_output(cfg)
     dataset = Path(cfg.dataset)

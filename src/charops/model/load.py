@@ -97,6 +97,16 @@ def _from_hub(repo_id: str, cache_dir: str | Path | None) -> Path:
     return _check_model_dir(Path(path), repo_id)
 
 
+def quiet_progress_bars() -> None:
+    """Turn off the progress bars transformers and datasets draw themselves (loading weights,
+    TRL's dataset passes): a stage whose own ``progress`` is off (``-q``) prints errors only."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
 def load_tokenizer(model_dir: str | Path):
     """The model's tokenizer (AutoTokenizer), which must be fast and carry a chat template.
 

@@ -97,6 +97,9 @@ class TrainConfig:
         "help": "Attention kernel: sdpa, eager, or flash_attention_2 (GPU, needs the flash-attn package)."})
     evaluate: bool = field(default=True, metadata={
         "help": "Compute the validation loss (and DPO rewards) at the end when the dataset has a validation split."})
+    progress: bool = field(default=True, metadata={
+        "help": "A line per logged step (and the raw-file prepare's progress bar) on stderr; "
+                "charops train -q turns it off."})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA adapters (peft)."})
 
     def validate(self) -> None:

@@ -116,7 +116,7 @@ def run(cfg: DPOConfig, callbacks: list | None = None) -> dict:
         processing_class=tokenizer,
         peft_config=arguments.peft_config(cfg),
         callbacks=callbacks,
-        recorder=RunRecorder(wall_start),
+        recorder=RunRecorder(wall_start, progress=cfg.progress),
     )
     if cfg.precompute_ref_log_probs and trainer.ref_model is not None:
         # The reference log-probs now sit in the dataset; training reads them from there.

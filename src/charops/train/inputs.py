@@ -44,8 +44,10 @@ def prepare_inputs(cfg: TrainConfig, extra_models: dict[str, str] | None = None)
     base model's tokenizer. Raises CharopsError with a one-line message on any problem.
     """
     from charops.model import tokenizer_sha256
-    from charops.model.load import resolve_model
+    from charops.model.load import quiet_progress_bars, resolve_model
 
+    if not cfg.progress:
+        quiet_progress_bars()
     model_dir = resolve_model(cfg.model)
     tok_sha = tokenizer_sha256(model_dir)
     extra: dict[str, Path] = {}
@@ -93,7 +95,8 @@ def resolve_dataset(cfg: TrainConfig, model_dir: Path) -> Path:
         out = Path(cfg.output_dir) / "dataset"
         try:
             prepare(load_config(PrepareConfig, {"inputs": [str(p)], "model": str(model_dir),
-                                                "output_dir": str(out), "overwrite": True}))
+                                                "output_dir": str(out), "overwrite": True,
+                                                "progress": cfg.progress}))
         except EmptySplitError as exc:
             # The data settings (and --allow-empty-split) belong to `charops data prepare`, not to
             # the train command that prepared this file with the defaults.

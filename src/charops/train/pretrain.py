@@ -115,7 +115,7 @@ def run(cfg: PretrainConfig, callbacks: list | None = None) -> dict:
         eval_dataset=val if len(val) and cfg.evaluate else None,
         processing_class=tokenizer,
         callbacks=callbacks,
-        recorder=RunRecorder(wall_start),
+        recorder=RunRecorder(wall_start, progress=cfg.progress),
     )
     trainer.train(resume_from_checkpoint=resume_from)
     return finish(trainer, cfg, inputs, trainer.recorder, resume_from)

@@ -48,7 +48,8 @@ class RunRecorder(TrainerCallback):
     ranks and written into every log entry as ``tokens_seen`` and ``supervised_tokens``.
     """
 
-    def __init__(self, wall_start: float | None = None) -> None:
+    def __init__(self, wall_start: float | None = None, progress: bool = True) -> None:
+        self.progress = progress  # print a line per logged step on stderr
         self.tokens = 0
         self.supervised = 0
         self.slots = 0  # batch positions incl. padding (this run only): non-padding fraction
@@ -85,7 +86,7 @@ class RunRecorder(TrainerCallback):
             totals = {"tokens_seen": self.tokens, "supervised_tokens": self.supervised}
             logs.update(totals)
             state.log_history[-1].update(totals)  # Trainer.log appended its copy before calling us
-            if state.is_world_process_zero:  # progress on stderr: stdout is for the summary (--json)
+            if state.is_world_process_zero and self.progress:  # progress on stderr: stdout is for the summary (--json)
                 extra = "".join(f" {k.split('/')[1]}={logs[k]:.4f}" for k in ("rewards/margins", "rewards/accuracies")
                                 if k in logs)
                 print(f"step {state.global_step}/{state.max_steps} loss={logs['loss']:.4f} "

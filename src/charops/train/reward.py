@@ -133,7 +133,7 @@ def run(cfg: RewardConfig, callbacks: list | None = None) -> dict:
         eval_dataset=(datasets.Dataset.from_list(to_trainer_rows(inputs.validation_rows))
                       if inputs.validation_rows and cfg.evaluate else None),
         processing_class=tokenizer, callbacks=callbacks,
-        recorder=RunRecorder(wall_start))
+        recorder=RunRecorder(wall_start, progress=cfg.progress))
     trainer.train(resume_from_checkpoint=resume_from)
 
     held = inputs.validation_rows or inputs.train_rows

@@ -157,7 +157,7 @@ def run(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     )
     tokenizer = arguments.load_tokenizer(inputs.model_dir)
     model = arguments.load_model(inputs.model_dir, cfg, args.bf16)
-    recorder = RunRecorder(wall_start)
+    recorder = RunRecorder(wall_start, progress=cfg.progress)
     trainer = CharopsSFTTrainer(
         model=model,
         args=args,
