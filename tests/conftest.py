@@ -440,3 +440,19 @@ def assert_one_line_error(result, *words: str) -> str:
     for w in words:
         assert w in lines[0], lines[0]
     return lines[0]
+
+
+# --- a store of each kind (owner: issue 7 housekeeping, one fixture for the storage tests) ----
+
+@pytest.fixture(params=["local", "s3"])
+def local_and_s3_store(request, tmp_path):
+    """Runs a test twice: on a LocalStore, and on an S3Store (weed mini) under the prefix 'charops'."""
+    from charops.storage.local import LocalStore
+    from charops.storage.s3 import S3Store
+
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    server = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3Store(server["endpoint"], bucket, server["access_key"], server["secret_key"],
+                   secure=False, prefix="charops")

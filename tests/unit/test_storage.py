@@ -25,14 +25,9 @@ from charops.storage.store import MARKER, file_digests
 BIG = 6_500_000  # > one 5 MiB part: a two-part multipart upload
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return LocalStore(tmp_path / "store")
-    server = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3Store(server["endpoint"], bucket, server["access_key"], server["secret_key"],
-                   secure=False, prefix="charops")
+@pytest.fixture
+def store(local_and_s3_store):
+    return local_and_s3_store  # tests/conftest.py: local, then S3 (prefix "charops")
 
 
 def _raw_put(store, key: str, data: bytes) -> None:

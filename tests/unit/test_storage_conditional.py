@@ -13,17 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from charops.storage.local import LocalStore
-from charops.storage.s3 import S3Store
 
 
-@pytest.fixture(params=["local", "s3"])
-def store(request, tmp_path):
-    if request.param == "local":
-        return LocalStore(tmp_path / "store")
-    server = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
-    return S3Store(server["endpoint"], bucket, server["access_key"], server["secret_key"],
-                   secure=False, prefix="p")
+@pytest.fixture
+def store(local_and_s3_store):
+    return local_and_s3_store  # tests/conftest.py: local, then S3 (prefix "charops")
 
 
 def test_create_then_refuse_keeps_the_first(store):

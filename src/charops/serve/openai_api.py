@@ -14,6 +14,7 @@ KServe's app (see ``charops.serve.server``). Every refusal is an OpenAI-style er
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import json
@@ -293,9 +294,33 @@ def stream_events(req: GenRequest, events: asyncio.Queue, chunk, include_usage: 
     return frames()
 
 
+@contextlib.asynccontextmanager
+async def _arriving(state: ServingState, request: Request) -> AsyncIterator[dict]:
+    """The request's JSON body, the request counted as arriving until the block has submitted it."""
+    with state.engine.arriving():
+        # Let the other requests that came in together announce themselves before
+        # this one is tokenized and submitted: a starting batch then waits for them.
+        await asyncio.sleep(0)
+        yield await read_json(request)
+
+
 def _stream_options(body: dict) -> bool:
     opts = body.get("stream_options")
     return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+
+def _event_stream(req: GenRequest, events: asyncio.Queue, body: dict, head: dict, choices) -> StreamingResponse:
+    """The streamed answer of both routes: each chunk is ``head`` (id, object, created, model)
+    plus ``choices(text, finish, first, usage)`` (None: no chunk), and the usage on the last."""
+
+    def chunk(text, finish, first=False, usage=None):
+        picked = choices(text, finish, first, usage)
+        if picked is None:
+            return None
+        return {**head, "choices": picked, **({"usage": usage} if usage is not None else {})}
+
+    return StreamingResponse(stream_events(req, events, chunk, _stream_options(body)),
+                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -328,34 +353,23 @@ def openai_router(state: ServingState) -> APIRouter:
     @router.post("/chat/completions")
     async def chat_completions(request: Request):
         try:
-            with state.engine.arriving():
-                # Let the other requests that came in together announce themselves before
-                # this one is tokenized and submitted: a starting batch then waits for them.
-                await asyncio.sleep(0)
-                body = await read_json(request)
+            async with _arriving(state, request) as body:
                 character = resolve_character(state, body)
                 messages = chat_messages(body, character)
                 req = gen_request(state, body, chat_prompt_ids(state, messages))
                 events = submit(state, req)
             rid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body["model"]
             if body.get("stream"):
-                def chunk(text, finish, first=False, usage=None):
+                def choices(text, finish, first, usage):
                     if usage is not None:
-                        choices = []
-                    elif first:
-                        choices = [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                    "logprobs": None, "finish_reason": None}]
-                    else:
-                        delta = {"content": text} if text is not None else {}
-                        choices = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-                    out = {"id": rid, "object": "chat.completion.chunk", "created": created,
-                           "model": model, "choices": choices}
-                    if usage is not None:
-                        out["usage"] = usage
-                    return out
-                frames = stream_events(req, events, chunk, _stream_options(body))
-                return StreamingResponse(frames, media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache"})
+                        return []
+                    if first:
+                        return [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                 "logprobs": None, "finish_reason": None}]
+                    delta = {"content": text} if text is not None else {}
+                    return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+                head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
+                return _event_stream(req, events, body, head, choices)
             text = await run_to_end(req, events)
         except APIError as exc:
             return exc.response()
@@ -368,11 +382,7 @@ def openai_router(state: ServingState) -> APIRouter:
     @router.post("/completions")
     async def completions(request: Request):
         try:
-            with state.engine.arriving():
-                # Let the other requests that came in together announce themselves before
-                # this one is tokenized and submitted: a starting batch then waits for them.
-                await asyncio.sleep(0)
-                body = await read_json(request)
+            async with _arriving(state, request) as body:
                 if resolve_character(state, body) is not None:
                     raise APIError(400, "completions continue raw text and take no character; use "
                                    "/openai/v1/chat/completions to talk to one", param="model")
@@ -388,19 +398,13 @@ def openai_router(state: ServingState) -> APIRouter:
                 events = submit(state, req)
             rid, created, model = f"cmpl-{uuid.uuid4().hex}", int(time.time()), body["model"]
             if body.get("stream"):
-                def chunk(text, finish, first=False, usage=None):
+                def choices(text, finish, first, usage):
                     if first:
-                        return None
-                    choices = [] if usage is not None else [
+                        return None  # completions send no opening chunk
+                    return [] if usage is not None else [
                         {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
-                    out = {"id": rid, "object": "text_completion", "created": created,
-                           "model": model, "choices": choices}
-                    if usage is not None:
-                        out["usage"] = usage
-                    return out
-                frames = stream_events(req, events, chunk, _stream_options(body))
-                return StreamingResponse(frames, media_type="text/event-stream",
-                                         headers={"Cache-Control": "no-cache"})
+                head = {"id": rid, "object": "text_completion", "created": created, "model": model}
+                return _event_stream(req, events, body, head, choices)
             text = await run_to_end(req, events)
         except APIError as exc:
             return exc.response()
