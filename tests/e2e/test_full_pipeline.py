@@ -34,7 +34,7 @@ FAST = ['--param', 'pretrain_overrides=["max_steps=15"]',
 pytestmark = pytest.mark.e2e
 
 
-def _charops(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def _charops(args: list[str], cwd: Path, timeout: int = 1800) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("CHAROPS_STORE", None)
     return subprocess.run([*CHAROPS, *args], cwd=cwd, env=env, capture_output=True, text=True,
