@@ -48,6 +48,7 @@ def build(cluster: ClusterConfig):
         reward_overrides: list = [],
         eval_config: str = "default",
         eval_overrides: list = [],
+        eval_baseline: str = "production",
         model_name: str = "charops-chat",
         promote_to: str = "",
         promote_config: str = "default",
@@ -86,6 +87,7 @@ def build(cluster: ClusterConfig):
                               eval_config=eval_config, eval_overrides=eval_overrides,
                               model_name=model_name, store=store, base_model=base_model,
                               pipeline_version=pipeline_version, promote_to=promote_to,
-                              promote_config=promote_config, promote_overrides=promote_overrides)
+                              promote_config=promote_config, promote_overrides=promote_overrides,
+                              eval_baseline=eval_baseline)
 
     return sft_dpo

@@ -29,8 +29,14 @@ def evaluate(model: Input[Model], dataset: Input[Dataset], config: str, override
              results: Output[Artifact], metrics: Output[Metrics], report: Output[Markdown],
              html_report: Output[HTML],
              baseline: Optional[Input[Model]] = None,  # noqa: UP045 (KFP reads typing.Optional)
-             reward_model: Optional[Input[Model]] = None):  # noqa: UP045
-    """Evaluate ``model`` against ``baseline`` (when given) with ``judge``."""
+             reward_model: Optional[Input[Model]] = None,  # noqa: UP045
+             baseline_policy: str = "given", model_name: str = "", store: str = ""):
+    """Evaluate ``model`` against ``baseline`` (when given) with ``judge``.
+
+    ``baseline_policy="production"``: when ``model_name`` has a production version in ``store``,
+    that model is the baseline instead (what the promotion gate compares with); ``"given"``:
+    always ``baseline``.
+    """
     import shutil
     from pathlib import Path
 
@@ -44,6 +50,15 @@ def evaluate(model: Input[Model], dataset: Input[Dataset], config: str, override
              "baseline_model": baseline.path if baseline is not None else None, "judge": judge,
              "reward_model": reward_model.path if reward_model is not None else None,
              "progress": False}
+    if baseline_policy not in ("given", "production"):
+        from charops.errors import ConfigError
+
+        raise ConfigError(f"eval_baseline '{baseline_policy}': use given or production")
+    if baseline_policy == "production" and model_name:
+        from charops.registry.stages import production_uri
+        from charops.storage import open_store
+
+        paths["baseline_model"] = production_uri(open_store(store or None), model_name) or paths["baseline_model"]
     summary = run(stage_config(EvalConfig, config, overrides, **paths))
     written = write_reports(results.path)
     log_metrics(metrics, headline_metrics(summary))

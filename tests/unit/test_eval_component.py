@@ -105,3 +105,38 @@ def test_cli_eval_run_writes_results_and_reports(tmp_path, micro_model_dir, micr
 
     bad = CliRunner().invoke(app, ["eval", "run", f"model={micro_model_dir}", "judge=oracle", "-q"])
     assert bad.exit_code == 2 and bad.output.startswith("error: ") and "judge" in bad.output
+
+
+@pytest.mark.slow
+def test_evaluate_component_takes_production_as_the_baseline(tmp_path, micro_model_dir,
+                                                            micro_ref_model_dir, eval_dataset_dir):
+    """baseline_policy=production: the registry's production model replaces the given baseline
+    (so the promotion gate's "baseline = production" check can pass); with no production
+    version, or with baseline_policy=given, the given baseline stays."""
+    from charops.components.evaluate.component import evaluate
+    from charops.registry import register
+    from charops.registry.stages import transition
+    from charops.storage import open_store
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
+               raise_on_error=True)
+    store_dir = str(tmp_path / "store")
+
+    @dsl.pipeline(name="one-evaluate-against")
+    def one(policy: str) -> Artifact:
+        return evaluate(model=_imported(micro_model_dir, Model), dataset=_imported(eval_dataset_dir, Dataset),
+                        baseline=_imported(micro_model_dir, Model), judge="none", config="default",
+                        overrides=[*EVAL[:2], "heldout_max_examples=2"], baseline_policy=policy,
+                        model_name="charops-chat", store=store_dir).outputs["results"]
+
+    def baseline_of(policy: str) -> str:
+        results = Path(one(policy=policy).output.path)
+        return json.loads((results / "eval_summary.json").read_text())["baseline"]["model"]
+
+    assert baseline_of("production") == str(micro_model_dir)  # no production version yet
+    store = open_store(store_dir)
+    entry = register(store, micro_ref_model_dir, "charops-chat", {}, {"base_model": "test"})
+    transition(store, "charops-chat", entry["version"], "production", actor="test", reason="test",
+               force=True)
+    assert baseline_of("production") == entry["model_uri"]
+    assert baseline_of("given") == str(micro_model_dir)

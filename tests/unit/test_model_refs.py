@@ -91,3 +91,13 @@ def test_an_org_folder_that_exists_makes_it_a_path(tmp_path, fake_hub):
     msg = _resolve("some-org/some-model", tmp_path, fake_hub)
     assert fake_hub["requests"] == []
     assert "does not exist" in msg and "local path" in msg
+
+
+def test_a_file_uri_is_the_directory_in_place(micro_model_dir, tmp_path):
+    """A local registry entry's model_uri is file://...: it resolves to that directory."""
+    from charops.errors import CharopsError
+    from charops.model.load import resolve_model
+
+    assert resolve_model(micro_model_dir.as_uri()) == micro_model_dir
+    with pytest.raises(CharopsError, match="does not exist"):
+        resolve_model((tmp_path / "gone").as_uri())

@@ -2,7 +2,8 @@
 
 A reference is one of:
 
-- a local directory holding ``config.json`` (used in place);
+- a local directory holding ``config.json`` (used in place), or its ``file://`` URI (what a
+  local registry entry's ``model_uri`` is);
 - ``s3://bucket/prefix``: copied from the object store (charops.storage) into a cache folder;
 - a Hugging Face hub id (``Qwen/Qwen2.5-0.5B-Instruct``): ``huggingface_hub.snapshot_download``.
   Only an ``org/name`` that is not a path goes to the hub: anything starting with ``/``, ``.``,
@@ -20,6 +21,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from charops.errors import CharopsError
 
@@ -57,7 +59,8 @@ def resolve_model(ref: str, cache_dir: str | Path | None = None) -> Path:
         return catalog.resolve(ref, Path(cache_dir) if cache_dir else None)
     if ref.startswith("s3://"):
         return _from_s3(ref, Path(cache_dir) if cache_dir else default_cache_dir())
-    path = Path(ref).expanduser()
+    # file:// URIs are what a local registry entry's model_uri is: the directory in place.
+    path = Path(unquote(urlparse(ref).path)) if ref.startswith("file://") else Path(ref).expanduser()
     if path.exists():
         return _check_model_dir(path, ref)
     if not _hub_id(ref):

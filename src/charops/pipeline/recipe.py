@@ -33,13 +33,16 @@ def base_and_data(cluster: ClusterConfig, where: Placement, *, base_model, model
 
 def judged_evaluation(cluster: ClusterConfig, where: Placement, *, model, dataset, baseline,
                       reward_base, judge, reward_config, reward_overrides, eval_config,
-                      eval_overrides, then: Callable[[Any], None] | None = None) -> None:
+                      eval_overrides, then: Callable[[Any], None] | None = None,
+                      eval_baseline: Any = "given", model_name: Any = "", store: Any = "") -> None:
     """The evaluate step with its judge, and ``then(results)`` (the steps that use the results).
 
     ``judge`` is a run-time parameter, so the choice is a condition in the pipeline: with
     ``reward_model`` a reward model is trained from ``reward_base`` on the dataset's pairs first
     and handed to the evaluation; otherwise (``openai``, ``none``) the evaluation runs alone and
-    no GPU time goes to a reward model nobody reads. ``then`` is added inside each branch rather
+    no GPU time goes to a reward model nobody reads. ``eval_baseline="production"`` makes
+    ``model_name``'s production version in ``store`` the baseline when there is one (the
+    promotion gate compares with production), ``baseline`` otherwise. ``then`` is added inside each branch rather
     than after both through ``dsl.OneOf``, which kfp.local cannot resolve for artifacts
     ("Expected 1 artifact in ArtifactSelectorSpec").
     """
@@ -48,13 +51,17 @@ def judged_evaluation(cluster: ClusterConfig, where: Placement, *, model, datase
                                   overrides=reward_overrides), cluster, where, "reward model")
         judged = training_step(evaluate(model=model, dataset=dataset, baseline=baseline,
                                         reward_model=rm.outputs["trained_model"], judge=judge,
-                                        config=eval_config, overrides=eval_overrides),
+                                        config=eval_config, overrides=eval_overrides,
+                                        baseline_policy=eval_baseline, model_name=model_name,
+                                        store=store),
                                cluster, where, "evaluate", judge=True)
         if then is not None:
             then(judged.outputs["results"])
     with dsl.Else("judge: endpoint or none"):
         judged = training_step(evaluate(model=model, dataset=dataset, baseline=baseline,
-                                        judge=judge, config=eval_config, overrides=eval_overrides),
+                                        judge=judge, config=eval_config, overrides=eval_overrides,
+                                        baseline_policy=eval_baseline, model_name=model_name,
+                                        store=store),
                                cluster, where, "evaluate", judge=True)
         if then is not None:
             then(judged.outputs["results"])
@@ -81,7 +88,8 @@ def gated_promotion(cluster: ClusterConfig, where: Placement, *, entry, store, p
 def evaluate_and_register(cluster: ClusterConfig, where: Placement, *, model, dataset, baseline,
                           reward_base, judge, reward_config, reward_overrides, eval_config,
                           eval_overrides, model_name, store, base_model, pipeline_version,
-                          promote_to, promote_config, promote_overrides) -> None:
+                          promote_to, promote_config, promote_overrides,
+                          eval_baseline: Any = "given") -> None:
     """Evaluation of ``model`` against ``baseline`` (see :func:`judged_evaluation`), its
     registration, and its gated promotion (see :func:`gated_promotion`)."""
 
@@ -99,4 +107,5 @@ def evaluate_and_register(cluster: ClusterConfig, where: Placement, *, model, da
     judged_evaluation(cluster, where, model=model, dataset=dataset, baseline=baseline,
                       reward_base=reward_base, judge=judge, reward_config=reward_config,
                       reward_overrides=reward_overrides, eval_config=eval_config,
-                      eval_overrides=eval_overrides, then=register_step)
+                      eval_overrides=eval_overrides, then=register_step,
+                      eval_baseline=eval_baseline, model_name=model_name, store=store)

@@ -124,6 +124,13 @@ def production(store: Any, name: str) -> dict | None:
     return get_entry(store, name, version) if version is not None else None
 
 
+def production_uri(store: Any, name: str) -> str | None:
+    """The model URI of ``name``'s production version, None when there is none: the baseline a
+    new candidate is evaluated against, since the promotion gate compares with production."""
+    entry = production(store, name)
+    return entry["model_uri"] if entry else None
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
 
