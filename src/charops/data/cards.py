@@ -65,6 +65,11 @@ STRING_FIELDS = {"name": "name", "description": "identity", "personality": "pers
                  "creator_notes": "creator_notes"}
 LIST_FIELDS = {"alternate_greetings": "alternate_greetings", "tags": "tags"}
 MAPPED = (*STRING_FIELDS, *LIST_FIELDS, "nickname", "mes_example")
+# Profile fields no card field maps onto (category, language, the structured attributes...):
+# derived from the schema, so a field added to CharacterProfile travels through cards too.
+PROFILE_ONLY = tuple(f for f in CharacterProfile.model_fields if f not in {
+    "type", "name", "identity", "source", "extra", "nicknames",
+    *STRING_FIELDS.values(), *LIST_FIELDS.values()})
 EXTRA_KEY = "tavern_card"  # profile.extra key holding what the profile has no field for
 USER_NAME = "User"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -299,10 +304,7 @@ def card_records(card: Any, card_id: str, source: str = "") -> tuple[CharacterPr
     if isinstance(charops_ext, dict):
         # Cards charops wrote carry the whole profile: use its category, language and the
         # structured attributes a card has no field for.
-        for key in ("category", "language", "gender", "age", "species", "occupation", "residence",
-                    "relationship_status", "interests", "likes", "dislikes", "viewpoints",
-                    "experiences", "achievements", "relationships", "linguistic_style",
-                    "emotional_expression", "interaction_patterns", "catchphrases", "classic_lines"):
+        for key in PROFILE_ONLY:
             if key in charops_ext:
                 fields[key] = charops_ext[key]
         if isinstance(charops_ext.get("identity"), str):
