@@ -20,7 +20,7 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -295,8 +295,9 @@ def stream_events(req: GenRequest, events: asyncio.Queue, chunk, include_usage: 
 
 
 @contextlib.asynccontextmanager
-async def _arriving(state: ServingState, request: Request) -> AsyncIterator[dict]:
-    """The request's JSON body, the request counted as arriving until the block has submitted it."""
+async def _announce_and_read(state: ServingState, request: Request) -> AsyncIterator[dict]:
+    """The request's JSON body; the engine counts the request as on its way (a starting batch
+    waits for it) until the block has tokenized and submitted it."""
     with state.engine.arriving():
         # Let the other requests that came in together announce themselves before
         # this one is tokenized and submitted: a starting batch then waits for them.
@@ -309,18 +310,84 @@ def _stream_options(body: dict) -> bool:
     return isinstance(opts, dict) and bool(opts.get("include_usage"))
 
 
-def _event_stream(req: GenRequest, events: asyncio.Queue, body: dict, head: dict, choices) -> StreamingResponse:
-    """The streamed answer of both routes: each chunk is ``head`` (id, object, created, model)
-    plus ``choices(text, finish, first, usage)`` (None: no chunk), and the usage on the last."""
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """What differs between ``chat/completions`` and ``completions``: how a body becomes prompt
+    token ids, and the shape of a choice (whole, streamed, and the opening chunk if any)."""
+
+    object: str
+    chunk_object: str
+    id_prefix: str
+    prompt_ids: Callable[[ServingState, dict], list[int]]
+    choice: Callable[[str, str], dict]
+    delta: Callable[[str | None, str | None], dict]
+    opening: dict | None = None
+
+
+def _chat_prompt(state: ServingState, body: dict) -> list[int]:
+    return chat_prompt_ids(state, chat_messages(body, resolve_character(state, body)))
+
+
+def _completion_prompt(state: ServingState, body: dict) -> list[int]:
+    if resolve_character(state, body) is not None:
+        raise APIError(400, "completions continue raw text and take no character; use "
+                       "/openai/v1/chat/completions to talk to one", param="model")
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise APIError(400, "'prompt' is required: a non-empty string", param="prompt")
+    if body.get("echo"):
+        raise APIError(400, "'echo' is not supported by this server", param="echo")
+    return state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+CHAT = Route(
+    object="chat.completion", chunk_object="chat.completion.chunk", id_prefix="chatcmpl",
+    prompt_ids=_chat_prompt,
+    choice=lambda text, finish: {"index": 0, "message": {"role": "assistant", "content": text},
+                                 "logprobs": None, "finish_reason": finish},
+    delta=lambda text, finish: {"index": 0, "delta": {"content": text} if text is not None else {},
+                                "logprobs": None, "finish_reason": finish},
+    opening={"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+             "finish_reason": None})
+
+COMPLETION = Route(
+    object="text_completion", chunk_object="text_completion", id_prefix="cmpl",
+    prompt_ids=_completion_prompt,
+    choice=lambda text, finish: {"index": 0, "text": text, "logprobs": None, "finish_reason": finish},
+    delta=lambda text, finish: {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish})
+
+
+def _event_stream(req: GenRequest, events: asyncio.Queue, body: dict, head: dict, route: Route) -> StreamingResponse:
+    """The streamed answer: each chunk is ``head`` (id, object, created, model) plus its
+    choices; the route's opening chunk first, the usage last when asked for."""
 
     def chunk(text, finish, first=False, usage=None):
-        picked = choices(text, finish, first, usage)
-        if picked is None:
-            return None
-        return {**head, "choices": picked, **({"usage": usage} if usage is not None else {})}
+        if first:
+            return None if route.opening is None else {**head, "choices": [route.opening]}
+        if usage is not None:
+            return {**head, "choices": [], "usage": usage}
+        return {**head, "choices": [route.delta(text, finish)]}
 
     return StreamingResponse(stream_events(req, events, chunk, _stream_options(body)),
                              media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def complete(state: ServingState, request: Request, route: Route):
+    """One request of either route: parse, submit, then stream or wait for the whole reply."""
+    try:
+        async with _announce_and_read(state, request) as body:
+            req = gen_request(state, body, route.prompt_ids(state, body))
+            events = submit(state, req)
+        head = {"id": f"{route.id_prefix}-{uuid.uuid4().hex}", "object": route.object,
+                "created": int(time.time()), "model": body["model"]}
+        if body.get("stream"):
+            return _event_stream(req, events, body, {**head, "object": route.chunk_object}, route)
+        text = await run_to_end(req, events)
+    except APIError as exc:
+        return exc.response()
+    return JSONResponse({**head, "choices": [route.choice(text, _finish(req))], "usage": _usage(req)})
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -352,66 +419,11 @@ def openai_router(state: ServingState) -> APIRouter:
 
     @router.post("/chat/completions")
     async def chat_completions(request: Request):
-        try:
-            async with _arriving(state, request) as body:
-                character = resolve_character(state, body)
-                messages = chat_messages(body, character)
-                req = gen_request(state, body, chat_prompt_ids(state, messages))
-                events = submit(state, req)
-            rid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body["model"]
-            if body.get("stream"):
-                def choices(text, finish, first, usage):
-                    if usage is not None:
-                        return []
-                    if first:
-                        return [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                 "logprobs": None, "finish_reason": None}]
-                    delta = {"content": text} if text is not None else {}
-                    return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-                head = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
-                return _event_stream(req, events, body, head, choices)
-            text = await run_to_end(req, events)
-        except APIError as exc:
-            return exc.response()
-        return JSONResponse({
-            "id": rid, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                         "logprobs": None, "finish_reason": _finish(req)}],
-            "usage": _usage(req)})
+        return await complete(state, request, CHAT)
 
     @router.post("/completions")
     async def completions(request: Request):
-        try:
-            async with _arriving(state, request) as body:
-                if resolve_character(state, body) is not None:
-                    raise APIError(400, "completions continue raw text and take no character; use "
-                                   "/openai/v1/chat/completions to talk to one", param="model")
-                prompt = body.get("prompt")
-                if isinstance(prompt, list) and len(prompt) == 1:
-                    prompt = prompt[0]
-                if not isinstance(prompt, str) or not prompt:
-                    raise APIError(400, "'prompt' is required: a non-empty string", param="prompt")
-                if body.get("echo"):
-                    raise APIError(400, "'echo' is not supported by this server", param="echo")
-                ids = state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-                req = gen_request(state, body, ids)
-                events = submit(state, req)
-            rid, created, model = f"cmpl-{uuid.uuid4().hex}", int(time.time()), body["model"]
-            if body.get("stream"):
-                def choices(text, finish, first, usage):
-                    if first:
-                        return None  # completions send no opening chunk
-                    return [] if usage is not None else [
-                        {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
-                head = {"id": rid, "object": "text_completion", "created": created, "model": model}
-                return _event_stream(req, events, body, head, choices)
-            text = await run_to_end(req, events)
-        except APIError as exc:
-            return exc.response()
-        return JSONResponse({
-            "id": rid, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(req)}],
-            "usage": _usage(req)})
+        return await complete(state, request, COMPLETION)
 
     return router
 
