@@ -38,7 +38,7 @@ SCHEMA = "charops.eval_summary/v1"
 SLICES = ("category", "topic")
 
 
-def _slice_of(replies: Iterable[dict]) -> dict[str, dict[str, str]]:
+def slices_of(replies: Iterable[dict]) -> dict[str, dict[str, str]]:
     """Prompt id -> {"category": ..., "topic": ...} (missing ones are "other")."""
     out: dict[str, dict[str, str]] = {}
     for r in replies:
@@ -56,7 +56,7 @@ def _dimensions(pointwise: list[dict], given: list[str] | None) -> list[str]:
     return list(seen)
 
 
-def _pointwise_block(records: list[dict], dims: list[str], where: dict[str, dict[str, str]]) -> dict:
+def pointwise_block(records: list[dict], dims: list[str], where: dict[str, dict[str, str]]) -> dict:
     """Mean and CI per dimension, overall and per category and topic, for one model."""
     overall: dict[str, list[float]] = defaultdict(list)
     sliced: dict[str, dict[str, dict[str, list[float]]]] = {
@@ -83,7 +83,7 @@ def _pointwise_block(records: list[dict], dims: list[str], where: dict[str, dict
             "judged": sum(1 for r in records if r.get("scores") is not None), "unjudged": unjudged}
 
 
-def _pairwise_block(records: list[dict], cand: str, base: str, where: dict[str, dict[str, str]],
+def pairwise_block(records: list[dict], cand: str, base: str, where: dict[str, dict[str, str]],
                     resamples: int, seed: int) -> dict | None:
     flip = {"win": "lose", "lose": "win", "tie": "tie", None: None}
     verdicts: list[tuple[str, str | None]] = []
@@ -127,7 +127,7 @@ def summarize(replies: Iterable[dict], pointwise: Iterable[dict], pairwise: Iter
         | {m for r in pairwise for m in (r.get("a"), r.get("b"))}
     if baseline is None and "baseline" in labels:
         baseline = {"label": "baseline", "model": None}
-    where = _slice_of(replies)
+    where = slices_of(replies)
     dims = _dimensions(pointwise, dimensions or judge.get("dimensions"))
 
     point: dict | None = None
@@ -135,16 +135,16 @@ def summarize(replies: Iterable[dict], pointwise: Iterable[dict], pairwise: Iter
         point = {"dimensions": dims}
         for role, info in (("candidate", candidate), ("baseline", baseline)):
             recs = [r for r in pointwise if info is not None and r.get("model") == info["label"]]
-            point[role] = _pointwise_block(recs, dims, where) if recs else None
+            point[role] = pointwise_block(recs, dims, where) if recs else None
         if others:
-            point["others"] = {o["label"]: _pointwise_block(recs, dims, where) for o in others
+            point["others"] = {o["label"]: pointwise_block(recs, dims, where) for o in others
                                if (recs := [r for r in pointwise if r.get("model") == o["label"]])}
 
     pair = None
     if baseline is not None and pairwise:
-        pair = _pairwise_block(pairwise, candidate["label"], baseline["label"], where, resamples, seed)
+        pair = pairwise_block(pairwise, candidate["label"], baseline["label"], where, resamples, seed)
 
-    pair_others = {o["label"]: _pairwise_block(pairwise, candidate["label"], o["label"], where, resamples, seed)
+    pair_others = {o["label"]: pairwise_block(pairwise, candidate["label"], o["label"], where, resamples, seed)
                    for o in others or []} or None
 
     triples = [(r["a"], r["b"], r.get("verdict")) for r in pairwise]

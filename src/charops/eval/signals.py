@@ -40,17 +40,17 @@ def units(text: str) -> list[str]:
     return [u.lower() for u in _UNIT.findall(text or "")]
 
 
-def _ngrams(seq: list[str], n: int) -> list[tuple[str, ...]]:
+def ngrams(seq: list[str], n: int) -> list[tuple[str, ...]]:
     return [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
 
 
 def distinct(replies: list[str], n: int) -> float | None:
-    grams = [g for r in replies for g in _ngrams(units(r), n)]
+    grams = [g for r in replies for g in ngrams(units(r), n)]
     return len(set(grams)) / len(grams) if grams else None
 
 
 def repetition(reply: str, n: int = 3) -> float | None:
-    grams = _ngrams(units(reply), n)
+    grams = ngrams(units(reply), n)
     if not grams:
         return None
     seen: set[tuple[str, ...]] = set()
@@ -79,7 +79,7 @@ class _ProfileIndex:
     @staticmethod
     def _terms(text: str) -> list[tuple[str, ...]]:
         u = units(text)
-        return _ngrams(u, 2) + _ngrams(u, 1)
+        return ngrams(u, 2) + ngrams(u, 1)
 
     def _vector(self, terms: list) -> dict:
         tf = Counter(terms)
