@@ -154,14 +154,13 @@ def reward_verdict(reward_a: float, reward_b: float, tie_margin: float) -> str:
     return "a" if diff > 0 else "b"
 
 
-def reward_model_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg: Any, rubric: Rubric) -> dict:
-    """Rewards of every reply (context + reply through the reward model); pair-wise verdicts from
-    their difference, point-wise Overall from the calibration of ``charops train reward``."""
+def load_reward_judge(cfg: Any) -> tuple[Any, Any, dict, float]:
+    """(model, tokenizer, the ``reward`` section of its training summary, tie margin) of the
+    reward model named by ``cfg.reward_model`` (a ``charops train reward`` output)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     from charops.model.load import load_tokenizer, resolve_model
-    from charops.train.reward import score_conversations
 
     if not cfg.reward_model:
         raise ConfigError("judge 'reward_model' needs reward_model=<model directory of `charops train reward`> "
@@ -180,6 +179,23 @@ def reward_model_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg:
     if torch.cuda.is_available():
         model.to("cuda")
     margin = cfg.tie_margin if cfg.tie_margin is not None else trained["tie_margin"]
+    return model, tokenizer, trained, margin
+
+
+def reward_info(cfg: Any, trained: dict, margin: float) -> dict:
+    """The judge block of a reward-model judge: what it is and how far to trust it."""
+    return {"kind": "reward_model", "model": str(cfg.reward_model), "rubric": "reward-calibrated-v1",
+            "dimensions": ["Overall"], "pair_accuracy": trained["pair_accuracy"], "pairs": trained["pairs"],
+            "scored_on": trained.get("scored_on"), "tie_margin": margin, "calibration": trained["calibration"],
+            "pointwise_note": "Overall only: a reward model gives one number per reply, mapped to 1-5 by the calibration"}
+
+
+def reward_model_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg: Any, rubric: Rubric) -> dict:
+    """Rewards of every reply (context + reply through the reward model); pair-wise verdicts from
+    their difference, point-wise Overall from the calibration of ``charops train reward``."""
+    from charops.train.reward import score_conversations
+
+    model, tokenizer, trained, margin = load_reward_judge(cfg)
     rewards = score_conversations(model, tokenizer, [r["messages"] + [{"role": "assistant", "content": r["reply"]}]
                                                      for r in replies], cfg.reward_batch_size)
     score_of = {(r["id"], r["model"]): s for r, s in zip(replies, rewards, strict=True)}
@@ -199,11 +215,7 @@ def reward_model_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg:
         pairwise.append({"id": cand["id"], "a": cand["model"], "b": base["model"], "judge": label,
                          "rubric": "reward-difference-v1", "reward_a": ra, "reward_b": rb,
                          "verdict_ab": v, "verdict_ba": v, "verdict": stats.swap_rule(v, v)})
-    info = {"kind": "reward_model", "model": str(cfg.reward_model), "rubric": "reward-calibrated-v1",
-            "dimensions": ["Overall"], "pair_accuracy": trained["pair_accuracy"], "pairs": trained["pairs"],
-            "scored_on": trained.get("scored_on"), "tie_margin": margin, "calibration": trained["calibration"],
-            "pointwise_note": "Overall only: a reward model gives one number per reply, mapped to 1-5 by the calibration"}
-    return {"pointwise": pointwise, "pairwise": pairwise, "info": info}
+    return {"pointwise": pointwise, "pairwise": pairwise, "info": reward_info(cfg, trained, margin)}
 
 
 JUDGES = {"openai": openai_judge, "reward_model": reward_model_judge}
