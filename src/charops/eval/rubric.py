@@ -154,7 +154,7 @@ def pairwise_prompt(rubric: Rubric, record: dict, reply_first: str, reply_second
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
-def _json_object(text: str) -> dict:
+def json_object(text: str) -> dict:
     """The answer must be one JSON object (optionally inside a ```json fence); nothing else."""
     body = text.strip()
     m = _FENCE.match(body)
@@ -171,7 +171,7 @@ def _json_object(text: str) -> dict:
 
 def parse_pointwise(rubric: Rubric, text: str, dims: list[str]) -> dict[str, int]:
     """``{dimension: score}`` for exactly ``dims``, integers within the scale, or AnswerError."""
-    obj = _json_object(text)
+    obj = json_object(text)
     scores = obj.get("scores")
     if not isinstance(scores, dict):
         raise AnswerError("answer has no 'scores' object")
@@ -193,7 +193,7 @@ def parse_pointwise(rubric: Rubric, text: str, dims: list[str]) -> dict[str, int
 
 def parse_pairwise(text: str) -> str:
     """``"A"``, ``"B"`` or ``"tie"`` (the *shown* position that won), or AnswerError."""
-    obj = _json_object(text)
+    obj = json_object(text)
     winner = obj.get("winner")
     if not isinstance(winner, str) or winner.strip().lower() not in ("a", "b", "tie"):
         raise AnswerError(f"'winner' must be \"A\", \"B\" or \"tie\", got {winner!r}")
