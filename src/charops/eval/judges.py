@@ -78,12 +78,17 @@ def dims_for(record_id: str, rubric: Rubric, subsets: dict[str, list[str]]) -> l
 # LLM judge
 
 
-def openai_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg: Any, rubric: Rubric) -> dict:
-    """Point-wise scores of every reply and position-swapped verdicts of every pair."""
-    endpoint = Endpoint.from_env(
+def judge_endpoint(cfg: Any) -> Endpoint:
+    """The LLM judge's endpoint from the eval config's ``judge_*`` fields (else the environment)."""
+    return Endpoint.from_env(
         base_url=cfg.judge_base_url, model=cfg.judge_model, timeout_s=cfg.judge_timeout_s,
         max_retries=cfg.judge_max_retries, backoff_s=cfg.judge_backoff_s, concurrency=cfg.judge_concurrency,
         rate_limit=cfg.judge_rate_limit, max_tokens=cfg.judge_max_tokens)
+
+
+def openai_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg: Any, rubric: Rubric) -> dict:
+    """Point-wise scores of every reply and position-swapped verdicts of every pair."""
+    endpoint = judge_endpoint(cfg)
     cache = JudgeCache(cfg.judge_cache or Path(cfg.output_dir) / "judge_cache.jsonl")
     subsets = load_subsets(cfg.metric_subsets, rubric)
     label = f"openai:{endpoint.model}"
