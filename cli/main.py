@@ -12,6 +12,20 @@ from typing import Annotated
 import typer
 
 from charops import __version__
+from charops.cli import (
+    chat,
+    data,
+    deploy,
+    eval,
+    feedback,
+    model,
+    pipeline,
+    promote,
+    registry,
+    runs,
+    store,
+    train,
+)
 from charops.cli.common import STATE, CharopsGroup, JsonOpt, echo_json
 
 app = typer.Typer(
@@ -55,20 +69,6 @@ def version(
 
 
 # Command groups, one module each (cli/<group>.py defines `app`); pipeline commands are top level.
-from charops.cli import (  # noqa: E402
-    chat,
-    data,
-    deploy,
-    eval,
-    model,
-    models,
-    pipeline,
-    promote,
-    runs,
-    store,
-    train,
-)
-
 app.command("submit")(pipeline.submit)
 app.command("compile")(pipeline.compile)
 app.command("deploy")(deploy.deploy)
@@ -81,7 +81,9 @@ app.add_typer(train.app, name="train")
 app.add_typer(eval.app, name="eval")
 app.add_typer(runs.app, name="runs")
 app.add_typer(store.app, name="store")
-app.add_typer(models.app, name="models")
+app.add_typer(feedback.app, name="feedback")
+app.add_typer(registry.app, name="registry")
+app.add_typer(registry.deprecated_app, name="models", hidden=True)
 
 
 def main() -> None:

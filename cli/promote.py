@@ -9,7 +9,7 @@ it, and the stage history records who and why::
     charops promote charops-chat 3 --to production min_advantage=10 alpha=0.01
     charops promote charops-chat 3 --to production --eval-summary runs/eval-v3-vs-v2/eval_summary.json
     charops promote charops-chat 3 --to production --force --reason "judge drifted; people agree"
-    charops models history charops-chat
+    charops registry history charops-chat
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def promote(
     from charops.storage import open_store
 
     cfg = load_config(GateConfig, config, list(overrides or []))
-    summary = read_eval_summary(eval_summary) if eval_summary is not None else None
+    summary = _read_summary(eval_summary, read_eval_summary) if eval_summary is not None else None
     st = open_store(store)
     already = stage_of(st, check_name(name), version) == to
     decision, event = gated_promote(st, check_name(name), version, to,
@@ -71,3 +71,18 @@ def promote(
         typer.echo(f"{name} v{event['version']}: {event['from']} -> {event['to']}{forced}"
                    + (f"; {', '.join(others)}" if others else "")
                    + f" (event {event['seq']}, by {event['actor']})")
+
+
+def _read_summary(path: Path, reader) -> dict:
+    """``--eval-summary`` read by ``reader``; what is not a readable JSON text file is one line."""
+    from charops.registry import RegistryError
+
+    hint = "give the eval stage's eval_summary.json"
+    try:
+        return reader(path)
+    except IsADirectoryError:
+        raise RegistryError(f"{path}: is a directory; {hint}") from None
+    except UnicodeDecodeError:
+        raise RegistryError(f"{path}: not a text file (not UTF-8 JSON); {hint}") from None
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot be read ({exc.strerror or exc}); {hint}") from None

@@ -23,8 +23,9 @@ runner = CliRunner()
 RESULTS = Path(__file__).parent / "eval_fixtures" / "results"
 
 # Commands whose output is the answer: -q would leave nothing, so they take --json only.
-ANSWERS = {"version", "model inspect", "runs list", "runs get", "store ls", "models list",
-           "models show", "models history"}
+ANSWERS = {"version", "model inspect", "runs list", "runs get", "store ls", "registry list",
+           "registry show", "registry history",
+           "models list", "models show", "models history"}  # the hidden old name of `registry`
 INTERACTIVE = {"chat"}  # neither --json nor -q; its help says why
 
 

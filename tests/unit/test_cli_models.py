@@ -52,36 +52,36 @@ def store(tmp_path, monkeypatch) -> LocalStore:
 
 
 def test_list_show_history_on_an_empty_and_a_filled_registry(tmp_path, store):
-    result = runner.invoke(app, ["models", "list"])
+    result = runner.invoke(app, ["registry", "list"])
     assert result.exit_code == 0 and "no models registered" in result.output
     _publish(store, tmp_path, 1, _summary(20, 0.01))
     _publish(store, tmp_path, 2, _summary(20, 0.01))
-    result = runner.invoke(app, ["models", "history", "chat"])
+    result = runner.invoke(app, ["registry", "history", "chat"])
     assert result.exit_code == 0 and "no stage changes yet" in result.output
 
     assert runner.invoke(app, ["promote", "chat", "1", "--to", "production"]).exit_code == 0
-    result = runner.invoke(app, ["models", "list"])
+    result = runner.invoke(app, ["registry", "list"])
     lines = result.output.splitlines()
     assert result.exit_code == 0 and lines[0].split() == [
         "name", "versions", "latest", "production", "staging", "latest", "created"]
     assert lines[1].split()[:5] == ["chat", "2", "2", "1", "-"]
-    listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).output)
+    listed = json.loads(runner.invoke(app, ["registry", "list", "--json"]).output)
     assert listed[0]["versions"] == [1, 2] and listed[0]["production"] == 1
 
-    result = runner.invoke(app, ["models", "show", "chat", "production"])
+    result = runner.invoke(app, ["registry", "show", "chat", "production"])
     assert result.exit_code == 0
     assert result.output.startswith("stage: production\n# chat v1\n")
     assert "| 角色1 | daily life |" in result.output
-    shown = json.loads(runner.invoke(app, ["models", "show", "chat", "--json"]).output)
+    shown = json.loads(runner.invoke(app, ["registry", "show", "chat", "--json"]).output)
     assert shown["stage"] == "none" and shown["entry"]["version"] == 2
     assert shown["card"]["characters"] == [{"name": "角色2", "category": "daily life"}]
 
-    result = runner.invoke(app, ["models", "history", "chat"])
+    result = runner.invoke(app, ["registry", "history", "chat"])
     assert result.exit_code == 0
     row = result.output.splitlines()[1].split()
     assert row[0] == "1" and row[2:] == ["promote", "v1", "none->production", "-", "passed",
                                          "tester", "-"]
-    events = json.loads(runner.invoke(app, ["models", "history", "chat", "--json"]).output)
+    events = json.loads(runner.invoke(app, ["registry", "history", "chat", "--json"]).output)
     assert events == history(store, "chat")
 
 
@@ -113,15 +113,15 @@ def test_force_needs_a_reason_and_is_recorded(tmp_path, store):
     assert out["promoted"] and out["event"]["force"] and not out["decision"]["passed"]
     event = history(store, "chat")[-1]
     assert (event["actor"], event["reason"], event["force"]) == ("ana", "smoke test", True)
-    result = runner.invoke(app, ["models", "history", "chat"])
+    result = runner.invoke(app, ["registry", "history", "chat"])
     assert "forced" in result.output and "ana" in result.output
 
 
 @pytest.mark.parametrize("args", [
-    ["models", "show", "Bad_Name"], ["models", "show", "../etc"], ["models", "history", "a/b"],
-    ["models", "show", "chat", "../1"], ["models", "show", "chat", "0"],
+    ["registry", "show", "Bad_Name"], ["registry", "show", "../etc"], ["registry", "history", "a/b"],
+    ["registry", "show", "chat", "../1"], ["registry", "show", "chat", "0"],
     ["promote", "chat", "1/2", "--to", "staging"], ["promote", "chat", "1", "--to", "archived"],
-    ["models", "show", "chat", "staging"], ["models", "history", "nope"],
+    ["registry", "show", "chat", "staging"], ["registry", "history", "nope"],
 ])
 def test_bad_names_versions_and_stages_are_one_line_errors(tmp_path, store, args):
     _publish(store, tmp_path, 1, _summary(20, 0.01))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from charops.errors import CharopsError
+from charops.eval.summary import read_eval_summary as read_summary
 
 CARD_SCHEMA = "charops.model_card/v1"
 # Profile fields shown in the card (the full profiles stay in the model's characters.jsonl).
@@ -64,8 +65,9 @@ def read_training(model_dir: Path) -> dict | None:
 
 
 def read_eval_summary(reports_dir: Path | None) -> dict | None:
+    """The reports' ``eval_summary.json``, checked (:mod:`charops.eval.summary`); None without one."""
     path = reports_dir / "eval_summary.json" if reports_dir is not None else None
-    return _read_json(path) if path is not None and path.is_file() else None
+    return read_summary(path) if path is not None and path.exists() else None
 
 
 def read_inputs(model_dir: str | Path, reports_dir: str | Path | None) -> dict:
@@ -174,3 +176,31 @@ def card_markdown(card: dict) -> str:
     lines += [f"| {rel} | {meta['size']} | `{meta['sha256']}` |"
               for rel, meta in sorted(card["files"].items())]
     return "\n".join(lines) + "\n"
+
+
+# The top-level fields of a card and their types (what ``build_card`` writes, what readers use).
+_CARD_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "version": (int,), "created_at": (str,), "charops_version": (str,),
+    "pipeline": (dict,), "training": (dict, type(None)), "eval_summary": (dict, type(None)),
+    "metrics": (dict,), "characters": (list,), "model_uri": (str,), "model_sha256": (str,),
+    "files": (dict,)}
+
+
+def card_problem(card: Any) -> str | None:
+    """What is wrong with a stored card's shape (None when ``build_card`` could have written it):
+    a card edited by hand is reported as such instead of failing on a missing key."""
+    if not isinstance(card, dict):
+        return f"it holds a JSON {type(card).__name__}, not an object"
+    for field, kinds in _CARD_FIELDS.items():
+        if field not in card or not isinstance(card[field], kinds) or isinstance(card[field], bool):
+            return f"its '{field}' is missing or not a {' or '.join(k.__name__ for k in kinds)}"
+    missing = [k for k in ("base_model", "dataset_sha256") if k not in card] + \
+        [f"pipeline.{k}" for k in ("version", "run_id", "run_name") if k not in card["pipeline"]]
+    if missing:
+        return f"it has no '{missing[0]}'"
+    if not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in card["characters"]):
+        return "its 'characters' are not profiles with a 'name'"
+    if not all(isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
+               for m in card["files"].values()):
+        return "its 'files' are not {size, sha256} records"
+    return None

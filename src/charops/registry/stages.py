@@ -34,7 +34,13 @@ from collections.abc import Callable
 from types import EllipsisType
 from typing import Any
 
-from charops.registry import RegistryError, check_name, check_version, get_entry, list_versions
+from charops.registry.entries import (
+    RegistryError,
+    check_name,
+    check_version,
+    get_entry,
+    list_versions,
+)
 from charops.storage.store import StorageError
 
 STAGES = ("none", "staging", "production", "archived")
@@ -80,14 +86,49 @@ def _event_seqs(store: Any, name: str) -> list[int]:
                   if (m := _EVENT_RE.search(k)))
 
 
+# The fields of an event readers rely on, and their types (see ``_append``).
+_EVENT_FIELDS = {"seq": int, "id": str, "kind": str, "version": int, "from": str, "to": str,
+                 "changes": list, "stages": dict, "actor": str, "reason": str, "force": bool,
+                 "at": str}
+
+
+def _event_problem(event: Any) -> str | None:
+    """What is wrong with a stored event's shape, None when it is one ``_append`` wrote."""
+    if not isinstance(event, dict):
+        return f"it holds a JSON {type(event).__name__}, not an object"
+    for field, kind in _EVENT_FIELDS.items():
+        value = event.get(field)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"its '{field}' is missing or not a {kind.__name__}"
+    if not (event.get("parent") is None or isinstance(event["parent"], str)) or \
+            not (event.get("gate") is None or isinstance(event["gate"], dict)):
+        return "its 'parent' or 'gate' has the wrong type"
+    if not event["changes"] or not all(
+            isinstance(c, dict) and isinstance(c.get("version"), int) and not isinstance(c["version"], bool)
+            and c.get("from") in STAGES and c.get("to") in STAGES for c in event["changes"]):
+        return "its 'changes' are not a list of {version, from, to} with known stages"
+    if not all(isinstance(v, str) and v.isdigit() and s in STAGES for v, s in event["stages"].items()):
+        return "its 'stages' do not map version numbers to known stages"
+    return None
+
+
+def _read_event(store: Any, name: str, seq: int) -> dict:
+    key = event_key(name, seq)
+    event = store.get_json(key)
+    if (problem := _event_problem(event)) is not None:
+        raise RegistryError(f"{store.url_for(key)}: not a charops stage event ({problem}); the "
+                            "stage history was written by hand or damaged: restore it from a backup")
+    return event
+
+
 def _last_event(store: Any, name: str) -> dict | None:
     seqs = _event_seqs(store, name)
-    return store.get_json(event_key(name, seqs[-1])) if seqs else None
+    return _read_event(store, name, seqs[-1]) if seqs else None
 
 
 def history(store: Any, name: str) -> list[dict]:
     """All stage events of ``name``, oldest first; a broken line is an error saying where."""
-    events = [store.get_json(event_key(name, s)) for s in _event_seqs(store, name)]
+    events = [_read_event(store, name, s) for s in _event_seqs(store, name)]
     parent = None
     for i, event in enumerate(events, start=1):
         if event.get("seq") != i or event.get("parent") != parent:
@@ -168,7 +209,8 @@ def _append(store: Any, name: str, plan: Plan, *, actor: str, reason: str, force
         # Lost the race, or won it on an earlier try whose reply was lost (the client retries a
         # PUT on 5xx): the stored event tells which.
         try:
-            if store.get_json(event_key(name, seq)).get("id") == event["id"]:
+            stored = store.get_json(event_key(name, seq))
+            if isinstance(stored, dict) and stored.get("id") == event["id"]:
                 return event
         except StorageError:
             pass
@@ -206,7 +248,7 @@ def transition(store: Any, name: str, version: int | str, to: str, *, actor: str
         current = state.get(str(version), "none")
         if current == to:  # the event that put it there, looked for from the newest back
             for seq in range(last["seq"], 0, -1):
-                event = last if seq == last["seq"] else store.get_json(event_key(name, seq))
+                event = last if seq == last["seq"] else _read_event(store, name, seq)
                 if any(c["version"] == version and c["to"] == to for c in event["changes"]):
                     return {"noop": event}
         if to not in ALLOWED[current]:

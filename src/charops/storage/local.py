@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from charops.io import FILE_MODE, atomic_open, dumps_json, sha256_bytes, write_json
+from charops.io import FILE_MODE, atomic_open, dumps_json, file_in_the_way, sha256_bytes, write_json
 from charops.storage.store import (
     ObjectInfo,
     StorageError,
@@ -40,6 +40,10 @@ class LocalStore:
 
     def __init__(self, root: str | os.PathLike, workers: int = 8):
         self.root = Path(root).expanduser().resolve()
+        blocker = self.root if self.root.exists() and not self.root.is_dir() else file_in_the_way(self.root)
+        if blocker is not None:
+            raise StorageError(f"{root}: not a store: {blocker} is a file; a local store is a "
+                               "directory (or an s3:// URL)")
         self.workers = workers
         self.url = self.root.as_uri()
 

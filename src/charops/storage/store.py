@@ -267,9 +267,14 @@ def decode_json(url: str, data: bytes, sha256: str | None) -> Any:
         return json.loads(data)
     except json.JSONDecodeError as exc:
         raise StorageError(f"{url}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError:  # binary content: json.loads sniffs the encoding and fails
+        raise StorageError(f"{url}: not valid JSON (binary content, not UTF-8 text)") from None
+    except RecursionError:
+        raise StorageError(f"{url}: not valid JSON (nested too deeply)") from None
 
 
-def _local_files(local_dir: Path) -> list[str]:
+def publishable_files(local_dir: Path) -> list[str]:
+    """The files of a directory to publish (relative paths); one holding ``_SUCCESS`` is refused."""
     if not local_dir.is_dir():
         raise StorageError(f"{local_dir}: not a directory")
     files = sorted(p.relative_to(local_dir).as_posix() for p in local_dir.rglob("*") if p.is_file())
@@ -286,7 +291,7 @@ def publish_dir(store: Store, local_dir: str | os.PathLike, prefix: str, workers
     """
     local_dir = Path(local_dir)
     prefix = clean_key(prefix)
-    files = _local_files(local_dir)
+    files = publishable_files(local_dir)
     stage = f"{STAGING}/{uuid.uuid4().hex}"
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool:

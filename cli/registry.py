@@ -1,10 +1,13 @@
-"""``charops models``: the model registry: registered versions, their cards and stage history.
+"""``charops registry``: the model registry: registered versions, their cards and stage history.
 
-    charops models list                           # names, versions, production and staging
-    charops models show charops-chat              # the latest version's card
-    charops models show charops-chat production   # or a version number, latest, staging
-    charops models history charops-chat --json    # every stage change: who, when, why
-    charops models list --store s3://mlpipeline/charops
+    charops registry list                           # names, versions, production and staging
+    charops registry show charops-chat              # the latest version's card
+    charops registry show charops-chat production   # or a version number, latest, staging
+    charops registry history charops-chat --json    # every stage change: who, when, why
+    charops registry list --store s3://mlpipeline/charops
+
+``charops models`` is the old name, kept as a hidden alias that says so on stderr (it differed
+from ``charops model``, the base models, by one letter).
 """
 
 from __future__ import annotations
@@ -16,7 +19,16 @@ import typer
 from charops.cli.common import JsonOpt, echo_json, new_app
 from charops.cli.store import StoreOpt
 
-app = new_app("Registered models: versions, model cards and stage history.")
+HELP = "Registered models: versions, model cards and stage history."
+app = new_app(HELP)
+# The old group name: the same commands, a note on stderr first (stdout stays parseable).
+deprecated_app = new_app(HELP + " Deprecated name: use 'charops registry'.")
+
+
+@deprecated_app.callback()
+def _deprecated() -> None:
+    typer.echo("note: 'charops models' is deprecated; use 'charops registry' (same commands)",
+               err=True)
 
 NameArg = Annotated[str, typer.Argument(help="Registry name, e.g. charops-chat.", show_default=False)]
 
@@ -31,7 +43,7 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 def resolve_version(store, name: str, version: str) -> int:
     """A version argument: a number, ``latest``, or a stage (``production``, ``staging``)."""
-    from charops.registry import RegistryError, check_version, get_entry, version_in
+    from charops.registry import RegistryError, get_entry, version_in
 
     if version == "latest":
         return get_entry(store, name)["version"]
@@ -39,14 +51,12 @@ def resolve_version(store, name: str, version: str) -> int:
         found = version_in(store, name, version)
         if found is None:
             get_entry(store, name)  # an unknown name says so first
-            raise RegistryError(f"'{name}' has no {version} version (see: charops models "
+            raise RegistryError(f"'{name}' has no {version} version (see: charops registry "
                                 f"history {name})")
         return found
-    try:
-        return check_version(version)
-    except RegistryError:
-        raise RegistryError(f"version '{version}': use a number, latest, production or "
-                            "staging") from None
+    if version.isascii() and version.isdigit() and not version.startswith("0"):
+        return int(version)  # of any size: get_entry says which versions there are
+    raise RegistryError(f"version '{version}': use a number, latest, production or staging")
 
 
 @app.command("list")
@@ -82,23 +92,37 @@ def show(name: NameArg,
          version: Annotated[str, typer.Argument(help="A version number, latest, production or staging.")] = "latest",
          store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """One version's model card: lineage, characters, training, evaluation, files."""
-    from charops.registry import card_key, check_name, entry_markdown, get_entry, stage_of
+    from charops.registry import (
+        RegistryError,
+        card_key,
+        check_name,
+        entry_markdown,
+        get_entry,
+        stage_of,
+    )
     from charops.registry.card import card_markdown
+    from charops.registry.entries import read_card
     from charops.storage import open_store
 
     st = open_store(store)
     v = resolve_version(st, check_name(name), version)
     entry = get_entry(st, name, v)
     stage = stage_of(st, name, v)
-    card = st.get_json(card_key(name, v)) if st.exists(card_key(name, v)) else None
+    card = read_card(st, card_key(name, v)) if st.exists(card_key(name, v)) else None
     if as_json:
         echo_json({"entry": entry, "stage": stage, "card": card})
         return
+    try:
+        # registered before model cards existed: the entry is all there is
+        text = entry_markdown(entry) if card is None else card_markdown(card)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        # the checked fields are right, but something nested in them (e.g. the card's
+        # eval_summary) was written by hand in another shape
+        where = st.url_for(card_key(name, v) if card is not None else f"registry/{name}/{v}.json")
+        raise RegistryError(f"{where}: cannot be shown, a nested field has the wrong shape "
+                            f"({type(exc).__name__}: {exc}); restore it from a backup") from None
     typer.echo(f"stage: {stage}")
-    if card is None:  # registered before model cards existed: the entry is all there is
-        typer.echo(entry_markdown(entry), nl=False)
-    else:
-        typer.echo(card_markdown(card), nl=False)
+    typer.echo(text, nl=False)
 
 
 @app.command()
@@ -127,3 +151,6 @@ def history(name: NameArg, store: StoreOpt = None, as_json: JsonOpt = False) -> 
                      e["reason"] or "-"])
     typer.echo(format_table(["seq", "at", "kind", "version", "stage", "also", "gate", "actor",
                              "reason"], rows))
+
+
+deprecated_app.registered_commands = app.registered_commands
