@@ -59,6 +59,14 @@ class EvalConfig:
     candidate_label: str = field(default="candidate", metadata={"help": "Name of the candidate in records and tables."})
     baseline_label: str = field(default="baseline", metadata={"help": "Name of the baseline in records and tables."})
     max_prompts: int = field(default=0, metadata={"help": "Evaluate at most this many prompts (0: all)."})
+    prompt_languages: list[str] = field(default_factory=list, metadata={
+        "help": "Only the prompts in these languages (e.g. [en]: the characters an English base model can learn); "
+                "empty: all."})
+    cache_baseline: bool = field(default=True, metadata={
+        "help": "Reuse the baseline's replies from the reply cache when the same model (by sha256) already "
+                "answered the same prompts with the same settings; store them after generating otherwise."})
+    reply_cache: str | None = field(default=None, metadata={
+        "help": "Reply cache directory; default $CHAROPS_CACHE/replies (~/.cache/charops/replies)."})
     reuse_replies: bool = field(default=False, metadata={
         "help": "Judge the replies.jsonl already in output_dir instead of generating (re-run a judge alone)."})
     # Generation
@@ -100,6 +108,29 @@ class EvalConfig:
     reward_batch_size: int = field(default=8, metadata={"help": "Replies per reward-model forward pass."})
     bootstrap_resamples: int = field(default=2000, metadata={"help": "Bootstrap replicates of the Advantage interval."})
     progress: bool = field(default=True, metadata={"help": "Progress bars on generation and judging (stderr)."})
+    # Multi-turn evaluation (charops.eval.multiturn)
+    mode: Literal["single", "multiturn", "both"] = field(default="single", metadata={
+        "help": "single: one reply per prompt (the CharacterGLM protocol); multiturn: whole conversations with a "
+                "simulated user, memory and knowledge-boundary probes; both: the two, in one summary."})
+    turns: int = field(default=6, metadata={"help": "mode=multiturn: user turns per simulated conversation."})
+    max_conversations: int = field(default=0, metadata={
+        "help": "mode=multiturn: conversations per model, one per held-out dialogue (0: all)."})
+    user_simulator: Literal["scripted", "openai"] = field(default="scripted", metadata={
+        "help": "mode=multiturn: scripted (replays held-out user turns) or openai (an LLM with a persona and a goal "
+                "behind an OpenAI-compatible endpoint, e.g. charops deploy --local)."})
+    user_base_url: str | None = field(default=None, metadata={
+        "help": "user_simulator=openai: its base URL (default: judge_base_url / CHAROPS_JUDGE_BASE_URL)."})
+    user_model: str | None = field(default=None, metadata={
+        "help": "user_simulator=openai: its model name (default: judge_model / CHAROPS_JUDGE_MODEL)."})
+    memory_probe: bool = field(default=True, metadata={
+        "help": "mode=multiturn: the user states a fact in turn memory_turn and asks it back memory_gap turns later."})
+    memory_turn: int = field(default=1, metadata={"help": "mode=multiturn: the turn (1-based) the fact is stated in."})
+    memory_gap: int = field(default=3, metadata={"help": "mode=multiturn: turns between the fact and the question."})
+    boundary_probes: bool = field(default=True, metadata={
+        "help": "mode=multiturn: ask each character questions it cannot know (later events, another universe, "
+                "technical facts) and score in-character deflection."})
+    conversation_rubric: str = field(default="characterbench-v1", metadata={
+        "help": "mode=multiturn with judge=openai: the rubric conversations are scored on (configs/eval/rubrics/)."})
 
     def validate(self) -> None:
         if not self.model:
@@ -121,6 +152,12 @@ class EvalConfig:
             raise ConfigError(f"model labels must differ: {', '.join(labels)}")
         if self.judge_timeout_s <= 0 or self.judge_max_retries < 0:
             raise ConfigError("judge_timeout_s must be positive and judge_max_retries at least 0")
+        if self.mode != "single":
+            if self.turns < 1 or self.memory_turn < 1 or self.memory_gap < 1:
+                raise ConfigError("turns, memory_turn and memory_gap must be at least 1")
+            if self.memory_probe and self.memory_turn + self.memory_gap > self.turns:
+                raise ConfigError(f"memory probe: asked in turn {self.memory_turn + self.memory_gap} of "
+                                  f"turns={self.turns}; raise turns, lower memory_gap or set memory_probe=false")
 
 
 def _check_output(cfg: EvalConfig) -> Path:
@@ -185,7 +222,13 @@ def _merge_automatic(heldout_part: dict, signals: dict) -> dict:
 def run(cfg: EvalConfig) -> dict:
     """Run the stage; write the four result files and return the eval summary."""
     from charops.eval.aggregate import summarize
-    from charops.eval.generate import GenerationSettings, generate_replies, load_model, load_prompts
+    from charops.eval.generate import (
+        GenerationSettings,
+        ReplyCache,
+        generate_replies,
+        load_model,
+        load_prompts,
+    )
     from charops.eval.judges import JUDGES
     from charops.eval.rubric import load_rubric
     from charops.eval.signals import profiles_of, reply_signals
@@ -229,13 +272,28 @@ def run(cfg: EvalConfig) -> dict:
         models = [candidate, *([baseline] if baseline else []), *others]
         skipped.append("generation and the automatic loss: reused the replies already in replies.jsonl")
     else:
-        prompts = load_prompts(dataset, cfg.max_prompts)
+        prompts = load_prompts(dataset, cfg.max_prompts, cfg.prompt_languages)
+        cache = ReplyCache(cfg.reply_cache) if cfg.cache_baseline and baseline else None
         replies = []
         for label, ref in models:
-            loaded = load_model(ref)
-            recs, generation[label] = generate_replies(loaded, label, prompts, settings, progress=cfg.progress)
+            hit, key = None, None
+            if cache is not None and baseline is not None and label == baseline[0]:
+                from charops.model.load import resolve_model
+
+                path = resolve_model(ref)
+                key = cache.key(path, prompts, settings)
+                hit = cache.get(key, label, path)
+            loaded = None
+            if hit is not None:
+                recs, generation[label] = hit
+            else:
+                loaded = load_model(ref)
+                recs, generation[label] = generate_replies(loaded, label, prompts, settings, progress=cfg.progress)
+                if key is not None:
+                    cache.put(key, recs, generation[label])
             replies.extend(recs)
             if cfg.heldout:
+                loaded = loaded or load_model(ref)
                 heldout_parts[label] = _automatic(loaded, dataset, manifest, cfg, skipped, label)
             del loaded
         if not cfg.heldout:
