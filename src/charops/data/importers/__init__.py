@@ -12,7 +12,8 @@ or from the shell: ``charops data validate data/ --rejects rejects.jsonl``.
 
 Formats: ``native`` (charops JSONL), ``messages`` (OpenAI), ``sharegpt``, ``charactereval``
 (test data), ``charactereval-profiles``, ``characterglm`` (character cards), ``tavern-card``
-(TavernAI/SillyTavern character cards V1-V3: JSON, PNG, CHARX), ``text``.
+(TavernAI/SillyTavern character cards V1-V3: JSON, PNG, CHARX), ``text``, ``trl`` (TRL
+conversational DPO/KTO rows, as ``charops feedback export`` writes them).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from charops.data.cards import is_card
-from charops.data.importers import cards, charactereval, characterglm, messages, native, text
+from charops.data.importers import cards, charactereval, characterglm, messages, native, text, trl
 from charops.data.importers.common import (
     DEFAULT_MAX_RECORD_BYTES,
     MAX_RECORD_BYTES,
@@ -50,12 +51,13 @@ PARSERS: dict[str, Callable[..., Parsed]] = {
     "characterglm": characterglm.parse,
     "tavern-card": cards.parse,
     "text": text.parse,
+    "trl": trl.parse,  # TRL conversational DPO/KTO rows (charops feedback export)
 }
 FORMATS: tuple[str, ...] = tuple(PARSERS)
 EXTENSIONS = (".jsonl", ".json", ".txt", ".png", ".charx")
 _SCAN_LINES = 50
 # Keys that make a JSON object one record rather than an object keyed by character name.
-_RECORD_KEYS = {"type", "turns", "chosen", "rejected", "text", "messages", "conversations", "context"}  # how many lines format detection may look at for a parseable object
+_RECORD_KEYS = {"type", "turns", "chosen", "rejected", "text", "messages", "conversations", "context", "prompt"}  # how many lines format detection may look at for a parseable object
 
 
 def _classify_item(obj: dict) -> str:
@@ -64,6 +66,8 @@ def _classify_item(obj: dict) -> str:
         return "tavern-card"
     if "context" in obj and "role" in obj:
         return "charactereval"
+    if trl.is_trl(obj):
+        return "trl"
     if "messages" in obj:
         return "messages"
     if "conversations" in obj:
