@@ -249,3 +249,122 @@ def test_judge_line_states_calibration_and_token_counts():
     assert judge_text(llm, details=True).endswith(
         "usage (pairwise.completion_tokens 80, pairwise.prompt_tokens 1200)")
     assert judge_text({"kind": "none"}) == judge_text(None) == "no judge"
+
+
+# ---------------------------------------------------------------------------------------------
+# One section model, two renderers: the HTML page and the Markdown report show the same things.
+
+
+def _markdown_outline(text: str) -> tuple[list[str], list[list[list[str]]]]:
+    """(headings, tables before the sample replies) of a Markdown report, markup unescaped."""
+    def plain(cell: str) -> str:
+        return re.sub(r"\\(.)", r"\1", cell.strip())
+
+    headings, tables, table = [], [], None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            headings.append(plain(line.lstrip("#")))
+        if "Sample replies" in headings:
+            continue
+        if line.startswith("|"):
+            cells = [plain(c) for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+            if set(cells) != {"---"}:
+                table = table if table is not None else []
+                table.append(cells)
+        elif table is not None:
+            tables.append(table)
+            table = None
+    return headings, tables
+
+
+def _html_outline(page: str) -> tuple[list[str], list[list[list[str]]]]:
+    """(h1-h3 headings, tables before the sample replies) of the HTML report, text unescaped."""
+    from html.parser import HTMLParser
+
+    class Outline(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.headings, self.tables, self.text, self.row = [], [], None, None
+
+        def handle_starttag(self, tag, attrs):
+            if tag in ("h1", "h2", "h3", "td", "th"):
+                self.text = ""
+            elif tag == "table" and "Sample replies" not in self.headings:
+                self.tables.append([])
+            elif tag == "tr":
+                self.row = []
+
+        def handle_data(self, data):
+            if self.text is not None:
+                self.text += data
+
+        def handle_endtag(self, tag):
+            if tag in ("h1", "h2", "h3"):
+                self.headings.append(self.text.strip())
+            elif tag in ("td", "th") and self.row is not None:
+                self.row.append(self.text.strip())
+            elif tag == "tr" and "Sample replies" not in self.headings:
+                self.tables[-1].append(self.row)
+            if tag in ("h1", "h2", "h3", "td", "th"):
+                self.text = None
+
+    outline = Outline()
+    outline.feed(page)
+    return outline.headings, outline.tables
+
+
+def _three_models(results):
+    from charops.eval.aggregate import summarize
+
+    third = [{**r, "model": "sft", "reply": r["reply"] + "!"} for r in results.replies
+             if r["model"] == "candidate"]
+    point = results.pointwise + [{**p, "model": "sft"} for p in results.pointwise
+                                 if p["model"] == "baseline"]
+    pair = results.pairwise + [{"id": p["id"], "a": "candidate", "b": "sft", "verdict": v}
+                               for p, v in zip(results.pairwise, ["win", "lose", "win", "win", "tie", None],
+                                               strict=True)]
+    s = results.summary
+    summary = summarize(results.replies + third, point, pair, judge=s["judge"],
+                        automatic={**s["automatic"], "others": {"sft": {"loss": 3.0}}}, skipped=[],
+                        candidate=s["candidate"], baseline=s["baseline"],
+                        others=[{"label": "sft", "model": "runs/sft/model"}], resamples=100)
+    return Results(summary, results.replies + third, point, pair)
+
+
+def test_html_and_markdown_show_the_same_sections_and_tables(results):
+    many = _three_models(results)
+    human = {**results.summary, "judge": {"kind": "human", "model": "2 annotators"},
+             "agreement": {"pairwise": {"annotators": 2, "items": 5, "items_multiply_rated": 5,
+                                        "percent_agreement": 80.0, "cohen_kappa": 0.6,
+                                        "krippendorff_alpha_nominal": 0.61}},
+             "turing": {"candidate": {"judgements": 4, "taken_for_human": 1, "taken_for_human_pct": 25.0}}}
+    for res in (results, many, Results(human, results.replies, results.pointwise, results.pairwise)):
+        md_headings, md_tables = _markdown_outline(render_markdown(res))
+        html_headings, html_tables = _html_outline(render_html(res))
+        assert md_headings == html_headings
+        assert md_tables == html_tables
+        assert len(md_tables) >= 10
+    # What the HTML page lacked before the two renderers shared their sections.
+    headings = _html_outline(render_html(many))[0]
+    for title in ("Against the other models", "Bradley-Terry scores (more than two models)",
+                  "Per character category: candidate", "Per dialogue topic: sft"):
+        assert title in headings
+    assert "Annotator agreement" in _html_outline(render_html(Results(human, results.replies)))[0]
+
+
+def test_a_new_section_shows_in_both_reports(results, monkeypatch):
+    """docs/evaluation.md, "Adding a report section": one builder, both formats."""
+    from charops.eval import sections
+    from charops.eval.sections import Callout, Paragraph, Section, Table
+
+    def judge_strength(res):
+        return [Section("Judge strength", [Callout("Warning:", ["judge <weak> | pair accuracy 0.55"]),
+                                           Paragraph("Held-out pair accuracy of the judge."),
+                                           Table(["judge", "pair accuracy"], [["rm", "0.55"]])])]
+
+    monkeypatch.setattr(sections, "BUILDERS", [*sections.BUILDERS[:1], judge_strength, *sections.BUILDERS[1:]])
+    text, page = render_markdown(results), render_html(results)
+    assert _markdown_outline(text)[0][1] == _html_outline(page)[0][1] == "Judge strength"
+    assert "- judge \\<weak\\> \\| pair accuracy 0.55" in text
+    assert "<li>judge &lt;weak&gt; | pair accuracy 0.55</li>" in page
+    assert ["rm", "0.55"] in _markdown_outline(text)[1][1] and ["rm", "0.55"] in _html_outline(page)[1][1]

@@ -33,8 +33,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from charops.eval import stats
+from charops.eval.summary import SCHEMA  # the one version, written here and read there
 
-SCHEMA = "charops.eval_summary/v1"
 SLICES = ("category", "topic")
 
 

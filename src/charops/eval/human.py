@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from charops.errors import DataError
+from charops.eval.summary import read_eval_summary
 from charops.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_text
 
 KEY_SCHEMA = "charops.human_key/v1"
@@ -470,8 +471,8 @@ def import_human(key_path: str | Path, files: Sequence[str | Path], out_dir: str
     replies = list(read_jsonl(results / "replies.jsonl")) if (results / "replies.jsonl").is_file() else [
         {"id": i, "model": "candidate", **info} for i, info in key["prompts"].items()]
     original = {}
-    if (results / "eval_summary.json").is_file():
-        original = json.loads((results / "eval_summary.json").read_text(encoding="utf-8"))
+    if (results / "eval_summary.json").exists():
+        original = read_eval_summary(results / "eval_summary.json")
 
     pointwise = _pointwise_records(key, ratings["pointwise"]) if "pointwise" in ratings else []
     pairwise = _pairwise_records(key, ratings["pairwise"]) if "pairwise" in ratings else []

@@ -22,14 +22,14 @@ recorded in the stage event either way::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 from charops.config import to_dict
 from charops.errors import ConfigError
-from charops.registry import RegistryError, check_version, get_card, get_entry
+from charops.eval.summary import check_eval_summary
+from charops.eval.summary import read_eval_summary as read_eval_summary  # `promote --eval-summary`
+from charops.registry.entries import RegistryError, check_version, get_card, get_entry
 from charops.registry.stages import check_stage, production, stage_of, transition
 
 
@@ -127,22 +127,6 @@ def decide(summary: dict | None, config: GateConfig, reference: dict | None,
             "config": to_dict(config)}
 
 
-def read_eval_summary(path: str | Path) -> dict:
-    """An eval_summary.json given by hand, checked enough to be judged (one-line errors)."""
-    path = Path(path)
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RegistryError(f"{path}: no such eval summary") from None
-    except json.JSONDecodeError as exc:
-        raise RegistryError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if not isinstance(summary, dict) or not str(summary.get("schema", "")).startswith(
-            "charops.eval_summary/"):
-        raise RegistryError(f"{path}: not an eval summary (no 'schema': "
-                            "'charops.eval_summary/v1'); give the eval stage's eval_summary.json")
-    return summary
-
-
 def check(store: Any, name: str, version: int | str, config: GateConfig,
           summary: dict | None = None) -> dict:
     """The gate's decision for promoting ``version`` over the current production version.
@@ -161,6 +145,8 @@ def check(store: Any, name: str, version: int | str, config: GateConfig,
             summary = get_card(store, name, version).get("eval_summary")
         except RegistryError:
             summary = None
+        if summary is not None:
+            summary = check_eval_summary(summary, f"the card of '{name}' v{version}: eval_summary")
     decision = decide(summary, config, current, entry["lineage"].get("base_model"),
                       candidate=entry if given else None)
     decision.update({"name": name, "version": version,
