@@ -383,3 +383,67 @@ def test_property_any_card_is_one_record_or_one_reject_and_round_trips(tmp_path,
     if result.profiles:
         version = "v3" if card["spec"].endswith("v3") else "v2"
         assert profile_to_card(result.profiles[0], version) == card
+
+
+# --- a CHARX whose zip header lies about card.json's size (issue 19, item 11) -------------------
+
+def _lying_charx(inflated: int, declared: int = 100) -> bytes:
+    """A CHARX whose card.json claims ``declared`` bytes but inflates to ``inflated`` (built by
+    hand: zipfile would write the true size). The deflate stream is made in 1 MiB steps, so the
+    test itself never holds the inflated bytes."""
+    comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+    step = b" " * (1 << 20)
+    body = b"".join(comp.compress(step) for _ in range(inflated >> 20)) + comp.flush()
+    name, crc = b"card.json", zlib.crc32(b"what the header claims")
+    local = struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 0, 8, 0, 0x21, crc, len(body),
+                        declared, len(name), 0) + name
+    central = struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 3, 20, 0, 0, 8, 0, 0x21, crc,
+                          len(body), declared, len(name), 0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local) + len(body), 0)
+    return local + body + central + end
+
+
+def _peak_bytes(fn) -> tuple[int, Exception | None]:
+    """Peak Python heap while ``fn`` runs (zlib's output buffers are Python bytes, so counted)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        raised = None
+    except Exception as exc:  # noqa: BLE001 (the caller asserts which)
+        raised = exc
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak, raised
+
+
+def test_a_charx_that_inflates_past_its_header_is_read_through_a_bounded_stream():
+    """40 MiB inflating behind a 100-byte claim: refused, and the real 16 MiB limit bounds the
+    memory (zf.read() inflated all 40 MiB before the CRC check failed)."""
+    from charops.data.cards import MAX_CARD_JSON, CardError, card_from_charx
+
+    data = _lying_charx(40 << 20)
+    assert len(data) < 1 << 20 and MAX_CARD_JSON == 16 << 20
+    peak, raised = _peak_bytes(lambda: card_from_charx(data))
+    assert isinstance(raised, CardError) and "not a valid CHARX zip" in str(raised), raised
+    # zlib grows its output buffer and trims it with a copy, so twice the limit at most; the
+    # unbounded read held all 40 MiB (and more) at once.
+    assert peak < 2 * MAX_CARD_JSON + (4 << 20) < 40 << 20, peak
+
+
+def test_a_lying_charx_is_bounded_by_the_limit_not_by_its_size(monkeypatch, tmp_path):
+    """With a 1 MiB limit the same file peaks at a few MiB: the bound is the limit."""
+    import charops.data.cards as cards
+
+    monkeypatch.setattr(cards, "MAX_CARD_JSON", 1 << 20)
+    data = _lying_charx(40 << 20)
+    peak, raised = _peak_bytes(lambda: cards.card_from_charx(data))
+    assert isinstance(raised, cards.CardError), raised
+    assert peak < 6 << 20, peak
+    # through the importer too: one reject naming the file, nothing accepted
+    (tmp_path / "bomb.charx").write_bytes(data)
+    (reject,) = load_inputs([tmp_path / "bomb.charx"]).rejects
+    assert reject.reason.startswith("not a valid CHARX zip")
+

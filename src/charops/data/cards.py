@@ -160,7 +160,13 @@ def card_from_charx(data: bytes) -> Any:
             if info.file_size > MAX_CARD_JSON:
                 raise CardError(f"CHARX card.json is {info.file_size} bytes uncompressed "
                                 f"(limit {MAX_CARD_JSON})")
-            raw = zf.read(info)
+            # Through a bounded stream: the header's size is the archive's claim, not a fact, and
+            # ``zf.read`` would inflate everything the deflate stream holds (a 100-byte claim
+            # can inflate to gigabytes) before the CRC check notices.
+            with zf.open(info) as fh:
+                raw = fh.read(MAX_CARD_JSON + 1)
+            if len(raw) > MAX_CARD_JSON:
+                raise CardError(f"CHARX card.json inflates past {MAX_CARD_JSON} bytes (limit)")
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise CardError(f"not a valid CHARX zip ({exc})") from None
     return _decode_json(raw, "CHARX card.json")
