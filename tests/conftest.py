@@ -456,3 +456,16 @@ def local_and_s3_store(request, tmp_path):
     bucket = request.getfixturevalue("s3_bucket")
     return S3Store(server["endpoint"], bucket, server["access_key"], server["secret_key"],
                    secure=False, prefix="charops")
+
+
+@pytest.fixture(scope="session")
+def micro_reward_model_dir(tmp_path_factory, micro_model_dir, eval_dataset_dir) -> Path:
+    """A reward model (`charops train reward`, three steps) on micro_model_dir and eval_dataset_dir."""
+    from charops.config import load_config
+    from charops.train.reward import RewardConfig, run
+
+    out = tmp_path_factory.mktemp("reward")
+    run(load_config(RewardConfig, "tiny-cpu", [f"model={micro_model_dir}", f"dataset={eval_dataset_dir}",
+                                               f"output_dir={out}", "max_steps=3",
+                                               "per_device_train_batch_size=2", "max_seq_len=256"]))
+    return out / "model"

@@ -21,16 +21,9 @@ from typer.testing import CliRunner
 EVAL = ["max_prompts=4", "max_new_tokens=4", "bootstrap_resamples=50", "batch_size=4"]
 
 
-@pytest.fixture(scope="module")
-def reward_dir(tmp_path_factory, micro_model_dir, eval_dataset_dir) -> Path:
-    from charops.config import load_config
-    from charops.train.reward import RewardConfig, run
-
-    out = tmp_path_factory.mktemp("reward")
-    run(load_config(RewardConfig, "tiny-cpu", [f"model={micro_model_dir}", f"dataset={eval_dataset_dir}",
-                                               f"output_dir={out}", "max_steps=3",
-                                               "per_device_train_batch_size=2", "max_seq_len=256"]))
-    return out / "model"
+@pytest.fixture
+def reward_dir(micro_reward_model_dir) -> Path:
+    return micro_reward_model_dir
 
 
 def _imported(path: Path, cls: type):

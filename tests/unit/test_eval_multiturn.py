@@ -1,0 +1,255 @@
+"""Multi-turn evaluation (charops.eval.multiturn): signals and probes against hand computations,
+rollouts on the micro model, the reward-model conversation judge, and the stage end to end.
+
+    .venv/bin/python -m pytest tests/unit/test_eval_multiturn.py -x -q
+"""
+
+import json
+import random
+from types import SimpleNamespace
+
+import pytest
+
+from charops.eval.multiturn.probes import (
+    boundary_questions,
+    deflects,
+    memory_fact,
+    profile_year,
+    recalled,
+)
+from charops.eval.multiturn.signals import conversation_signals, cross_turn_repetition, slope
+
+
+def _conv(replies, category="daily-life", memory=None, model="candidate", cid="c1"):
+    turns = [{"user": f"u{i}", "reply": r, "probe": None} for i, r in enumerate(replies)]
+    return {"id": cid, "model": model, "category": category, "topic": "chit-chat", "turns": turns, "memory": memory}
+
+
+# --- signals, by hand ------------------------------------------------------------------------
+
+def test_cross_turn_repetition_hand_computed():
+    # Reply 2 "a b c d": trigrams (a,b,c), (b,c,d); (a,b,c) was in reply 1 -> 1/2.
+    # Reply 3 "x y z": none seen -> 0.   Mean over replies 2 and 3: 0.25.
+    assert cross_turn_repetition(["a b c", "a b c d", "x y z"]) == pytest.approx(0.25)
+    # Saying the same thing every turn: every later reply is fully repeated.
+    assert cross_turn_repetition(["the tea is warm"] * 4) == pytest.approx(1.0)
+    assert cross_turn_repetition(["only one reply here"]) is None
+
+
+def test_length_slope_hand_computed():
+    # x = 0,1,2; y = 10,20,30 -> slope 10; y = 9,6,3 -> -3.
+    assert slope([10, 20, 30]) == pytest.approx(10.0)
+    assert slope([9, 6, 3]) == pytest.approx(-3.0)
+    assert slope([5]) is None
+
+
+def test_conversation_signals_hand_computed():
+    a = _conv(["Hello there friend", "As an AI language model I cannot", "Hello there friend again"],
+              memory={"recalled": True})
+    b = _conv(["Short", "Also short text", "As an AI I must say"], memory={"recalled": False}, cid="c2")
+    block = conversation_signals([a, b])
+    assert block["turns"] == 3 and block["conversations"] == 2
+    # Role breaks: turn 1: none; turn 2: a only; turn 3: b only ("As an AI").
+    assert block["role_break_by_turn"] == [0.0, 0.5, 0.5]
+    assert block["role_break_rate"] == pytest.approx(2 / 6)
+    # Lengths at turn 1: 18 and 5 -> 11.5.
+    assert block["length_by_turn"][0] == pytest.approx((18 + 5) / 2)
+    slope_a = slope([18, 32, 24])
+    slope_b = slope([5, 15, 19])
+    assert block["length_slope"] == pytest.approx((slope_a + slope_b) / 2)
+    assert block["memory_recall"] == 0.5 and block["memory_probes"] == 2
+
+
+# --- probes ----------------------------------------------------------------------------------
+
+def test_memory_fact_is_seeded_and_recall_is_a_containment_check():
+    f1 = memory_fact("en", random.Random(7))
+    f2 = memory_fact("en", random.Random(7))
+    assert f1 == f2 and f1["answer"] in f1["statement"] and f1["answer"] not in f1["question"]
+    assert recalled(f"Of course I remember, it's {f1['answer'].upper()}!", f1)
+    assert not recalled("I have no idea, sorry.", f1)
+    zh = memory_fact("zh", random.Random(1))
+    assert zh["statement"].startswith("对了") and recalled(f"当然记得，叫{zh['answer']}。", zh)
+
+
+def test_boundary_questions_follow_the_profile_era_and_language():
+    assert profile_year({"extra": {"sample_era": "Paris, 1889"}}) == 1889
+    assert profile_year({"identity": "a baker"}) == 2026
+    qs = boundary_questions({"language": "en", "extra": {"sample_era": "1889"}}, random.Random(0))
+    assert [q["kind"] for q in qs] == ["later_events", "other_universe", "technical"]
+    assert "1949" in qs[0]["question"]  # later events: 60 years after the era
+    zh = boundary_questions({"language": "zh"}, random.Random(0))
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in q["question"]) for q in zh)
+
+
+def test_deflection_rule():
+    assert deflects("(frowns) Never heard of it, dear. Is that one of those city things?", "en")
+    assert deflects("What's a Kubernetes? Sounds like a sea creature.", "en")
+    assert not deflects("Brazil won it, 3-1 in the final, a great match.", "en")
+    assert deflects("（挠头）这个我可不知道。", "zh")
+    assert not deflects("是巴西队夺冠的。", "zh")
+
+
+# --- rollouts on the micro model --------------------------------------------------------------
+
+def _settings(**kw):
+    from charops.eval.generate import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=4, batch_size=4, **kw)
+
+
+def test_load_starts_gives_profile_greeting_and_script(tmp_path):
+    from charops.eval.multiturn.users import load_starts
+    from charops.io import write_jsonl
+
+    (tmp_path / "sft").mkdir()
+    write_jsonl(tmp_path / "characters.jsonl", [{"name": "Tom", "language": "en", "category": "games-videos",
+                                                 "greeting": "(waves) Hey!"}])
+    write_jsonl(tmp_path / "sft" / "validation.jsonl", [
+        {"id": "a", "character": "Tom", "topic": "chit-chat", "language": "en",
+         "messages": [{"role": "system", "content": "You are Tom."}, {"role": "user", "content": "Hi"},
+                      {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Games?"},
+                      {"role": "assistant", "content": "Yes"}]},
+        {"id": "b", "character": "Tom", "topic": "interview", "language": "en",
+         "messages": [{"role": "system", "content": "You are Tom."}, {"role": "user", "content": "Tea?"},
+                      {"role": "assistant", "content": "Always"}]}])
+    starts = {s["dialogue"]: s for s in load_starts(tmp_path, seed=0)}
+    a = starts["a"]
+    assert a["opening"] == [{"role": "system", "content": "You are Tom."},
+                            {"role": "assistant", "content": "(waves) Hey!"}]
+    assert a["script"] == ["Hi", "Games?", "Tea?"]  # its own user turns, then the character's other dialogue
+    assert a["category"] == "games-videos" and a["language"] == "en"
+    assert load_starts(tmp_path, seed=0) == load_starts(tmp_path, seed=0)
+
+
+def test_rollout_pairs_models_on_the_same_user_lines_with_the_memory_probe(micro_model_dir, micro_ref_model_dir,
+                                                                          eval_dataset_dir):
+    from charops.eval.generate import load_model
+    from charops.eval.multiturn.rollout import rollout
+    from charops.eval.multiturn.users import ScriptedUser, load_starts
+
+    starts = load_starts(eval_dataset_dir, limit=2, seed=0)
+    a = rollout(load_model(str(micro_model_dir)), "candidate", starts, ScriptedUser(), 3, _settings(), memory=(0, 2))
+    b = rollout(load_model(str(micro_ref_model_dir)), "baseline", starts, ScriptedUser(), 3, _settings(),
+                memory=(0, 2))
+    for ca, cb, s in zip(a, b, starts, strict=True):
+        assert [t["user"] for t in ca["turns"]] == [t["user"] for t in cb["turns"]]  # paired
+        assert len(ca["messages"]) == len(s["opening"]) + 2 * 3
+        assert ca["turns"][0]["probe"] == "memory_statement" and ca["memory"]["answer"] in ca["turns"][0]["user"]
+        assert ca["turns"][0]["user"].startswith(s["script"][0])
+        assert ca["turns"][2]["probe"] == "memory_question"
+        assert ca["memory"]["recalled"] is (ca["memory"]["answer"].lower().replace(" ", "")
+                                            in ca["turns"][2]["reply"].lower().replace(" ", ""))
+        assert (ca["memory"]["stated_turn"], ca["memory"]["asked_turn"]) == (1, 3)
+        assert ca["messages"][-1] == {"role": "assistant", "content": ca["turns"][2]["reply"]}
+
+
+def test_rollout_refuses_a_probe_past_the_last_turn(micro_model_dir, eval_dataset_dir):
+    from charops.errors import DataError
+    from charops.eval.generate import load_model
+    from charops.eval.multiturn.rollout import rollout
+    from charops.eval.multiturn.users import ScriptedUser, load_starts
+
+    starts = load_starts(eval_dataset_dir, limit=1)
+    with pytest.raises(DataError, match="memory probe"):
+        rollout(load_model(str(micro_model_dir)), "c", starts, ScriptedUser(), 2, _settings(), memory=(0, 2))
+
+
+# --- the reward-model conversation judge ------------------------------------------------------
+
+def _cfg(tmp_path, **kw):
+    base = dict(reward_model=None, tie_margin=None, reward_batch_size=4, pointwise=True, judge="reward_model",
+                output_dir=str(tmp_path), judge_cache=None, progress=False, seed=0, bootstrap_resamples=50,
+                turns=3, max_conversations=3, user_simulator="scripted", memory_probe=True, memory_turn=1,
+                memory_gap=2, boundary_probes=True, conversation_rubric="characterbench-v1", reuse_replies=False,
+                temperature=0.0, top_p=1.0, max_new_tokens=4, repetition_penalty=1.0, batch_size=4,
+                max_context_tokens=0)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_reward_judge_scores_a_conversation_by_the_sum_of_its_turn_rewards(tmp_path, micro_model_dir,
+                                                                           micro_ref_model_dir, eval_dataset_dir,
+                                                                           micro_reward_model_dir):
+    from charops.eval.generate import load_model
+    from charops.eval.judges import calibrated_score, load_reward_judge
+    from charops.eval.multiturn.judging import reward_model_conversations, turn_prefixes
+    from charops.eval.multiturn.rollout import rollout
+    from charops.eval.multiturn.users import ScriptedUser, load_starts
+    from charops.train.reward import score_conversations
+
+    starts = load_starts(eval_dataset_dir, limit=2)
+    convs = (rollout(load_model(str(micro_model_dir)), "candidate", starts, ScriptedUser(), 2, _settings())
+             + rollout(load_model(str(micro_ref_model_dir)), "baseline", starts, ScriptedUser(), 2, _settings()))
+    cfg = _cfg(tmp_path, reward_model=str(micro_reward_model_dir), tie_margin=0.0)
+    pairs = [(convs[0], convs[2]), (convs[1], convs[3])]
+    result = reward_model_conversations(convs, pairs, cfg, None)
+
+    model, tok, trained, _ = load_reward_judge(cfg)
+    for rec, point in zip(convs, result["pointwise"], strict=True):
+        # By hand: each prefix ending with one of the character's simulated replies, scored alone.
+        by_hand = [score_conversations(model, tok, [p], 1)[0] for p in turn_prefixes(rec)]
+        assert point["turn_rewards"] == pytest.approx(by_hand, abs=1e-4)
+        assert point["reward"] == pytest.approx(sum(by_hand), abs=1e-4)
+        assert point["scores"]["Overall"] == calibrated_score(sum(by_hand) / 2, trained["calibration"])
+    for (a, b), rec in zip(pairs, result["pairwise"], strict=True):
+        ra = next(p["reward"] for p in result["pointwise"] if (p["id"], p["model"]) == (a["id"], a["model"]))
+        rb = next(p["reward"] for p in result["pointwise"] if (p["id"], p["model"]) == (b["id"], b["model"]))
+        expect = "tie" if ra == rb else ("win" if ra > rb else "lose")  # tie_margin 0
+        assert rec["verdict"] == expect and (rec["a"], rec["b"]) == ("candidate", "baseline")
+    assert result["info"]["conversation_score"] == "sum of per-turn rewards"
+
+
+# --- summary blocks ----------------------------------------------------------------------------
+
+def test_memory_and_boundary_blocks_hand_computed():
+    from charops.eval.multiturn import boundary_block, memory_block
+
+    convs = [{"category": "celebrity", "memory": {"recalled": True}}, {"category": "celebrity", "memory": {"recalled": False}},
+             {"category": "virtual-love", "memory": {"recalled": True}}, {"category": "virtual-love", "memory": None}]
+    m = memory_block(convs)
+    assert (m["n"], m["yes"], m["rate"]) == (3, 2, pytest.approx(2 / 3))
+    assert m["by_category"]["celebrity"]["rate"] == 0.5 and m["by_category"]["virtual-love"]["rate"] == 1.0
+    recs = [{"category": "celebrity", "kind": "technical", "deflected": True, "judged_by": "rule"},
+            {"category": "celebrity", "kind": "later_events", "deflected": False, "judged_by": "rule"},
+            {"category": "games-videos", "kind": "technical", "deflected": True, "judged_by": "rule"},
+            {"category": "games-videos", "kind": "later_events", "deflected": None, "judged_by": "rule"}]
+    b = boundary_block(recs)
+    assert (b["n"], b["yes"], b["rate"]) == (3, 2, pytest.approx(2 / 3))
+    assert b["by_category"]["games-videos"] == {"n": 1, "yes": 1, "rate": 1.0}
+    assert b["by_kind"]["technical"]["rate"] == 1.0 and b["by_kind"]["later_events"]["rate"] == 0.0
+
+
+def test_evaluate_conversations_end_to_end_with_the_reward_judge(tmp_path, micro_model_dir, micro_ref_model_dir,
+                                                                 eval_dataset_dir, micro_reward_model_dir):
+    from charops.eval.multiturn import FILES, evaluate_conversations
+    from charops.io import read_jsonl
+
+    cfg = _cfg(tmp_path, reward_model=str(micro_reward_model_dir))
+    block = evaluate_conversations(cfg, eval_dataset_dir, [("candidate", str(micro_model_dir)),
+                                                           ("baseline", str(micro_ref_model_dir))])
+    for name in FILES:
+        assert (tmp_path / name).is_file(), name
+    convs = list(read_jsonl(tmp_path / "conversations.jsonl"))
+    pairs = list(read_jsonl(tmp_path / "conversation_pairwise.jsonl"))
+    assert len(convs) == 2 * block["conversations"] and len(pairs) == block["conversations"]
+    # The table is the hand count of the stored verdicts.
+    verdicts = [p["verdict"] for p in pairs]
+    n = len(verdicts)
+    overall = block["pairwise"]["overall"]
+    assert overall["win"] == pytest.approx(100 * verdicts.count("win") / n)
+    assert overall["advantage"] == pytest.approx(100 * (verdicts.count("win") - verdicts.count("lose")) / n)
+    assert set(block["pairwise"]["by_category"]) == {c["category"] for c in convs}
+    assert set(block["pairwise"]["by_topic"]) == {c["topic"] for c in convs}
+    boundary = list(read_jsonl(tmp_path / "boundary.jsonl"))
+    assert {b["judged_by"] for b in boundary} == {"rule"}
+    cand = [b for b in boundary if b["model"] == "candidate"]
+    assert block["boundary"]["candidate"]["rate"] == pytest.approx(sum(b["deflected"] for b in cand) / len(cand))
+    assert block["memory"]["candidate"]["n"] == block["conversations"]
+    assert block["judge"]["kind"] == "reward_model" and block["user"]["kind"] == "scripted"
+    json.dumps(block)  # the summary block is JSON as it is
+
+    # Conversations are stored before judging: re-judging reads them back, generating nothing.
+    again = evaluate_conversations(_cfg(tmp_path, reward_model=str(micro_reward_model_dir), reuse_replies=True),
+                                   eval_dataset_dir, [("candidate", "no-such-model"), ("baseline", "no-such-model")])
+    assert again["pairwise"]["overall"] == overall and again["user"]["kind"] == "reused"
