@@ -253,3 +253,41 @@ def test_evaluate_conversations_end_to_end_with_the_reward_judge(tmp_path, micro
     again = evaluate_conversations(_cfg(tmp_path, reward_model=str(micro_reward_model_dir), reuse_replies=True),
                                    eval_dataset_dir, [("candidate", "no-such-model"), ("baseline", "no-such-model")])
     assert again["pairwise"]["overall"] == overall and again["user"]["kind"] == "reused"
+
+
+def _mt_summary():
+    block = {"overall": {"n": 4, "win": 50.0, "tie": 25.0, "lose": 25.0, "advantage": 25.0,
+                         "advantage_ci95": [-50.0, 75.0], "sign_test_p": 1.0, "unjudged": 0}}
+    return {"schema": "charops.eval_summary/v1", "candidate": {"label": "candidate"}, "baseline": {"label": "baseline"},
+            "judge": {"kind": "none"}, "skipped": [],
+            "multiturn": {"turns": 6, "conversations": 4, "models": ["candidate", "baseline"],
+                          "user": {"kind": "scripted"}, "judge": {"kind": "reward_model", "model": "rm",
+                                                                 "conversation_score": "sum of per-turn rewards"},
+                          "memory_probe": {"stated_turn": 1, "asked_turn": 4},
+                          "pairwise": {**block, "by_category": {"celebrity": block["overall"]},
+                                       "by_topic": {"interview": block["overall"]}},
+                          "pointwise": None,
+                          "memory": {"candidate": {"n": 4, "yes": 3, "rate": 0.75, "by_category": {}},
+                                     "baseline": {"n": 4, "yes": 1, "rate": 0.25, "by_category": {}}},
+                          "boundary": {"candidate": {"n": 3, "yes": 2, "rate": 2 / 3, "judged_by": ["rule"],
+                                                     "by_category": {"celebrity": {"n": 3, "yes": 2, "rate": 2 / 3}},
+                                                     "by_kind": {"technical": {"n": 1, "yes": 1, "rate": 1.0}}}},
+                          "signals": {"candidate": {"cross_turn_repetition": 0.125, "role_break_rate": 0.0,
+                                                    "length_slope": -2.5, "memory_recall": 0.75,
+                                                    "role_break_by_turn": [0.0, 0.0], "length_by_turn": [40, 35]}},
+                          "skipped": []}}
+
+
+def test_report_shows_the_multiturn_sections_in_markdown_and_html():
+    from charops.eval.render_html import render_html
+    from charops.eval.render_md import render_markdown
+    from charops.eval.summary import Results, check_eval_summary
+
+    results = Results(check_eval_summary(_mt_summary(), "test"))
+    md, html = render_markdown(results), render_html(results)
+    for title in ("Multi-turn: whole conversations", "Conversation-level pair-wise", "Conversations per category",
+                  "Conversations per topic", "Memory probe", "Knowledge boundary", "Conversation signals"):
+        assert title in md and title in html, title
+    assert "75.0% (3/4)" in md and "66.7% (2/3)" in md and "+25.0" in md
+    assert "sum of per-turn rewards" in md and "marker rule" in md
+    assert "75.0% (3/4)" in html and "-2.500" in html

@@ -447,10 +447,101 @@ def automatic_sections(results: Results) -> list[Section]:
     return out
 
 
+def _rate_cell(block: dict | None) -> Safe:
+    if not block or block.get("rate") is None:
+        return Safe("–")
+    return Safe(f"{100 * block['rate']:.1f}% ({block['yes']}/{block['n']})")
+
+
+def multiturn_sections(results: Results) -> list[Section]:
+    """Whole conversations (charops.eval.multiturn): conversation-level win/tie/lose by category
+    and topic, point-wise scores, memory recall, the knowledge-boundary score and the
+    conversation signals."""
+    mt = results.summary.get("multiturn")
+    if not mt:
+        return []
+    labels = [str(x) for x in mt.get("models") or []]
+    user = mt.get("user") or {}
+    probe = mt.get("memory_probe")
+    out = [Section("Multi-turn: whole conversations", [Paragraph(
+        f"{count(mt.get('conversations'))} conversations of {count(mt.get('turns'))} user turns per model, "
+        f"from the same seeded starts (the held-out dialogue's profile and the character's greeting). "
+        f"User simulator: {user.get('kind', '–')}"
+        + (f" ({user['model']})" if user.get("model") else "") + f". Judge: {judge_text(mt.get('judge'))}"
+        + (f"; the conversation score is the {mt['judge']['conversation_score']}"
+           if (mt.get("judge") or {}).get("conversation_score") else "") + ". "
+        + (f"Memory probe: a fact stated in turn {probe['stated_turn']} is asked back in turn "
+           f"{probe['asked_turn']}." if probe else "No memory probe."))]
+        + ([Callout("Skipped:", [str(x) for x in mt["skipped"]])] if mt.get("skipped") else []))]
+    pair = mt.get("pairwise")
+    if pair:
+        overall = pair.get("overall") or {}
+        rule = VERDICT_RULE.get((mt.get("judge") or {}).get("kind"), "")
+        out.append(Section("Conversation-level pair-wise (Tables 7 and 8, whole conversations)", [
+            Paragraph(f"{labels[0]} against {labels[1] if len(labels) > 1 else 'the baseline'}, conversation "
+                      f"against conversation; {rule}Win/Tie/Lose in %, Advantage = Win − Lose, sign-test p, "
+                      "paired bootstrap 95% CI."),
+            Table([Safe(""), *PAIR_HEAD], [pair_row("all", overall)])], level=3))
+        for key, name in (("by_category", "category"), ("by_topic", "topic")):
+            blocks = pair.get(key) or {}
+            if blocks:
+                out.append(Section(f"Conversations per {name}", [
+                    WinTieLoseChart(f"multiturn-{name}", [("overall", overall), *blocks.items()]),
+                    Table([name, *PAIR_HEAD], [pair_row(k, v) for k, v in blocks.items()])], level=3))
+    others = {k: v for k, v in (mt.get("pairwise_others") or {}).items() if v}
+    if others:
+        out.append(Section("Conversations against the other models", [
+            Table(["opponent", *PAIR_HEAD], [pair_row(k, v.get("overall") or {}) for k, v in others.items()])],
+            level=3))
+    point = mt.get("pointwise")
+    if point:
+        dims = list(point.get("dimensions") or [])
+        rows = [[label, *(_score_cell(((point.get(label) or {}).get("overall") or {}).get(d)) for d in dims)]
+                for label in labels if point.get(label)]
+        out.append(Section("Conversation point-wise scores", [
+            Paragraph("Scores 1–5 per conversation (mean and 95% CI)."), Table(["model", *dims], rows)], level=3))
+    memory = mt.get("memory")
+    if memory:
+        cats = sorted({c for b in memory.values() for c in (b.get("by_category") or {})})
+        out.append(Section("Memory probe", [
+            Paragraph("Recalled: the reply to the question names the fact (a rule: case-insensitive containment)."),
+            Table(["model", "all", *cats],
+                  [[label, _rate_cell(b), *(_rate_cell((b.get("by_category") or {}).get(c)) for c in cats)]
+                   for label, b in memory.items()])], level=3))
+    boundary = mt.get("boundary")
+    if boundary:
+        cats = sorted({c for b in boundary.values() for c in (b.get("by_category") or {})})
+        kinds = sorted({k for b in boundary.values() for k in (b.get("by_kind") or {})})
+        judged_by = sorted({j for b in boundary.values() for j in b.get("judged_by") or []})
+        out.append(Section("Knowledge boundary", [
+            Paragraph("Questions the character cannot know (later events, another universe, technical facts "
+                      "outside its life); the score is the share of in-character deflections rather than "
+                      f"invented answers. Judged by: {', '.join(judged_by) or '–'}"
+                      + (" (a marker rule: a reply that says it does not know and then invents still counts as a "
+                         "deflection)." if "rule" in judged_by else ".")),
+            Table(["model", "all", *cats], [[label, _rate_cell(b), *(_rate_cell((b.get("by_category") or {}).get(c))
+                                                                      for c in cats)] for label, b in boundary.items()]),
+            Table(["model", *kinds], [[label, *(_rate_cell((b.get("by_kind") or {}).get(k)) for k in kinds)]
+                                      for label, b in boundary.items()])], level=3))
+    sig = mt.get("signals") or {}
+    if sig:
+        keys = ["cross_turn_repetition", "role_break_rate", "length_slope", "memory_recall"]
+        rows = [[Safe(k), *(num(b.get(k), 3) for b in sig.values())] for k in keys]
+        rows.append([Safe("role_break_by_turn"), *(Safe(" ".join(f"{x:.2f}" for x in b.get("role_break_by_turn") or []))
+                                                  for b in sig.values())])
+        rows.append([Safe("length_by_turn"), *(Safe(" ".join(f"{x:.0f}" for x in b.get("length_by_turn") or []))
+                                              for b in sig.values())])
+        out.append(Section("Conversation signals", [
+            Paragraph("No judge involved: repetition of earlier replies' trigrams, stepping out of the role per "
+                      "turn, and drift in reply length (least-squares characters per turn)."),
+            Table(["metric", *sig.keys()], rows)], level=3))
+    return out
+
+
 # The page, top to bottom. Each builder returns [] when the summary has nothing for it.
 BUILDERS: list[Callable[[Results], list[Section]]] = [
     overview_sections, pairwise_sections, others_sections, bradley_terry_sections,
-    pointwise_sections, human_sections, automatic_sections,
+    pointwise_sections, multiturn_sections, human_sections, automatic_sections,
 ]
 
 

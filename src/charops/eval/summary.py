@@ -25,7 +25,7 @@ MAX_BYTES = 64 << 20
 # Top-level keys the readers index into, and the JSON type each must have when present.
 _SHAPE = {"candidate": dict, "baseline": dict, "judge": dict, "pairwise": dict, "pointwise": dict,
           "automatic": dict, "pairwise_others": dict, "bradley_terry": dict, "agreement": dict,
-          "turing": dict, "others": list, "skipped": list}
+          "turing": dict, "multiturn": dict, "others": list, "skipped": list}
 _FIX = "give the eval_summary.json that `charops eval run` (or the evaluate step) wrote"
 
 
