@@ -78,6 +78,8 @@ def deploy(
     default_max_tokens: Annotated[int | None, typer.Option("--default-max-tokens", help="max_tokens when a request gives none (default: 256, or the cap if lower).", show_default=False)] = None,
     batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="Longest a request waits for others to batch with while they keep arriving (0: never).")] = 50.0,
     batch_quiet_ms: Annotated[float, typer.Option("--batch-quiet-ms", help="Stop waiting once no request has arrived for this long.")] = 5.0,
+    character_prompt: Annotated[str, typer.Option("--character-prompt", help="When a request brings its own system message: merge (trained profile, then the client's text), client (the client's only) or profile (the profile only). A request's character_prompt field overrides it.")] = "merge",
+    allow_untrained_characters: Annotated[bool, typer.Option("--allow-untrained-characters", help="Serve characters whose training data was all rejected (otherwise a request needs allow_untrained: true).")] = False,
     stage: Annotated[str, typer.Option("--stage", help="Cluster: serve the newest version in this registry stage (production or staging) unless --version is given.")] = "production",
     canary: Annotated[int | None, typer.Option("--canary", help="Cluster: give the --version this percentage of the traffic, the production version the rest.", show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Cluster: print the manifests, change nothing.")] = False,
@@ -111,7 +113,8 @@ def deploy(
     serve(ServeConfig(model_dir=str(model_dir), name=name, host=bind, port=port, api_key=api_key,
                       max_batch_size=max_batch_size, max_queue=max_queue, max_tokens_cap=max_tokens_cap,
                       default_max_tokens=default_max_tokens or min(256, max_tokens_cap), batch_wait_ms=batch_wait_ms,
-                      batch_quiet_ms=batch_quiet_ms))
+                      batch_quiet_ms=batch_quiet_ms, character_prompt=character_prompt,
+                      allow_untrained_characters=allow_untrained_characters))
 
 
 def _connect(namespace: str | None, context: str | None, kubeconfig: str | None):

@@ -47,6 +47,8 @@ class ServeConfig:
     repetition_penalty: float = dataclasses.field(default=1.1, metadata={"help": "Default repetition penalty."})
     max_body_bytes: int = dataclasses.field(default=1 << 20, metadata={"help": "Largest request body accepted."})
     dtype: str = dataclasses.field(default="auto", metadata={"help": "torch dtype to load the weights in (auto, float32, bfloat16)."})
+    character_prompt: str = dataclasses.field(default="merge", metadata={"help": "With a client system message: merge (profile, then the client's text), client or profile; a request's character_prompt overrides it."})
+    allow_untrained_characters: bool = dataclasses.field(default=False, metadata={"help": "Serve characters whose training data was all rejected without the request's allow_untrained."})
 
     def validate(self) -> ServeConfig:
         if not (Path(self.model_dir) / "config.json").is_file():
@@ -54,6 +56,10 @@ class ServeConfig:
         for key in ("port", "max_batch_size", "max_queue", "max_tokens_cap", "default_max_tokens", "max_body_bytes"):
             if getattr(self, key) < (0 if key == "max_queue" else 1):
                 raise CharopsError(f"serve: {key} must be positive, not {getattr(self, key)}")
+        from charops.serve.prompting import POLICIES
+
+        if self.character_prompt not in POLICIES:
+            raise CharopsError(f"serve: character_prompt '{self.character_prompt}' is not one of {', '.join(POLICIES)}")
         if self.default_max_tokens > self.max_tokens_cap:
             raise CharopsError(f"serve: default_max_tokens {self.default_max_tokens} is over max_tokens_cap {self.max_tokens_cap}")
         return self
@@ -96,7 +102,8 @@ def build_state(cfg: ServeConfig, on_batch=None):
                     repetition_penalty=cfg.repetition_penalty, max_body_bytes=cfg.max_body_bytes)
     max_context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
     return ServingState(name=cfg.name, engine=engine, tokenizer=tok,
-                        characters=load_characters(cfg.model_dir), max_context=max_context, limits=limits)
+                        characters=load_characters(cfg.model_dir), max_context=max_context, limits=limits,
+                        character_prompt=cfg.character_prompt, allow_untrained=cfg.allow_untrained_characters)
 
 
 def _kserve_classes(state):
@@ -132,9 +139,9 @@ def _kserve_classes(state):
                 raise InvalidInput("each instance is a string or an object with 'messages'")
             body = {"model": state.name, **body}
             try:
-                character = oa.resolve_character(state, body)
-                messages = oa.chat_messages(body, character)
-                req = oa.gen_request(state, body, oa.chat_prompt_ids(state, messages))
+                prompt = oa.chat_prompt(state, body)  # the same policy, persona and checks as the chat route
+                req = oa.gen_request(state, body, prompt.ids)
+                req.logits_processor = prompt.processor()
                 return await oa.run_to_end(req, oa.submit(state, req))
             except oa.APIError as exc:
                 raise InvalidInput(exc.message) from None
@@ -228,7 +235,9 @@ def _parse(argv: list[str] | None) -> ServeConfig:
     for f in dataclasses.fields(ServeConfig):
         flag = "--" + ("model" if f.name == "model_dir" else f.name.replace("_", "-"))
         kind = {"int": int, "float": float}.get(str(f.type), str)
-        if f.default is dataclasses.MISSING:
+        if str(f.type) == "bool":
+            p.add_argument(flag, dest=f.name, action="store_true", help=f.metadata["help"])
+        elif f.default is dataclasses.MISSING:
             p.add_argument(flag, dest=f.name, type=kind, required=True, help=f.metadata["help"])
         else:
             p.add_argument(flag, dest=f.name, type=kind, default=f.default, help=f.metadata["help"])

@@ -115,6 +115,7 @@ def save_model(trainer, inputs: Inputs, model_dir: Path, cfg: TrainConfig, summa
                 unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             copy_tokenizer_files(base_dir, tmp)
             copy_characters(inputs, tmp)
+            record_trained_characters(inputs, tmp)
             write_json(tmp / SUMMARY, summary)
     accelerator.wait_for_everyone()
 
@@ -145,6 +146,24 @@ def copy_characters(inputs: Inputs, out: Path) -> Path | None:
             shutil.copy2(source, out / CHARACTERS)
             return out / CHARACTERS
     return None
+
+
+def record_trained_characters(inputs: Inputs, out: Path) -> Path | None:
+    """``out/trained_characters.json``: the characters this model's training rows covered.
+
+    SFT, DPO and reward rows name their character; the base model's list (an SFT model under
+    DPO) is kept. A stage whose rows name no character (pretraining) passes the base's list on
+    unchanged, or writes none. Serving flags the other profiles of ``characters.jsonl`` as
+    untrained (all their data was rejected by ``charops data prepare``).
+    """
+    from charops.serve.characters import TRAINED_FILE, trained_names
+
+    names = {r["character"] for r in inputs.train_rows if isinstance(r.get("character"), str)}
+    base = trained_names(inputs.model_dir)
+    if not names and base is None:
+        return None
+    write_json(out / TRAINED_FILE, {"trained": sorted(names | (base or set()))})
+    return out / TRAINED_FILE
 
 
 def _merge_adapter(base_dir: Path, adapter_dir: Path, out: Path, cfg: TrainConfig) -> None:
