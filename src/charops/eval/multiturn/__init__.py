@@ -44,19 +44,44 @@ FILES = ("conversations.jsonl", "boundary_replies.jsonl", "conversation_pointwis
          "conversation_pairwise.jsonl", "boundary.jsonl")
 
 
+def user_endpoint(cfg: Any, max_tokens: int = 96):
+    """The LLM that plays the user (and writes boundary questions): ``user_base_url`` /
+    ``user_model``, else the judge's endpoint."""
+    from charops.eval.llm import Endpoint
+
+    return Endpoint.from_env(base_url=cfg.user_base_url or cfg.judge_base_url,
+                             model=cfg.user_model or cfg.judge_model, timeout_s=cfg.judge_timeout_s,
+                             max_retries=cfg.judge_max_retries, backoff_s=cfg.judge_backoff_s,
+                             concurrency=cfg.judge_concurrency, rate_limit=cfg.judge_rate_limit, max_tokens=max_tokens)
+
+
 def make_user(cfg: Any):
     """The user simulator the config names (``scripted`` or ``openai``)."""
+    from charops.eval.llm import JudgeCache
     from charops.eval.multiturn.users import LLMUser, ScriptedUser
 
     if cfg.user_simulator == "scripted":
         return ScriptedUser()
-    from charops.eval.llm import Endpoint, JudgeCache
+    return LLMUser(user_endpoint(cfg), JudgeCache(Path(cfg.output_dir) / "user_cache.jsonl"), progress=cfg.progress)
 
-    endpoint = Endpoint.from_env(base_url=cfg.user_base_url or cfg.judge_base_url,
-                                 model=cfg.user_model or cfg.judge_model, timeout_s=cfg.judge_timeout_s,
-                                 max_retries=cfg.judge_max_retries, backoff_s=cfg.judge_backoff_s,
-                                 concurrency=cfg.judge_concurrency, rate_limit=cfg.judge_rate_limit, max_tokens=96)
-    return LLMUser(endpoint, JudgeCache(Path(cfg.output_dir) / "user_cache.jsonl"), progress=cfg.progress)
+
+def question_writer(cfg: Any):
+    """With an LLM configured (the user simulator or the judge), a function asking it for one
+    boundary question per kind; None on the scripted path (templates only)."""
+    if cfg.user_simulator != "openai" and cfg.judge != "openai":
+        return None
+    from charops.eval.llm import JudgeCache, ask_all, cache_key
+    from charops.eval.multiturn.probes import llm_boundary_prompt, parse_boundary_questions
+
+    endpoint = user_endpoint(cfg, max_tokens=256)
+    cache = JudgeCache(Path(cfg.output_dir) / "user_cache.jsonl")
+
+    def ask(profile: dict, system: str) -> dict | None:
+        prompt = llm_boundary_prompt(profile, system)
+        [answer] = ask_all([(cache_key("boundary-questions@1", endpoint.model, prompt), prompt,
+                             parse_boundary_questions)], endpoint, cache)
+        return answer.value  # None when the LLM failed: the templates stand
+    return ask
 
 
 def _memory_plan(cfg: Any) -> tuple[int, int] | None:
@@ -82,7 +107,7 @@ def rollouts(cfg: Any, dataset: Path, models: list[tuple[str, str]], settings) -
         return list(read_jsonl(conv_path)), probes, {"kind": "reused", "note": f"read back from {conv_path}"}
     starts = load_starts(dataset, cfg.max_conversations, cfg.seed)
     user = make_user(cfg)
-    probe_plan = boundary_starts(starts, cfg.seed) if cfg.boundary_probes else []
+    probe_plan = boundary_starts(starts, cfg.seed, question_writer(cfg)) if cfg.boundary_probes else []
     convs: list[dict] = []
     probes: list[dict] = []
     for label, ref in models:

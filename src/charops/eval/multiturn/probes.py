@@ -117,6 +117,39 @@ def boundary_questions(profile: dict, rng: random.Random) -> list[dict]:
             for kind in BOUNDARY_KINDS]
 
 
+_LLM_PROMPT = """Write questions that the role-play character below CANNOT know the answer to, one of each kind:
+- later_events: an event after the character's time (their era: {era});
+- other_universe: something from another fictional world than theirs;
+- technical: expert knowledge far outside their life and occupation ({occupation}).
+Write each question as a user would ask the character, in {language}, one sentence.
+
+## Character
+{profile}
+
+Answer with one JSON object and nothing else:
+{{"later_events": "...", "other_universe": "...", "technical": "..."}}"""
+
+
+def llm_boundary_prompt(profile: dict, system: str) -> str:
+    """The prompt asking an LLM for one boundary question per kind for this character."""
+    era = (profile.get("extra") or {}).get("sample_era") or f"up to {profile_year(profile)}"
+    return _LLM_PROMPT.format(era=era, occupation=profile.get("occupation") or "unknown",
+                              language="Chinese" if _lang(profile.get("language")) == "zh" else "English",
+                              profile=system or profile.get("name", ""))
+
+
+def parse_boundary_questions(text: str) -> dict[str, str]:
+    """The LLM's questions by kind (every kind, non-empty), else :class:`AnswerError`."""
+    from charops.eval.rubric import AnswerError, json_object
+
+    obj = json_object(text)
+    out = {k: " ".join(str(obj.get(k) or "").split()) for k in BOUNDARY_KINDS}
+    missing = [k for k, v in out.items() if not v]
+    if missing:
+        raise AnswerError(f"no question for {', '.join(missing)}")
+    return out
+
+
 def deflects(reply: str, language: str | None) -> bool:
     """The scripted rule: the reply shows the character not knowing (see the module doc)."""
     return bool(_DEFLECT[_lang(language)].search(reply or ""))

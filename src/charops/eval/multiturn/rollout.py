@@ -133,16 +133,22 @@ def rollout(loaded, label: str, starts: list[dict], user, turns: int, settings: 
     return records
 
 
-def boundary_starts(starts: list[dict], seed: int) -> list[dict]:
+def boundary_starts(starts: list[dict], seed: int, ask=None) -> list[dict]:
     """One knowledge-boundary probe per kind and character: the character's opening (profile and
-    greeting), then the question (``id`` ``boundary-<character>-<kind>``)."""
+    greeting), then the question (``id`` ``boundary-<character>-<kind>``). Questions come from
+    the templates; with ``ask`` (an LLM: ``ask(profile, system) -> {kind: question} | None``)
+    the LLM's questions are used where it answered, and ``source`` says which."""
     seen: dict[str, dict] = {}
     for s in starts:
         seen.setdefault(s["character"] or "", s)
     probes = []
     for name, s in sorted(seen.items()):
         profile = s["profile"] or {"language": s["language"], "name": name}
+        system = next((m["content"] for m in s["opening"] if m["role"] == "system"), "")
+        written = ask(profile, system) if ask else None
         for q in boundary_questions(profile, random.Random(f"{seed}:{name}:boundary")):
+            if written:
+                q = {**q, "question": written[q["kind"]], "source": "llm"}
             probes.append({"id": f"boundary-{name}-{q['kind']}", "character": s["character"],
                            "category": s["category"], "language": s["language"], "kind": q["kind"],
                            "question": q["question"], "source": q["source"], "opening": s["opening"]})

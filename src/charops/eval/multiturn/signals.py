@@ -20,7 +20,7 @@ Units are those of charops.eval.signals (a CJK character, or a lower-cased Latin
 
 from __future__ import annotations
 
-from charops.eval.signals import ngrams, breaks_role, units
+from charops.eval.signals import breaks_role, ngrams, units
 
 
 def cross_turn_repetition(replies: list[str], n: int = 3) -> float | None:
