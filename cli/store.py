@@ -81,12 +81,15 @@ def get(key: Annotated[str, typer.Argument(help="A published prefix or one objec
     from charops.storage.store import get_destination
 
     st = open_store(store)
+    root = getattr(st, "root", None)  # a local store's directory: never a destination
     if st.exists(f"{key.rstrip('/')}/{MARKER}"):
-        out = st.download_prefix(key, get_destination(key, dest, prefix=True, force=force), overwrite=force)
+        out = st.download_prefix(key, get_destination(key, dest, prefix=True, force=force,
+                                                      store_root=root), overwrite=force)
         summary = {"url": st.url_for(key), "path": str(out)}
     else:
         st.url_for(key)  # a bad key is reported as such, before the destination
-        transfer = st.get_file(key, get_destination(key, dest, prefix=False, force=force))
+        transfer = st.get_file(key, get_destination(key, dest, prefix=False, force=force,
+                                                    store_root=root))
         summary = {"url": st.url_for(key), "path": str(transfer.path), "bytes": transfer.size,
                    "resumed_from": transfer.resumed_from}
     if as_json:

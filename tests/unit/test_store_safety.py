@@ -120,3 +120,71 @@ def test_get_prefix_into_the_current_directory_is_refused(published, tmp_path, m
     target.write_text("x")
     assert_one_line_error(runner.invoke(app, ["store", "get", "models/m", str(target), "--force"]), str(target), "is a file")
     assert target.read_text() == "x"
+
+
+# --- a download never writes into, over or around its own store (issue 19, item 7) --------------
+
+@pytest.fixture
+def local_published(tmp_path, monkeypatch):
+    """A local store holding a published prefix and a registry entry: (store, root)."""
+    from charops.storage.local import LocalStore
+
+    root = tmp_path / "store"
+    monkeypatch.setenv("CHAROPS_STORE", str(root))
+    store = LocalStore(root)
+    d = tmp_path / "model"
+    d.mkdir()
+    (d / "config.json").write_text('{"a": 1}\n')
+    (d / "w.bin").write_bytes(b"weights")
+    store.put_dir(d, "models/m/1/model")
+    store.put_json("registry/m/1.json", {"version": 1})
+    return store, root
+
+
+def _intact(store) -> None:
+    assert store.get_json("registry/m/1.json") == {"version": 1}
+    assert store.get_json("models/m/1/model/config.json") == {"a": 1}
+    assert store.exists("models/m/1/model/_SUCCESS")
+
+
+def test_get_refuses_the_store_itself_inside_it_or_around_it_even_with_force(local_published, tmp_path):
+    store, root = local_published
+    link = tmp_path / "alias"
+    link.symlink_to(root)
+    for dest in (root, root / "models", root / "new-folder", link, link / "x", tmp_path):
+        for args in ([], ["--force"]):
+            res = runner.invoke(app, ["store", "get", "models/m/1/model", str(dest), *args, "--store", str(root)])
+            assert_one_line_error(res, str(dest), "overlaps the store")
+            _intact(store)
+
+
+def test_get_of_one_object_refuses_a_destination_in_the_store(local_published, tmp_path):
+    store, root = local_published
+    for dest in (root / "models/m/1/model/w.bin", root / "registry/m/1.json", root,
+                 tmp_path / "alias2"):
+        if dest.name == "alias2":
+            dest.symlink_to(root / "registry/m/1.json")
+        res = runner.invoke(app, ["store", "get", "models/m/1/model/config.json", str(dest), "--force"])
+        assert_one_line_error(res, "overlaps the store")
+        _intact(store)
+    assert store.get_file("models/m/1/model/w.bin", tmp_path / "ok.bin").path.read_bytes() == b"weights"
+
+
+def test_an_object_into_a_folder_that_holds_the_store_is_fine(local_published, tmp_path):
+    """``charops store get KEY .`` beside the default ./.charops/store writes ./NAME: allowed."""
+    store, root = local_published
+    res = runner.invoke(app, ["store", "get", "models/m/1/model/config.json", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "config.json").read_text() == '{"a": 1}\n'
+    _intact(store)
+
+
+def test_the_library_refuses_too(local_published, tmp_path):
+    from charops.storage import StorageError
+
+    store, root = local_published
+    with pytest.raises(StorageError, match="overlaps the store"):
+        store.download_prefix("models/m/1/model", root, overwrite=True)
+    with pytest.raises(StorageError, match="overlaps the store"):
+        store.get_file("models/m/1/model/config.json", root / "registry/m/1.json")
+    _intact(store)

@@ -30,6 +30,7 @@ from charops.storage.store import (
     decode_json,
     download_tree,
     is_internal,
+    outside_store,
     publish_dir,
     resumable_download,
 )
@@ -85,6 +86,7 @@ class LocalStore:
 
     def get_file(self, key: str, local: str | os.PathLike, sha256: str | None = None,
                  size: int | None = None) -> Transfer:
+        outside_store(Path(local), self.root)
         info = self._info(key)
         src = self._path(key)
         want_size = info.size if size is None else size
@@ -166,4 +168,5 @@ class LocalStore:
         return publish_dir(self, local_dir, prefix, workers=self.workers)
 
     def download_prefix(self, prefix: str, dest: str | os.PathLike, overwrite: bool = False) -> Path:
+        outside_store(Path(dest), self.root)  # replacing dest must never replace the store
         return download_tree(self, prefix, dest, overwrite=overwrite, workers=self.workers)

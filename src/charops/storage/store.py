@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import charops
 from charops.errors import CharopsError
-from charops.io import atomic_dir, file_in_the_way, sha256_bytes
+from charops.io import atomic_dir, file_in_the_way, overlaps, sha256_bytes
 
 MARKER = "_SUCCESS"
 STAGING = ".staging"
@@ -144,15 +144,22 @@ def check_put(store: Store, key: str, directory: bool, force: bool = False) -> s
     return key
 
 
-def get_destination(key: str, dest: str | os.PathLike, prefix: bool, force: bool = False) -> Path:
+def get_destination(key: str, dest: str | os.PathLike, prefix: bool, force: bool = False,
+                    store_root: str | os.PathLike | None = None) -> Path:
     """Where ``store get`` writes, refusing what would destroy local files.
 
     An object into an existing directory keeps its name there (as ``cp`` does); an existing
     file is replaced only with ``force``. A prefix never replaces a file, the current
-    directory or one above it; a non-empty directory only with ``force``.
+    directory or one above it; a non-empty directory only with ``force``. Nothing is ever
+    written into, over or around ``store_root`` (a local store's directory), ``force`` or not:
+    a download replacing its own store would wipe every version it holds. (An object into a
+    directory that holds the store, e.g. ``.`` beside the default ``./.charops/store``, is
+    fine: only the file it writes must lie outside.)
     """
     dest = Path(dest)
     if prefix:
+        if store_root is not None:
+            outside_store(dest, store_root)
         if dest.exists() and not dest.is_dir():
             raise StorageError(f"{dest} is a file; a published prefix downloads into a directory")
         here = Path.cwd().resolve()
@@ -167,11 +174,20 @@ def get_destination(key: str, dest: str | os.PathLike, prefix: bool, force: bool
         dest = dest / clean_key(key).rsplit("/", 1)[-1]
         if dest.is_dir():
             raise StorageError(f"{dest} is a directory; name the file to write")
+    if store_root is not None:
+        outside_store(dest, store_root)
     if dest.exists() and not force:
         raise StorageError(f"{dest} already exists (pass --force to replace it)")
     if (blocker := file_in_the_way(dest)) is not None:
         raise StorageError(f"{blocker} is a file, not a folder; choose another destination")
     return dest
+
+
+def outside_store(dest: Path, store_root: str | os.PathLike) -> None:
+    if overlaps(dest, store_root):  # symlinks resolved
+        raise StorageError(f"{dest} overlaps the store {store_root} (it is the store, lies inside "
+                           "it or holds it); a download never writes into its own store, even "
+                           "with --force: choose a destination outside it")
 
 
 def file_digests(path: str | os.PathLike, part_size: int = 0) -> tuple[str, str]:
