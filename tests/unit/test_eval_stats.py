@@ -12,6 +12,7 @@ from scipy import stats as scipy_stats
 
 from charops.eval import stats
 from charops.eval.aggregate import SCHEMA, summarize
+from charops.eval.stats import cohen_kappa, fleiss_kappa, krippendorff_alpha
 
 
 def test_mean_ci_hand_worked():
@@ -183,3 +184,49 @@ def test_summarize_three_models_adds_bradley_terry():
     s = summarize([], [], pairwise, judge={"kind": "human"}, automatic=None, skipped=[], resamples=50)
     assert set(s["bradley_terry"]["models"]) == {"candidate", "baseline", "production"}
     assert s["pairwise"]["overall"]["n"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement against hand-worked and published values
+
+
+def test_cohen_kappa_by_hand():
+    # p_o = 3/4; each rater's label shares: a (1/2, 1/2), b (1/4, 3/4) -> p_e = 1/2*1/4 + 1/2*3/4
+    # = 1/2; kappa = (3/4 - 1/2) / (1 - 1/2) = 1/2.
+    assert cohen_kappa([1, 1, 2, 2], [1, 2, 2, 2]) == pytest.approx(0.5)
+    # Wikipedia's 50 proposals: yes/yes 20, yes/no 5, no/yes 10, no/no 15 -> p_o 0.7, p_e 0.5.
+    a = ["y"] * 25 + ["n"] * 25
+    b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa([1, 1], [1, 1]) is None  # p_e = 1: undefined, not 0 or 1
+
+
+def test_fleiss_kappa_published_example():
+    # Fleiss (1971) as on Wikipedia: 10 items, 14 raters, 5 categories; P-bar 0.378, P_e 0.213.
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    assert fleiss_kappa(table) == pytest.approx(0.20993, abs=5e-5)
+    # By hand: 2 items, 3 raters, all agree on item 1 (cat A), split 2-1 on item 2:
+    # P_1 = 1, P_2 = (4+1-3)/6 = 1/3, P-bar = 2/3; p_A = 5/6, p_B = 1/6, P_e = 26/36;
+    # kappa = (2/3 - 26/36) / (10/36) = -0.2.
+    assert fleiss_kappa([[3, 0], [2, 1]]) == pytest.approx(-0.2)
+    with pytest.raises(ValueError):
+        fleiss_kappa([[3, 0], [1, 1]])
+
+
+def test_krippendorff_alpha_by_hand_and_published():
+    # Two coders, three units (1,1) (2,2) (1,2): coincidences o11 = 2, o22 = 2, o12 = o21 = 1;
+    # n_1 = n_2 = 3, n = 6; D_o = 2/6, D_e = 2*3*3 / (6*5) = 0.6; alpha = 1 - (1/3)/0.6 = 4/9.
+    assert krippendorff_alpha([[1, 1], [2, 2], [1, 2]]) == pytest.approx(4 / 9)
+    # Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 observers, 12 units,
+    # missing values; published alpha nominal .743, ordinal .815, interval .849.
+    n = None
+    data = [[1, 2, 3, 3, 2, 1, 4, 1, 2, n, n, n],
+            [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, n, 3],
+            [n, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, n],
+            [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, n]]
+    units = [list(col) for col in zip(*data, strict=True)]
+    assert krippendorff_alpha(units, "nominal") == pytest.approx(0.743, abs=5e-4)
+    assert krippendorff_alpha(units, "ordinal") == pytest.approx(0.815, abs=5e-4)
+    assert krippendorff_alpha(units, "interval") == pytest.approx(0.849, abs=5e-4)
+    assert krippendorff_alpha([[1, n], [2, n]]) is None  # nothing pairable

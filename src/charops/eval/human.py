@@ -11,7 +11,11 @@ in, as CSV (spreadsheets) and JSONL (annotation tools), one pair per task kind:
 Tasks are blind: rows are shuffled, models never named, the two sides of a pair in random
 order; which model (or person) wrote what is only in the **key file**, written apart from the
 task folder (never inside it, so the folder can be handed out as it is) together with
-``instructions.md`` (the rubric's definitions and scale anchors).
+``instructions.md`` (the rubric's definitions and scale anchors). Every row carries the
+export's random ``export_id`` and a ``fingerprint`` of the texts it shows, so a row can only be
+read back against the key it was exported with; CSV cells that a spreadsheet would run as a
+formula (``=``, ``+``, ``-``, ``@``, tab, CR) are written behind an apostrophe, removed again on
+import.
 
 ``import_human`` reads any number of filled-in files (one annotator each, named by their
 ``annotator`` column or else the file name), checks every value, and writes a results
@@ -32,139 +36,29 @@ import csv
 import json
 import math
 import random
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from charops.errors import DataError
+from charops.eval.stats import agreement
 from charops.eval.summary import read_eval_summary
-from charops.io import atomic_dir, read_jsonl, write_json, write_jsonl, write_text
+from charops.io import (
+    atomic_dir,
+    overlaps,
+    read_jsonl,
+    sha256_bytes,
+    write_json,
+    write_jsonl,
+    write_text,
+)
 
-KEY_SCHEMA = "charops.human_key/v1"
+KEY_SCHEMA = "charops.human_key/v2"
 TASKS = ("pointwise", "pairwise", "turing")
 PREFERENCE = {"1": "first", "2": "second", "tie": "tie"}
 AUTHORS = ("human", "model")
-
-
-# ---------------------------------------------------------------------------------------------
-# Agreement
-
-
-def cohen_kappa(first: Sequence[Any], second: Sequence[Any]) -> float | None:
-    """Cohen's kappa of two annotators' labels on the same items: (p_o - p_e) / (1 - p_e).
-
-    p_o is the share of items they agree on, p_e the agreement expected from each one's label
-    frequencies. None when undefined (no items, or both always give the one same label).
-    """
-    if len(first) != len(second):
-        raise ValueError("cohen_kappa: the two label lists differ in length")
-    n = len(first)
-    if n == 0:
-        return None
-    p_o = sum(a == b for a, b in zip(first, second, strict=True)) / n
-    c1, c2 = Counter(first), Counter(second)
-    p_e = sum(c1[k] * c2[k] for k in c1) / (n * n)
-    return None if p_e == 1 else (p_o - p_e) / (1 - p_e)
-
-
-def fleiss_kappa(counts: Sequence[Sequence[int]]) -> float | None:
-    """Fleiss' kappa from an items x categories table of how many annotators chose each.
-
-    Every item needs the same number of ratings m >= 2. P_i = (sum_j n_ij^2 - m) / (m(m-1)),
-    P_e = sum_j p_j^2 with p_j the share of all ratings in category j; kappa = (mean P_i - P_e)
-    / (1 - P_e). None when undefined (no items, or a single category used throughout).
-    """
-    if not counts:
-        return None
-    m = sum(counts[0])
-    if m < 2 or any(sum(row) != m for row in counts):
-        raise ValueError("fleiss_kappa: every item needs the same number (>= 2) of ratings")
-    n_items = len(counts)
-    p_bar = sum((sum(c * c for c in row) - m) / (m * (m - 1)) for row in counts) / n_items
-    totals = [sum(col) for col in zip(*counts, strict=True)]
-    p_e = sum((t / (n_items * m)) ** 2 for t in totals)
-    return None if p_e == 1 else (p_bar - p_e) / (1 - p_e)
-
-
-def krippendorff_alpha(units: Sequence[Sequence[Any]], metric: str = "nominal") -> float | None:
-    """Krippendorff's alpha, 1 - D_o / D_e, over units rated by any subset of annotators.
-
-    ``units``: per item, the values the annotators gave (None or missing = not rated). Units
-    with fewer than two values are not pairable and left out. Coincidences: each ordered pair
-    of values within a unit of m values adds 1/(m-1); D_o and D_e are the mean squared
-    difference (``metric``: ``nominal`` 0/1, ``ordinal`` by ranks of the pooled value counts,
-    ``interval`` (c-k)^2) within units and over all pairable values. None when undefined (fewer
-    than two values, or no variation at all).
-    """
-    pairable = [[v for v in unit if v is not None] for unit in units]
-    pairable = [u for u in pairable if len(u) >= 2]
-    coincide: dict[tuple[Any, Any], float] = defaultdict(float)
-    for unit in pairable:
-        m = len(unit)
-        for i, a in enumerate(unit):
-            for j, b in enumerate(unit):
-                if i != j:
-                    coincide[(a, b)] += 1.0 / (m - 1)
-    totals: dict[Any, float] = defaultdict(float)
-    for (a, _), w in coincide.items():
-        totals[a] += w
-    n = sum(totals.values())
-    if n < 2:
-        return None
-    values = sorted(totals)
-
-    if metric == "nominal":
-        def delta(a, b):
-            return 0.0 if a == b else 1.0
-    elif metric == "interval":
-        def delta(a, b):
-            return (float(a) - float(b)) ** 2
-    elif metric == "ordinal":
-        rank = {v: i for i, v in enumerate(values)}
-
-        def delta(a, b):
-            lo, hi = sorted((rank[a], rank[b]))
-            between = sum(totals[values[g]] for g in range(lo, hi + 1))
-            return (between - (totals[a] + totals[b]) / 2.0) ** 2
-    else:
-        raise ValueError(f"krippendorff_alpha: unknown metric {metric!r}")
-
-    d_o = sum(w * delta(a, b) for (a, b), w in coincide.items()) / n
-    d_e = sum(totals[a] * totals[b] * delta(a, b) for a in values for b in values) / (n * (n - 1))
-    return None if d_e == 0 else 1.0 - d_o / d_e
-
-
-def agreement(ratings: dict[str, dict[str, Any]], metric: str, categories: Sequence[Any]) -> dict:
-    """Agreement of annotators' ``ratings`` ({annotator: {item: value}}) on one question.
-
-    Cohen's kappa with exactly two annotators (items both rated), Fleiss' kappa with three or
-    more (items every annotator rated), Krippendorff's alpha always (all items, missing
-    allowed), and the raw share of items on which all their raters agree.
-    """
-    annotators = sorted(ratings)
-    items = sorted({i for r in ratings.values() for i in r})
-    units = [[ratings[a].get(i) for a in annotators] for i in items]
-    shared = [i for i in items if all(i in ratings[a] for a in annotators)]
-    multi = [[v for v in u if v is not None] for u in units]
-    multi = [u for u in multi if len(u) >= 2]
-    out: dict[str, Any] = {
-        "annotators": len(annotators), "items": len(items), "items_multiply_rated": len(multi),
-        "percent_agreement": (100.0 * sum(len(set(u)) == 1 for u in multi) / len(multi)) if multi else None,
-        f"krippendorff_alpha_{metric}": krippendorff_alpha(units, metric)}
-    if len(annotators) == 2:
-        a, b = annotators
-        out["cohen_kappa"] = cohen_kappa([ratings[a][i] for i in shared], [ratings[b][i] for i in shared])
-    elif len(annotators) > 2 and shared:
-        index = {c: k for k, c in enumerate(categories)}
-        table = []
-        for i in shared:
-            row = [0] * len(categories)
-            for a in annotators:
-                row[index[ratings[a][i]]] += 1
-            table.append(row)
-        out["fleiss_kappa"] = fleiss_kappa(table)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +82,8 @@ def _instructions(rubric: Any, tasks: Sequence[str]) -> str:
              "You see replies of a role-play character to a conversation. Who wrote each reply is "
              "hidden; judge the reply alone, against the character's profile and the conversation.",
              "Write your name in the `annotator` column (or keep the file name as it is: it names "
-             "you). Leave a cell empty to skip it.", ""]
+             "you). Leave a cell empty to skip it. Do not change the other columns: `export_id` and "
+             "`fingerprint` tie each row to the texts it shows.", ""]
     if "pointwise" in tasks:
         lines += ["## pointwise.csv / pointwise.jsonl", "",
                   f"Score every dimension from {lo} to {hi}:", ""]
@@ -208,12 +103,121 @@ def _instructions(rubric: Any, tasks: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+# CSV cells a spreadsheet would run as a formula (OWASP "CSV injection"): a cell starting with
+# one of these is written with a leading apostrophe, which spreadsheets show as text. The
+# apostrophe itself is in the set so that escaping can be undone exactly on import.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+# The texts an annotator sees in each task's rows; their fingerprint ties a row to its key entry.
+SHOWN = {"pointwise": ("character", "profile", "context", "reply"),
+         "pairwise": ("character", "profile", "context", "reply_1", "reply_2"),
+         "turing": ("character", "profile", "context", "reply")}
+ANSWERS = {"pointwise": None, "pairwise": ("preference",), "turing": ("author",)}  # None: dimensions
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell no spreadsheet runs as a formula (``=1+1`` -> ``'=1+1``)."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
+
+
+def csv_value(cell: Any) -> Any:
+    """The value :func:`csv_cell` escaped (``'=1+1`` -> ``=1+1``); other cells unchanged."""
+    if isinstance(cell, str) and cell.startswith("'") and cell[1:].startswith(_FORMULA_START):
+        return cell[1:]
+    return cell
+
+
+def fingerprint(task: str, row: dict) -> str:
+    """sha256 (16 hex digits) of the texts the annotator saw in ``row``, line ends normalised
+    (a spreadsheet may save ``\r\n``)."""
+    shown = [str(row.get(k) or "").replace("\r\n", "\n").rstrip() for k in SHOWN[task]]
+    return sha256_bytes(json.dumps(shown, ensure_ascii=False).encode("utf-8"))[:16]
+
+
+def _columns(task: str, dims: Sequence[str]) -> list[str]:
+    """A task file's columns: what identifies the row, what the annotator sees, what they fill in."""
+    return ["task", "task_id", "annotator", *SHOWN[task], *(ANSWERS[task] or dims), "comment",
+            "export_id", "fingerprint"]
+
+
 def _write_task(folder: Path, task: str, rows: list[dict], columns: list[str]) -> None:
     write_jsonl(folder / f"{task}.jsonl", rows)
     with (folder / f"{task}.csv").open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in rows)
+
+
+def _check_export_paths(results: Path, out: Path, key_file: Path, tasks: Sequence[str]) -> None:
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown or not tasks:
+        raise DataError(f"export-human: unknown task '{unknown[0] if unknown else ''}' "
+                        f"(tasks: {', '.join(TASKS)})")
+    if not (results / "replies.jsonl").is_file():
+        raise DataError(f"{results}: no replies.jsonl; run `charops eval run` first")
+    if overlaps(out, results):
+        raise DataError(f"export-human: --out {out} overlaps the results directory {results}; "
+                        "choose a folder outside it")
+    if out.resolve() == key_file.resolve() or out.resolve() in key_file.resolve().parents:
+        raise DataError(f"export-human: the key file {key_file} must not be inside the task "
+                        f"folder {out} (the folder is what annotators get)")
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"export-human: {out} exists and is not empty; choose a new folder")
+    if key_file.exists():
+        raise DataError(f"export-human: key file {key_file} exists; move it away or choose --key")
+
+
+def _shown(rec: dict) -> dict:
+    return {"character": rec.get("character") or "", "profile": _profile(rec), "context": _context(rec)}
+
+
+# Each task's items: (what the row shows and asks, what the key keeps), from the prompt ids, the
+# replies by prompt and model, the rubric's dimensions, the seeded shuffler and the Turing models.
+def _pointwise_items(ids, by_id, dims, rng, turing_models) -> list[tuple[dict, dict]]:
+    """Every reply of every model, to be scored on each dimension."""
+    return [({**_shown(rec), "reply": rec.get("reply") or "", **dict.fromkeys(dims, "")},
+             {"id": i, "model": model}) for i in ids for model, rec in by_id[i].items()]
+
+
+def _pairwise_items(ids, by_id, dims, rng, turing_models) -> list[tuple[dict, dict]]:
+    """Candidate and baseline replies to the same prompt, in random order."""
+    items = []
+    for i in ids:
+        if {"candidate", "baseline"} <= set(by_id[i]):
+            first, second = rng.sample(["candidate", "baseline"], 2)
+            items.append(({**_shown(by_id[i][first]), "reply_1": by_id[i][first].get("reply") or "",
+                           "reply_2": by_id[i][second].get("reply") or "", "preference": ""},
+                          {"id": i, "first": first, "second": second}))
+    return items
+
+
+def _turing_items(ids, by_id, dims, rng, turing_models) -> list[tuple[dict, dict]]:
+    """The dataset's human-written reference replies mixed with the models' replies."""
+    items = []
+    for i in ids:
+        some = next(iter(by_id[i].values()))
+        if some.get("reference"):
+            items.append(({**_shown(some), "reply": some["reference"], "author": ""},
+                          {"id": i, "source": "human", "model": None}))
+        items += [({**_shown(by_id[i][m]), "reply": by_id[i][m].get("reply") or "", "author": ""},
+                   {"id": i, "source": "model", "model": m}) for m in turing_models if m in by_id[i]]
+    return items
+
+
+_ITEMS = {"pointwise": _pointwise_items, "pairwise": _pairwise_items, "turing": _turing_items}
+
+
+def _numbered(task: str, items: list[tuple[dict, dict]], export_id: str,
+              rng: random.Random) -> tuple[list[dict], dict[str, dict]]:
+    """Shuffle, then number: (rows for the annotators, {task_id: what the key keeps})."""
+    rng.shuffle(items)
+    rows, keyed = [], {}
+    for n, (shown, secret) in enumerate(items, 1):
+        task_id = f"{task[:2].upper()}{n:04d}"
+        mark = fingerprint(task, shown)
+        rows.append({"task": task, "task_id": task_id, "annotator": "", **shown, "comment": "",
+                     "export_id": export_id, "fingerprint": mark})
+        keyed[task_id] = {**secret, "fingerprint": mark}
+    return rows, keyed
 
 
 def export_human(results_dir: str | Path, out_dir: str | Path, *, key_path: str | Path | None = None,
@@ -225,93 +229,35 @@ def export_human(results_dir: str | Path, out_dir: str | Path, *, key_path: str 
 
     results, out = Path(results_dir), Path(out_dir)
     key_file = Path(key_path) if key_path is not None else out.with_name(out.name + ".key.json")
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown or not tasks:
-        raise DataError(f"export-human: unknown task '{unknown[0] if unknown else ''}' "
-                        f"(tasks: {', '.join(TASKS)})")
-    if not (results / "replies.jsonl").is_file():
-        raise DataError(f"{results}: no replies.jsonl; run `charops eval run` first")
-    out_r, res_r, key_r = out.resolve(), results.resolve(), key_file.resolve()
-    if out_r == res_r or res_r in out_r.parents or out_r in res_r.parents:
-        raise DataError(f"export-human: --out {out} overlaps the results directory {results}; "
-                        "choose a folder outside it")
-    if out_r in key_r.parents or key_r == out_r:
-        raise DataError(f"export-human: the key file {key_file} must not be inside the task "
-                        f"folder {out} (the folder is what annotators get)")
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"export-human: {out} exists and is not empty; choose a new folder")
-    if key_file.exists():
-        raise DataError(f"export-human: key file {key_file} exists; move it away or choose --key")
+    _check_export_paths(results, out, key_file, tasks)
     rub = load_rubric(rubric)
-    dims = rub.keys
-
-    replies = list(read_jsonl(results / "replies.jsonl"))
     by_id: dict[str, dict[str, dict]] = defaultdict(dict)
-    for r in replies:
+    for r in read_jsonl(results / "replies.jsonl"):
         by_id[str(r["id"])][r.get("model") or "candidate"] = r
-    ids = sorted(by_id)
     rng = random.Random(seed)
+    ids = sorted(by_id)
     rng.shuffle(ids)
-    if max_items:
-        ids = ids[:max_items]
-    prompts = {i: {k: next(iter(by_id[i].values())).get(k) for k in ("character", "category", "topic")}
-               for i in ids}
-    key: dict[str, Any] = {"schema": KEY_SCHEMA, "results_dir": str(results), "rubric": rub.ident,
-                           "rubric_name": rub.name, "scale": list(rub.scale), "dimensions": dims,
-                           "seed": seed, "prompts": prompts, "tasks": {}}
-    base = ("task", "task_id", "annotator", "character", "profile", "context")
-    plans: dict[str, tuple[list[dict], list[str]]] = {}
-
-    def numbered(task: str, items: list[tuple[dict, dict]]) -> list[dict]:
-        rng.shuffle(items)
-        rows, keyed = [], {}
-        for n, (row, secret) in enumerate(items, 1):
-            task_id = f"{task[:2].upper()}{n:04d}"
-            rows.append({"task": task, "task_id": task_id, "annotator": "", **row})
-            keyed[task_id] = secret
-        key["tasks"][task] = keyed
-        return rows
-
-    def shown(rec: dict) -> dict:
-        return {"character": rec.get("character") or "", "profile": _profile(rec),
-                "context": _context(rec)}
-
-    if "pointwise" in tasks:
-        items = [({**shown(rec), "reply": rec.get("reply") or "", **{d: "" for d in dims}, "comment": ""},
-                  {"id": i, "model": model}) for i in ids for model, rec in by_id[i].items()]
-        plans["pointwise"] = (numbered("pointwise", items), [*base, "reply", *dims, "comment"])
-    if "pairwise" in tasks:
-        items = []
-        for i in ids:
-            if {"candidate", "baseline"} <= set(by_id[i]):
-                pair = ["candidate", "baseline"]
-                rng.shuffle(pair)
-                items.append(({**shown(by_id[i][pair[0]]), "reply_1": by_id[i][pair[0]].get("reply") or "",
-                               "reply_2": by_id[i][pair[1]].get("reply") or "", "preference": "",
-                               "comment": ""}, {"id": i, "first": pair[0], "second": pair[1]}))
-        plans["pairwise"] = (numbered("pairwise", items),
-                             [*base, "reply_1", "reply_2", "preference", "comment"])
-    if "turing" in tasks:
-        items = []
-        for i in ids:
-            some = next(iter(by_id[i].values()))
-            if some.get("reference"):
-                items.append(({**shown(some), "reply": some["reference"], "author": "", "comment": ""},
-                              {"id": i, "source": "human", "model": None}))
-            for model in turing_models:
-                if model in by_id[i]:
-                    items.append(({**shown(by_id[i][model]), "reply": by_id[i][model].get("reply") or "",
-                                   "author": "", "comment": ""},
-                                  {"id": i, "source": "model", "model": model}))
-        plans["turing"] = (numbered("turing", items), [*base, "reply", "author", "comment"])
-
+    ids = ids[:max_items] if max_items else ids
+    # A fresh id per export (never seeded): a file filled in from one export cannot be read
+    # against another export's key, even one of the same results and seed.
+    export_id = uuid.uuid4().hex
+    key: dict[str, Any] = {
+        "schema": KEY_SCHEMA, "export_id": export_id, "results_dir": str(results),
+        "rubric": rub.ident, "rubric_name": rub.name, "scale": list(rub.scale), "dimensions": rub.keys,
+        "seed": seed, "tasks": {},
+        "prompts": {i: {k: next(iter(by_id[i].values())).get(k) for k in ("character", "category", "topic")}
+                    for i in ids}}
+    files: dict[str, list[dict]] = {}
+    for task in (t for t in TASKS if t in tasks):
+        items = _ITEMS[task](ids, by_id, rub.keys, rng, turing_models)
+        files[task], key["tasks"][task] = _numbered(task, items, export_id, rng)
     with atomic_dir(out, overwrite=True) as tmp:
-        for task, (rows, columns) in plans.items():
-            _write_task(tmp, task, rows, columns)
-        write_text(tmp / "instructions.md", _instructions(rub, list(plans)))
+        for task, rows in files.items():
+            _write_task(tmp, task, rows, _columns(task, rub.keys))
+        write_text(tmp / "instructions.md", _instructions(rub, list(files)))
         write_json(key_file, key)
-    return {"out": str(out), "key": str(key_file),
-            "counts": {task: len(rows) for task, (rows, _) in plans.items()}}
+    return {"out": str(out), "key": str(key_file), "export_id": export_id,
+            "counts": {task: len(rows) for task, rows in files.items()}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,9 +265,11 @@ def export_human(results_dir: str | Path, out_dir: str | Path, *, key_path: str 
 
 
 def _read_annotations(path: Path) -> list[tuple[int, dict]]:
-    """(line number, row) of a filled-in CSV or JSONL task file."""
+    """(line number, row) of a filled-in CSV or JSONL task file (CSV: record number, header 1;
+    cells unescaped as :func:`csv_cell` wrote them)."""
     if not path.is_file():
         raise DataError(f"{path}: no such annotation file")
+    n = 0
     try:
         if path.suffix == ".jsonl":
             rows = []
@@ -334,9 +282,12 @@ def _read_annotations(path: Path) -> list[tuple[int, dict]]:
                         rows.append((n, row))
             return rows
         with path.open(encoding="utf-8-sig", newline="") as fh:
-            return [(n, row) for n, row in enumerate(csv.DictReader(fh), 2)]
+            return [(n, {k: csv_value(v) for k, v in row.items()})
+                    for n, row in enumerate(csv.DictReader(fh), 2)]
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}:{n}: JSON nested too deeply; a task row is one flat object") from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read it as {path.suffix[1:] or 'CSV'} ({exc})") from None
 
@@ -362,29 +313,51 @@ def _choice(value: Any, allowed: Sequence[str], where: str) -> str:
     return text
 
 
+def _check_row(key: dict, row: dict, where: str) -> tuple[str, str]:
+    """(task, task_id) of a row that belongs to this key: its task id is in the key, it was
+    exported with this key (export id) and it shows the texts the key's entry was made from."""
+    task, task_id = str(row.get("task") or "").strip(), str(row.get("task_id") or "").strip()
+    if task not in TASKS or task_id not in key["tasks"].get(task, {}):
+        raise DataError(f"{where}: task '{task}' / task_id '{task_id}' is not in the key "
+                        "file; import the files exported with this key")
+    if str(row.get("export_id") or "").strip() != key["export_id"]:
+        raise DataError(f"{where}: export_id '{row.get('export_id') or ''}' is not this key's "
+                        f"('{key['export_id']}'): the file comes from another export; import it "
+                        "with the key file written next to it")
+    expected = key["tasks"][task][task_id]["fingerprint"]
+    given = str(row.get("fingerprint") or "").strip()
+    if given != expected or (all(k in row for k in SHOWN[task]) and fingerprint(task, row) != expected):
+        raise DataError(f"{where}: {task_id} does not show the texts the key has for {task_id} "
+                        f"(fingerprint {given or 'missing'} / of its texts {fingerprint(task, row)}, "
+                        f"key {expected}); the row was changed or comes from another export")
+    return task, task_id
+
+
+def _answer(key: dict, task: str, row: dict, where: str) -> dict:
+    """The checked answer of one row ({} when its answer cells are empty)."""
+    if task == "pointwise":
+        lo, hi = key["scale"]
+        return {d: _score(row[d], lo, hi, f"{where}: field '{d}'")
+                for d in key["dimensions"] if not _blank(row.get(d))}
+    field_ = ANSWERS[task][0]
+    if _blank(row.get(field_)):
+        return {}
+    allowed = list(PREFERENCE) if task == "pairwise" else list(AUTHORS)
+    value = _choice(row[field_], allowed, f"{where}: field '{field_}'")
+    return {field_: PREFERENCE[value] if task == "pairwise" else value}
+
+
 def read_ratings(key: dict, files: Sequence[str | Path]) -> dict[str, dict[str, dict[str, dict]]]:
-    """{task: {annotator: {task_id: answer}}} from filled-in files, every value checked."""
-    lo, hi = key["scale"]
+    """{task: {annotator: {task_id: answer}}} from filled-in files, every row and value checked."""
     ratings: dict[str, dict[str, dict[str, dict]]] = {t: defaultdict(dict) for t in TASKS}
     for file in map(Path, files):
         for line, row in _read_annotations(file):
             where = f"{file}:{line}"
-            task, task_id = str(row.get("task") or "").strip(), str(row.get("task_id") or "").strip()
-            if task not in TASKS or task_id not in key["tasks"].get(task, {}):
-                raise DataError(f"{where}: task '{task}' / task_id '{task_id}' is not in the key "
-                                "file; import the files exported with this key")
-            annotator = str(row.get("annotator") or "").strip() or file.stem
-            if task == "pointwise":
-                answer = {d: _score(row[d], lo, hi, f"{where}: field '{d}'")
-                          for d in key["dimensions"] if not _blank(row.get(d))}
-            elif task == "pairwise":
-                answer = {} if _blank(row.get("preference")) else {"preference": PREFERENCE[
-                    _choice(row["preference"], list(PREFERENCE), f"{where}: field 'preference'")]}
-            else:
-                answer = {} if _blank(row.get("author")) else {
-                    "author": _choice(row["author"], AUTHORS, f"{where}: field 'author'")}
+            task, task_id = _check_row(key, row, where)
+            answer = _answer(key, task, row, where)
             if not answer:
                 continue
+            annotator = str(row.get("annotator") or "").strip() or file.stem
             if task_id in ratings[task][annotator]:
                 raise DataError(f"{where}: annotator '{annotator}' rated {task_id} twice")
             ratings[task][annotator][task_id] = answer
@@ -436,6 +409,48 @@ def turing_result(key: dict, ratings: dict) -> dict:
             for source, c in sorted(counts.items())}
 
 
+def agreements(key: dict, ratings: dict) -> dict:
+    """Agreement per question: each point-wise dimension (ordinal), the pair preference and the
+    Turing answer (nominal)."""
+    def of(task: str, field_: str) -> dict[str, dict[str, Any]]:
+        return {a: {t: s[field_] for t, s in r.items() if field_ in s} for a, r in ratings[task].items()}
+
+    out: dict[str, Any] = {}
+    if "pointwise" in ratings:
+        scale = list(range(key["scale"][0], key["scale"][1] + 1))
+        out["pointwise"] = {d: agreement(of("pointwise", d), "ordinal", scale) for d in key["dimensions"]}
+    if "pairwise" in ratings:
+        out["pairwise"] = agreement(of("pairwise", "preference"), "nominal", list(PREFERENCE.values()))
+    if "turing" in ratings:
+        out["turing"] = agreement(of("turing", "author"), "nominal", AUTHORS)
+    return out
+
+
+def read_key(key_path: str | Path) -> dict:
+    """The key file export-human wrote, checked."""
+    key_file = Path(key_path)
+    if not key_file.is_file():
+        raise DataError(f"{key_file}: no such key file (export-human writes it)")
+    try:
+        key = json.loads(key_file.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise DataError(f"{key_file}: not valid JSON ({type(exc).__name__})") from None
+    if isinstance(key, dict) and key.get("schema") == "charops.human_key/v1":
+        raise DataError(f"{key_file}: a key of an older charops, whose task files carry no export id "
+                        "or fingerprint to check; export the tasks again")
+    if not isinstance(key, dict) or key.get("schema") != KEY_SCHEMA:
+        raise DataError(f"{key_file}: not a charops human-evaluation key (schema {KEY_SCHEMA})")
+    return key
+
+
+def _check_import_paths(out: Path, results: Path, inputs: Sequence[Path]) -> None:
+    if any(overlaps(out, p) for p in (results, *inputs)):
+        raise DataError(f"import-human: --out {out} would overwrite an input (the results "
+                        "directory, the key or an annotation file); choose a new folder")
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"import-human: {out} exists and is not empty; choose a new folder")
+
+
 def import_human(key_path: str | Path, files: Sequence[str | Path], out_dir: str | Path, *,
                  results_dir: str | Path | None = None) -> dict:
     """Read annotations against their key, write a results directory with the summary, the
@@ -444,64 +459,31 @@ def import_human(key_path: str | Path, files: Sequence[str | Path], out_dir: str
     from charops.eval.aggregate import summarize
     from charops.eval.report import write_reports
 
-    key_file = Path(key_path)
-    try:
-        key = json.loads(key_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{key_file}: no such key file (export-human writes it)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{key_file}: not valid JSON ({exc})") from None
-    if not isinstance(key, dict) or key.get("schema") != KEY_SCHEMA:
-        raise DataError(f"{key_file}: not a charops human-evaluation key (schema {KEY_SCHEMA})")
+    key = read_key(key_path)
     if not files:
         raise DataError("import-human: give at least one filled-in annotation file")
-    results = Path(results_dir or key["results_dir"])
-    out = Path(out_dir)
-    inputs = [key_file, *map(Path, files)]
-    if out.resolve() == results.resolve() or any(out.resolve() in p.resolve().parents or
-                                                 p.resolve() == out.resolve() for p in inputs):
-        raise DataError(f"import-human: --out {out} would overwrite an input (the results "
-                        "directory, the key or an annotation file); choose a new folder")
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"import-human: {out} exists and is not empty; choose a new folder")
-
+    results, out = Path(results_dir or key["results_dir"]), Path(out_dir)
+    _check_import_paths(out, results, [Path(key_path), *map(Path, files)])
     ratings = read_ratings(key, files)
     if not ratings:
         raise DataError("import-human: the files hold no ratings (every answer cell is empty)")
     replies = list(read_jsonl(results / "replies.jsonl")) if (results / "replies.jsonl").is_file() else [
         {"id": i, "model": "candidate", **info} for i, info in key["prompts"].items()]
-    original = {}
-    if (results / "eval_summary.json").exists():
-        original = read_eval_summary(results / "eval_summary.json")
+    original = read_eval_summary(results / "eval_summary.json") \
+        if (results / "eval_summary.json").exists() else {}
 
     pointwise = _pointwise_records(key, ratings["pointwise"]) if "pointwise" in ratings else []
     pairwise = _pairwise_records(key, ratings["pairwise"]) if "pairwise" in ratings else []
     annotators = sorted({a for r in ratings.values() for a in r})
-    scale = list(range(key["scale"][0], key["scale"][1] + 1))
-    agree: dict[str, Any] = {}
-    if "pointwise" in ratings:
-        agree["pointwise"] = {d: agreement({a: {t: s[d] for t, s in r.items() if d in s}
-                                            for a, r in ratings["pointwise"].items()}, "ordinal", scale)
-                              for d in key["dimensions"]}
-    if "pairwise" in ratings:
-        agree["pairwise"] = agreement({a: {t: s["preference"] for t, s in r.items()}
-                                       for a, r in ratings["pairwise"].items()}, "nominal",
-                                      list(PREFERENCE.values()))
-    if "turing" in ratings:
-        agree["turing"] = agreement({a: {t: s["author"] for t, s in r.items()}
-                                     for a, r in ratings["turing"].items()}, "nominal", AUTHORS)
-    skipped = [f"{task}: no ratings imported" for task in TASKS if task not in ratings]
-    if "pairwise" not in ratings:
-        pairwise = []
     judge = {"kind": "human", "model": f"{len(annotators)} annotators", "rubric": key["rubric"],
              "annotators": len(annotators),
              "pointwise_aggregation": "mean of the annotators' scores per reply",
              "pairwise_aggregation": "majority of the annotators; an even split is a tie"}
-    summary = summarize(replies, pointwise, pairwise, judge=judge,
-                        automatic=original.get("automatic"), skipped=skipped,
+    summary = summarize(replies, pointwise, pairwise, judge=judge, automatic=original.get("automatic"),
+                        skipped=[f"{task}: no ratings imported" for task in TASKS if task not in ratings],
                         candidate=original.get("candidate"), baseline=original.get("baseline"),
                         dimensions=key["dimensions"])
-    summary["agreement"] = agree
+    summary["agreement"] = agreements(key, ratings)
     if "turing" in ratings:
         summary["turing"] = turing_result(key, ratings["turing"])
     summary["annotators"] = annotators

@@ -1,4 +1,5 @@
-"""Statistics of the evaluation tables: confidence intervals, sign test, bootstrap, Bradley-Terry.
+"""Statistics of the evaluation tables: confidence intervals, sign test, bootstrap, Bradley-Terry,
+and the agreement of annotators (Cohen's and Fleiss' kappa, Krippendorff's alpha).
 
 Pure Python + numpy (no scipy at run time; the tests check these against scipy)::
 
@@ -8,6 +9,8 @@ Pure Python + numpy (no scipy at run time; the tests check these against scipy):
     stats.swap_rule("a", "tie")                 # "tie": the two orders disagree
     stats.advantage_ci([1, 1, 0, -1], seed=0)   # paired bootstrap 95% interval, percentage points
     stats.bradley_terry([("m1", "m2", "win"), ...])
+    stats.cohen_kappa([1, 1, 2, 2], [1, 2, 2, 2])   # 0.5
+    stats.krippendorff_alpha([[1, 1], [2, 2], [1, 2]], "nominal")   # 4/9, missing ratings allowed
 
 Conventions: an *outcome* of a pair is +1 (the first model wins), 0 (tie) or -1 (it loses);
 percentages are 0-100.
@@ -16,8 +19,10 @@ percentages are 0-100.
 from __future__ import annotations
 
 import math
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -270,3 +275,123 @@ def bradley_terry(records: Iterable[tuple[str, str, str | None]], *, prior: floa
     return {"scale": "log-strength, mean 0", "prior": prior,
             "models": {m: {"score": float(scores[i]), "ci95": [float(lo[i]), float(hi[i])], "n": counts[m]}
                        for i, m in enumerate(models)}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement between annotators (people as the judge, charops.eval.human)
+
+
+def cohen_kappa(first: Sequence[Any], second: Sequence[Any]) -> float | None:
+    """Cohen's kappa of two annotators' labels on the same items: (p_o - p_e) / (1 - p_e).
+
+    p_o is the share of items they agree on, p_e the agreement expected from each one's label
+    frequencies. None when undefined (no items, or both always give the one same label).
+    """
+    if len(first) != len(second):
+        raise ValueError("cohen_kappa: the two label lists differ in length")
+    n = len(first)
+    if n == 0:
+        return None
+    p_o = sum(a == b for a, b in zip(first, second, strict=True)) / n
+    c1, c2 = Counter(first), Counter(second)
+    p_e = sum(c1[k] * c2[k] for k in c1) / (n * n)
+    return None if p_e == 1 else (p_o - p_e) / (1 - p_e)
+
+
+def fleiss_kappa(counts: Sequence[Sequence[int]]) -> float | None:
+    """Fleiss' kappa from an items x categories table of how many annotators chose each.
+
+    Every item needs the same number of ratings m >= 2. P_i = (sum_j n_ij^2 - m) / (m(m-1)),
+    P_e = sum_j p_j^2 with p_j the share of all ratings in category j; kappa = (mean P_i - P_e)
+    / (1 - P_e). None when undefined (no items, or a single category used throughout).
+    """
+    if not counts:
+        return None
+    m = sum(counts[0])
+    if m < 2 or any(sum(row) != m for row in counts):
+        raise ValueError("fleiss_kappa: every item needs the same number (>= 2) of ratings")
+    n_items = len(counts)
+    p_bar = sum((sum(c * c for c in row) - m) / (m * (m - 1)) for row in counts) / n_items
+    totals = [sum(col) for col in zip(*counts, strict=True)]
+    p_e = sum((t / (n_items * m)) ** 2 for t in totals)
+    return None if p_e == 1 else (p_bar - p_e) / (1 - p_e)
+
+
+def krippendorff_alpha(units: Sequence[Sequence[Any]], metric: str = "nominal") -> float | None:
+    """Krippendorff's alpha, 1 - D_o / D_e, over units rated by any subset of annotators.
+
+    ``units``: per item, the values the annotators gave (None or missing = not rated). Units
+    with fewer than two values are not pairable and left out. Coincidences: each ordered pair
+    of values within a unit of m values adds 1/(m-1); D_o and D_e are the mean squared
+    difference (``metric``: ``nominal`` 0/1, ``ordinal`` by ranks of the pooled value counts,
+    ``interval`` (c-k)^2) within units and over all pairable values. None when undefined (fewer
+    than two values, or no variation at all).
+    """
+    pairable = [[v for v in unit if v is not None] for unit in units]
+    pairable = [u for u in pairable if len(u) >= 2]
+    coincide: dict[tuple[Any, Any], float] = defaultdict(float)
+    for unit in pairable:
+        m = len(unit)
+        for i, a in enumerate(unit):
+            for j, b in enumerate(unit):
+                if i != j:
+                    coincide[(a, b)] += 1.0 / (m - 1)
+    totals: dict[Any, float] = defaultdict(float)
+    for (a, _), w in coincide.items():
+        totals[a] += w
+    n = sum(totals.values())
+    if n < 2:
+        return None
+    values = sorted(totals)
+
+    if metric == "nominal":
+        def delta(a, b):
+            return 0.0 if a == b else 1.0
+    elif metric == "interval":
+        def delta(a, b):
+            return (float(a) - float(b)) ** 2
+    elif metric == "ordinal":
+        rank = {v: i for i, v in enumerate(values)}
+
+        def delta(a, b):
+            lo, hi = sorted((rank[a], rank[b]))
+            between = sum(totals[values[g]] for g in range(lo, hi + 1))
+            return (between - (totals[a] + totals[b]) / 2.0) ** 2
+    else:
+        raise ValueError(f"krippendorff_alpha: unknown metric {metric!r}")
+
+    d_o = sum(w * delta(a, b) for (a, b), w in coincide.items()) / n
+    d_e = sum(totals[a] * totals[b] * delta(a, b) for a in values for b in values) / (n * (n - 1))
+    return None if d_e == 0 else 1.0 - d_o / d_e
+
+
+def agreement(ratings: dict[str, dict[str, Any]], metric: str, categories: Sequence[Any]) -> dict:
+    """Agreement of annotators' ``ratings`` ({annotator: {item: value}}) on one question.
+
+    Cohen's kappa with exactly two annotators (items both rated), Fleiss' kappa with three or
+    more (items every annotator rated), Krippendorff's alpha always (all items, missing
+    allowed), and the raw share of items on which all their raters agree.
+    """
+    annotators = sorted(ratings)
+    items = sorted({i for r in ratings.values() for i in r})
+    units = [[ratings[a].get(i) for a in annotators] for i in items]
+    shared = [i for i in items if all(i in ratings[a] for a in annotators)]
+    multi = [[v for v in u if v is not None] for u in units]
+    multi = [u for u in multi if len(u) >= 2]
+    out: dict[str, Any] = {
+        "annotators": len(annotators), "items": len(items), "items_multiply_rated": len(multi),
+        "percent_agreement": (100.0 * sum(len(set(u)) == 1 for u in multi) / len(multi)) if multi else None,
+        f"krippendorff_alpha_{metric}": krippendorff_alpha(units, metric)}
+    if len(annotators) == 2:
+        a, b = annotators
+        out["cohen_kappa"] = cohen_kappa([ratings[a][i] for i in shared], [ratings[b][i] for i in shared])
+    elif len(annotators) > 2 and shared:
+        index = {c: k for k, c in enumerate(categories)}
+        table = []
+        for i in shared:
+            row = [0] * len(categories)
+            for a in annotators:
+                row[index[ratings[a][i]]] += 1
+            table.append(row)
+        out["fleiss_kappa"] = fleiss_kappa(table)
+    return out
