@@ -1,0 +1,209 @@
+"""KV-cache pieces of the serving engine: the prefix cache and the left-padded batch cache.
+
+:class:`PrefixCache` keeps the keys and values of recent prompts (an LRU bounded in bytes) so
+that a request whose prompt starts like an earlier one (the same character's rendered profile,
+the earlier turns of the same chat) computes only the tokens after the shared prefix.
+:class:`BatchCache` holds the running rows of the engine in one transformers ``DynamicCache``,
+left-padded to a common width, and lets rows join and leave between decoding steps::
+
+    from charops.serve.kvcache import PrefixCache
+    cache = PrefixCache(max_bytes=256 << 20)
+    n, kv = cache.lookup(prompt_ids)        # n tokens reusable; kv: per layer (keys, values)
+    cache.insert(prompt_ids, kv_of_prompt)  # after the prompt's prefill
+
+Keys and values are tensors ``[batch, kv_heads, tokens, head_dim]`` per layer, as transformers'
+``DynamicLayer`` keeps them. Reused tensors are never written in place: ``DynamicLayer.update``
+concatenates into new tensors, so an entry stays valid while requests extend copies of it.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+
+import torch
+from transformers import DynamicCache
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), [batch, heads, tokens, dim]
+
+
+def kv_of(cache: DynamicCache) -> KV:
+    """The per-layer (keys, values) of a ``DynamicCache``."""
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def cache_from(kv: KV) -> DynamicCache:
+    """A ``DynamicCache`` holding ``kv`` (empty when ``kv`` is empty)."""
+    return DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
+
+
+def kv_bytes(kv: KV) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in kv)
+
+
+def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    m = min(len(a), len(b))
+    if m == 0:
+        return 0
+    diff = (a[:m] != b[:m]).nonzero()
+    return m if len(diff) == 0 else int(diff[0])
+
+
+class PrefixCache:
+    """LRU of prompt KV caches, looked up by longest common token prefix.
+
+    Each entry is one token sequence and its KV (batch 1). :meth:`lookup` finds the entry that
+    shares the longest prefix with a new prompt; the KV of the first ``n`` tokens of any
+    sequence depends only on those tokens (causal attention), so it can be reused as is.
+    :meth:`insert` stores a finished prefill; an entry that the new prompt extends is replaced
+    by it (a chat's next turn), and when the new prompt shares ``min_shared`` or more tokens
+    with an entry but then differs (two users of one character), the shared part becomes an
+    entry of its own: that one is hit by every later request of the character and stays in
+    the LRU while one-off conversations age out. Memory is bounded by ``max_bytes`` (0: off).
+    """
+
+    def __init__(self, max_bytes: int, *, min_shared: int = 16):
+        self.max_bytes = max_bytes
+        self.min_shared = min_shared
+        self._entries: collections.OrderedDict[int, tuple[torch.Tensor, KV, int]] = collections.OrderedDict()
+        self._next = 0
+        self.bytes = 0
+        self.hits = 0
+        self.lookups = 0
+        self.hit_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _best(self, ids: torch.Tensor) -> tuple[int, int | None]:
+        """(common prefix length, entry key) of the best match; ties go to the shortest entry."""
+        best_n, best_key, best_len = 0, None, 0
+        for key, (tokens, _, _) in self._entries.items():
+            n = _common_prefix(tokens, ids)
+            if n > best_n or (n == best_n and n > 0 and len(tokens) < best_len):
+                best_n, best_key, best_len = n, key, len(tokens)
+        return best_n, best_key
+
+    def lookup(self, ids: Sequence[int], limit: int | None = None) -> tuple[int, KV]:
+        """(n, kv): the KV of the first ``n`` tokens of ``ids`` (n <= limit), or (0, [])."""
+        self.lookups += 1
+        if not self._entries:
+            return 0, []
+        t = torch.as_tensor(list(ids), dtype=torch.long)
+        n, key = self._best(t)
+        if limit is not None:
+            n = min(n, limit)
+        if key is None or n <= 0:
+            return 0, []
+        self._entries.move_to_end(key)
+        self.hits += 1
+        self.hit_tokens += n
+        _, kv, _ = self._entries[key]
+        return n, [(k[:, :, :n], v[:, :, :n]) for k, v in kv]
+
+    def insert(self, ids: Sequence[int], kv: KV) -> None:
+        """Store the KV (batch 1, ``len(ids)`` tokens) of a prompt."""
+        if self.max_bytes <= 0 or not kv:
+            return
+        t = torch.as_tensor(list(ids), dtype=torch.long)
+        n, key = self._best(t)
+        if key is not None:
+            tokens = self._entries[key][0]
+            if n == len(tokens):  # the new prompt extends (or equals) this entry: replace it
+                self._drop(key)
+            elif n >= self.min_shared and n < len(t):
+                shared = [(k[:, :, :n].clone(), v[:, :, :n].clone()) for k, v in kv]
+                self._add(t[:n].clone(), shared)
+        self._add(t, kv)
+
+    def _add(self, tokens: torch.Tensor, kv: KV) -> None:
+        size = kv_bytes(kv)
+        if size > self.max_bytes:
+            return
+        for key, (old, _, _) in list(self._entries.items()):
+            if len(old) == len(tokens) and torch.equal(old, tokens):
+                self._drop(key)
+        self._entries[self._next] = (tokens, kv, size)
+        self._next += 1
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: int) -> None:
+        _, _, size = self._entries.pop(key)
+        self.bytes -= size
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+
+class BatchCache:
+    """The running rows' KV in one ``DynamicCache``, left-padded to a common width.
+
+    ``mask`` is the attention mask ``[rows, width]`` (0 over each row's left padding). Rows
+    join with their own batch-1 KV (:meth:`join`) and leave by index (:meth:`keep`); padding
+    columns that no row needs any more are cut off, so the width is the longest row's.
+    """
+
+    def __init__(self) -> None:
+        self.cache: DynamicCache | None = None
+        self.mask: torch.Tensor | None = None
+
+    @property
+    def rows(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[0]
+
+    @property
+    def width(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[1]
+
+    def join(self, kv: KV, copies: int = 1) -> None:
+        """Append ``copies`` rows that all start from ``kv`` (batch 1, its own length)."""
+        length = kv[0][0].shape[2]
+        device = kv[0][0].device
+        if self.mask is None:
+            self.cache = cache_from([(k.expand(copies, -1, -1, -1).contiguous(),
+                                      v.expand(copies, -1, -1, -1).contiguous()) for k, v in kv])
+            self.mask = torch.ones((copies, length), dtype=torch.long, device=device)
+            return
+        width = max(self.width, length)
+        old = kv_of(self.cache)
+        merged = []
+        for (ok, ov), (k, v) in zip(old, kv, strict=True):
+            merged.append((torch.cat([_pad_left(ok, width), _pad_left(k, width).expand(copies, -1, -1, -1)]),
+                           torch.cat([_pad_left(ov, width), _pad_left(v, width).expand(copies, -1, -1, -1)])))
+        new_mask = torch.zeros((copies, width), dtype=torch.long, device=device)
+        new_mask[:, width - length:] = 1
+        self.mask = torch.cat([_pad_left(self.mask, width), new_mask])
+        self.cache = cache_from(merged)
+
+    def keep(self, indices: list[int]) -> None:
+        """Keep only the rows at ``indices`` (in that order); drop padding no row needs."""
+        if not indices:
+            self.cache, self.mask = None, None
+            return
+        if indices == list(range(self.rows)):
+            return
+        idx = torch.tensor(indices, dtype=torch.long, device=self.mask.device)
+        mask = self.mask.index_select(0, idx)
+        start = int(mask.any(0).nonzero()[0])
+        self.mask = mask[:, start:]
+        self.cache = cache_from([(k.index_select(0, idx)[:, :, start:], v.index_select(0, idx)[:, :, start:])
+                                 for k, v in kv_of(self.cache)])
+
+    def grow(self) -> torch.Tensor:
+        """The attention mask for the next decoding step (one more column), now the batch's."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=1)
+        return self.mask
+
+
+def _pad_left(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Zero-pad dim 2 (KV: tokens) or dim 1 (a mask) on the left to ``width``."""
+    dim = 2 if x.dim() == 4 else 1
+    extra = width - x.shape[dim]
+    if extra <= 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
