@@ -55,10 +55,16 @@ class Session:
     """The conversation, the character and how to reach the endpoint."""
 
     def __init__(self, client, model: str | None, character: str | None, profiles: dict,
-                 max_tokens: int | None, temperature: float | None, seed: int | None = None):
+                 max_tokens: int | None, temperature: float | None, seed: int | None = None,
+                 allow_untrained: bool = False):
         self.client, self.profiles = client, profiles
         self.model_arg, self.max_tokens, self.temperature, self.seed = model, max_tokens, temperature, seed
-        self.ids = [m.id for m in client.models.list().data]
+        self.allow_untrained = allow_untrained
+        listed = client.models.list().data
+        self.ids = [m.id for m in listed]
+        # A charops server flags characters whose training data was all rejected.
+        self.untrained = {m.id for m in listed
+                          if ((m.model_extra or {}).get("character") or {}).get("trained") is False}
         self.history: list[dict] = []
         self.set_character(character)
 
@@ -78,6 +84,11 @@ class Session:
                 raise CharopsError(f"the endpoint does not know character '{character}'; pass "
                                    "--profiles MODEL_DIR (or characters.jsonl) to send its profile")
             extra = {"character": character}
+        if model in self.untrained:
+            if not self.allow_untrained:
+                raise CharopsError(f"character '{character}' is untrained: training rejected all of its data, so "
+                                   "the model never learned it; pass --allow-untrained to talk to it anyway")
+            extra = {**extra, "allow_untrained": True}
         if model is None:
             plain = [i for i in ids if ":" not in i]
             if not (plain or ids):
@@ -139,6 +150,7 @@ def chat(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="Longest reply in tokens (default: the server's).", show_default=False)] = None,
     temperature: Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (default: the server's).", show_default=False)] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Sampling seed sent with every turn (reproducible replies).", show_default=False)] = None,
+    allow_untrained: Annotated[bool, typer.Option("--allow-untrained", help="Talk to a character the server flags as untrained (training rejected all of its data).")] = False,
 ) -> None:
     """Chat with a served character in the terminal (streaming, history, /reset, /character, /exit).
 
@@ -150,13 +162,15 @@ def chat(
     client = openai.OpenAI(base_url=base_url(endpoint), api_key=api_key or "none",
                            timeout=openai.Timeout(120.0, connect=5.0), max_retries=2)
     try:
-        session = Session(client, model, character, _profiles(profiles), max_tokens, temperature, seed)
+        session = Session(client, model, character, _profiles(profiles), max_tokens, temperature, seed,
+                          allow_untrained)
     except openai.APIConnectionError:
         raise CharopsError(f"cannot reach {base_url(endpoint)}: is the server running?") from None
     except openai.APIStatusError as exc:
         raise CharopsError(f"{base_url(endpoint)}/models answered {exc.status_code}: {_message(exc)}") from None
     out = sys.stdout
-    out.write(f"talking to {session.character or session.model} ({session.model}); {HELP}\n")
+    untrained = " [untrained: training rejected all of its data]" if session.model in session.untrained else ""
+    out.write(f"talking to {session.character or session.model} ({session.model}){untrained}; {HELP}\n")
     while True:
         try:
             line = input(PROMPT)

@@ -332,3 +332,63 @@ def test_profile_render_matches_training(served):
     mara = state.characters["Mara"]
     assert mara.system_prompt == render_system_prompt(mara.profile)
     assert "lighthouse on Gull Rock" not in mara.system_prompt  # the lorebook is not in the profile
+
+
+# -- untrained characters: training records them, the card and `charops chat` show them ---------
+
+def test_training_records_the_characters_its_rows_covered(tmp_path):
+    """A character whose dialogues were all rejected by data prepare has no training row: it is
+    left out of trained_characters.json (the base model's list is kept, pretraining adds none)."""
+    from types import SimpleNamespace
+
+    from charops.train.finish import record_trained_characters
+
+    base = tmp_path / "base"
+    base.mkdir()
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    rows = [{"character": "林小满", "input_ids": [1]}, {"character": "林小满", "input_ids": [2]}]
+    assert record_trained_characters(SimpleNamespace(train_rows=[{"input_ids": [1]}], model_dir=base), sft) is None
+    record_trained_characters(SimpleNamespace(train_rows=rows, model_dir=base), sft)
+    assert json.loads((sft / TRAINED_FILE).read_text()) == {"trained": ["林小满"]}
+    dpo = tmp_path / "dpo"
+    dpo.mkdir()
+    record_trained_characters(SimpleNamespace(train_rows=[{"character": "Mara"}], model_dir=sft), dpo)
+    assert json.loads((dpo / TRAINED_FILE).read_text()) == {"trained": ["Mara", "林小满"]}
+    pre = tmp_path / "pre"
+    pre.mkdir()  # pretraining rows name no character: the base's list passes on unchanged
+    record_trained_characters(SimpleNamespace(train_rows=[{"input_ids": [3]}], model_dir=dpo), pre)
+    assert json.loads((pre / TRAINED_FILE).read_text()) == {"trained": ["Mara", "林小满"]}
+
+
+def test_model_card_flags_untrained_characters(model_dir):
+    from charops.registry.card import card_markdown, read_characters
+
+    chars = {c["name"]: c for c in read_characters(model_dir)}
+    assert chars["Tom"]["trained"] is False and "trained" not in chars["Mara"]
+    card = {"name": "m", "version": 1, "created_at": "t", "charops_version": "0", "base_model": "b",
+            "dataset_sha256": "d", "model_uri": "u", "model_sha256": "s", "characters": list(chars.values()),
+            "pipeline": {"version": None, "run_name": None, "run_id": None}, "training": None,
+            "eval_summary": None, "metrics": {}, "files": {}}
+    text = card_markdown(card)
+    assert "| Tom (untrained: all its data was rejected) |" in text and "| Mara |" in text
+
+
+def test_chat_refuses_an_untrained_character_unless_allowed(served):
+    import openai
+
+    from charops.cli.chat import Session
+    from charops.errors import CharopsError
+
+    _, client = served
+    sdk = openai.OpenAI(base_url="http://testserver/openai/v1", api_key="x", http_client=client)
+    with pytest.raises(CharopsError, match="untrained.*--allow-untrained"):
+        Session(sdk, None, "Tom", {}, 4, 0.0)
+    session = Session(sdk, None, "Tom", {}, 4, 0.0, allow_untrained=True)
+    assert session.model == "charops-chat:Tom" and session.extra == {"allow_untrained": True}
+    import io
+
+    out = io.StringIO()
+    session.reply("Hi", out)
+    assert "error" not in out.getvalue() and session.history[-1]["role"] == "assistant"
+    assert Session(sdk, None, "Mara", {}, 4, 0.0).extra == {}

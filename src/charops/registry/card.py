@@ -52,6 +52,12 @@ def read_characters(model_dir: Path) -> list[dict]:
         if not isinstance(profile, dict) or not profile.get("name"):
             raise CharopsError(f"{path} line {lineno}: a character profile needs a 'name'")
         out.append({k: profile[k] for k in _CHARACTER_FIELDS if profile.get(k)})
+    from charops.serve.characters import trained_names
+
+    trained = trained_names(model_dir)  # None: the training did not record it (every one counts)
+    for c in out:
+        if trained is not None and c["name"] not in trained:
+            c["trained"] = False  # all its training data was rejected
     return out
 
 
@@ -152,7 +158,8 @@ def card_markdown(card: dict) -> str:
     lines += ["## Characters", ""]
     if card["characters"]:
         lines += ["| name | category | language | identity |", "| --- | --- | --- | --- |"]
-        lines += [f"| {c['name']} | {c.get('category', '')} | {c.get('language', '')} | "
+        lines += [f"| {c['name']}{'' if c.get('trained', True) else ' (untrained: all its data was rejected)'} | "
+                  f"{c.get('category', '')} | {c.get('language', '')} | "
                   f"{' '.join(c.get('identity', '').split())[:80]} |" for c in card["characters"]]
     else:
         lines.append("None recorded (the model directory has no characters.jsonl).")
