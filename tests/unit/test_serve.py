@@ -144,8 +144,27 @@ BAD = [
     ("max_tokens over the cap", {"model": "charops-chat", "messages": HELLO, "max_tokens": 65}, 400, "max_tokens"),
     ("max_tokens zero", {"model": "charops-chat", "messages": HELLO, "max_tokens": 0}, 400, "max_tokens"),
     ("temperature", {"model": "charops-chat", "messages": HELLO, "temperature": 3}, 400, "temperature"),
-    ("n", {"model": "charops-chat", "messages": HELLO, "n": 2}, 400, "n"),
+    ("n", {"model": "charops-chat", "messages": HELLO, "n": 0}, 400, "n"),
     ("context", {"model": "charops-chat", "messages": [{"role": "user", "content": "长" * 600}]}, 400, "messages"),
+    # Issue 19: each of these stopped the worker thread or was a 500 (or silently greedy).
+    ("seed over 2**64", {"model": "charops-chat", "messages": HELLO, "seed": 2**64}, 400, "seed"),
+    ("seed under -2**63", {"model": "charops-chat", "messages": HELLO, "seed": -2**63 - 1}, 400, "seed"),
+    ("temperature NaN", b'{"model": "charops-chat", "messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+     400, "temperature"),
+    ("top_p NaN", b'{"model": "charops-chat", "messages": [{"role": "user", "content": "x"}], "top_p": NaN}',
+     400, "top_p"),
+    ("repetition_penalty NaN", b'{"model": "charops-chat", "messages": [{"role": "user", "content": "x"}], '
+     b'"repetition_penalty": NaN}', 400, "repetition_penalty"),
+    ("temperature Infinity", b'{"model": "charops-chat", "messages": [{"role": "user", "content": "x"}], '
+     b'"temperature": Infinity}', 400, "temperature"),
+    ("temperature 1e-300", {"model": "charops-chat", "messages": HELLO, "temperature": 1e-300}, 400, "temperature"),
+    ("repetition_penalty 1e-300", {"model": "charops-chat", "messages": HELLO, "repetition_penalty": 1e-300},
+     400, "repetition_penalty"),
+    ("lone surrogate in a message", b'{"model": "charops-chat", "messages": [{"role": "user", "content": "a\\ud800"}]}',
+     400, "messages[0].content"),
+    ("lone surrogate in model", b'{"model": "charops-chat:\\udc00", "messages": [{"role": "user", "content": "x"}]}',
+     400, "model"),
+    ("nested too deeply", b"[" * 100_000, 400, None),
 ]
 
 
@@ -156,6 +175,19 @@ def test_bad_requests_get_openai_errors(served, what, body, status, param):
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["param"] == param and err["message"] and err["type"] == "invalid_request_error"
+
+
+def test_completions_refuse_a_lone_surrogate_and_the_v2_route_a_seed_out_of_range(served, client):
+    r = httpx.post(served.url + "/openai/v1/completions", timeout=30,
+                   content=b'{"model": "charops-chat", "prompt": "\\udfffHello"}')
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+    for seed in (2**64, -2**63 - 1):
+        r = httpx.post(served.url + "/v2/models/charops-chat/infer", timeout=30, json={
+            "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["你好"]}],
+            "parameters": {"seed": seed, "max_tokens": 2}})
+        assert r.status_code == 400, r.text
+    # The worker lives on: a seeded request is answered.
+    assert client.chat.completions.create(model="charops-chat", messages=HELLO, max_tokens=2, seed=2**64 - 1).choices
 
 
 def test_oversized_bodies_are_refused_and_the_server_lives_on(served, client):
