@@ -62,7 +62,7 @@ class EvalConfig:
     prompt_languages: list[str] = field(default_factory=list, metadata={
         "help": "Only the prompts in these languages (e.g. [en]: the characters an English base model can learn); "
                 "empty: all."})
-    cache_baseline: bool = field(default=True, metadata={
+    cache_baseline: bool = field(default=False, metadata={
         "help": "Reuse the baseline's replies from the reply cache when the same model (by sha256) already "
                 "answered the same prompts with the same settings; store them after generating otherwise."})
     reply_cache: str | None = field(default=None, metadata={
@@ -219,19 +219,138 @@ def _merge_automatic(heldout_part: dict, signals: dict) -> dict:
     return flat
 
 
+@dataclass
+class Models:
+    """The (label, model reference) pairs in play: the candidate, the baseline (or None) and
+    any further models; every one but the candidate is compared with it."""
+
+    candidate: tuple[str, str]
+    baseline: tuple[str, str] | None
+    others: list[tuple[str, str]]
+
+    def all(self) -> list[tuple[str, str]]:
+        return [self.candidate, *([self.baseline] if self.baseline else []), *self.others]
+
+
+# ---------------------------------------------------------------------------------------------
+# The steps of run(), in order
+
+
+def load_manifest(dataset: Path) -> dict:
+    path = dataset / "manifest.json"
+    if not path.is_file():
+        raise DataError(f"eval: dataset '{dataset}' has no manifest.json; run `charops data prepare` first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def models_of(cfg: EvalConfig, skipped: list[str]) -> Models:
+    baseline = (cfg.baseline_label, cfg.baseline_model) if cfg.baseline_model else None
+    if baseline is None:
+        skipped.append("pair-wise: no baseline given (baseline_model is null)")
+    others = [(label.strip(), ref.strip()) for label, _, ref in (o.partition("=") for o in cfg.others)]
+    return Models((cfg.candidate_label, cfg.model), baseline, others)
+
+
+def generation_settings(cfg: EvalConfig):
+    from charops.eval.generate import GenerationSettings
+
+    return GenerationSettings(seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
+                              max_new_tokens=cfg.max_new_tokens, repetition_penalty=cfg.repetition_penalty,
+                              batch_size=cfg.batch_size, max_context_tokens=cfg.max_context_tokens)
+
+
+def reuse_replies(path: Path, models: Models, skipped: list[str]) -> tuple[list[dict], Models]:
+    """The replies already in ``path`` (``reuse_replies=true``), and the models they cover."""
+    if not path.is_file():
+        raise DataError(f"reuse_replies: {path} does not exist; run the stage once without it")
+    replies = list(read_jsonl(path))
+    found = {r["model"] for r in replies}
+    if models.candidate[0] not in found:
+        raise DataError(f"reuse_replies: {path} holds no reply of '{models.candidate[0]}'")
+    baseline = models.baseline
+    if baseline and baseline[0] not in found:
+        skipped.append(f"pair-wise: {path} holds no reply of the baseline '{baseline[0]}'")
+        baseline = None
+    skipped.append("generation and the automatic loss: reused the replies already in replies.jsonl")
+    return replies, Models(models.candidate, baseline, [m for m in models.others if m[0] in found])
+
+
+def generate(cfg: EvalConfig, models: Models, settings, dataset: Path, manifest: dict,
+             skipped: list[str]) -> tuple[list[dict], dict[str, dict], dict[str, dict]]:
+    """Every model's replies to the prompts (the baseline's from the reply cache when it has
+    them), and, with ``heldout``, its loss and preference accuracy: (replies, held-out part per
+    label, generation record per label)."""
+    from charops.eval.generate import ReplyCache, generate_replies, load_model, load_prompts
+
+    prompts = load_prompts(dataset, cfg.max_prompts, cfg.prompt_languages)
+    cache = ReplyCache(cfg.reply_cache) if cfg.cache_baseline and models.baseline else None
+    replies: list[dict] = []
+    heldout_parts: dict[str, dict] = {}
+    generation: dict[str, dict] = {}
+    for label, ref in models.all():
+        hit, key = None, None
+        if cache is not None and models.baseline is not None and label == models.baseline[0]:
+            from charops.model.load import resolve_model
+
+            path = resolve_model(ref)
+            key = cache.key(path, prompts, settings)
+            hit = cache.get(key, label, path)
+        loaded = None
+        if hit is not None:
+            recs, generation[label] = hit
+        else:
+            loaded = load_model(ref)
+            recs, generation[label] = generate_replies(loaded, label, prompts, settings, progress=cfg.progress)
+            if key is not None:
+                cache.put(key, recs, generation[label])
+        replies.extend(recs)
+        if cfg.heldout:
+            loaded = loaded or load_model(ref)
+            heldout_parts[label] = _automatic(loaded, dataset, manifest, cfg, skipped, label)
+        del loaded
+    if not cfg.heldout:
+        skipped.append("loss and preference accuracy: heldout=false")
+    return replies, heldout_parts, generation
+
+
+def automatic_part(replies: list[dict], models: Models, heldout_parts: dict[str, dict]) -> dict:
+    """The summary's ``automatic`` block: each model's reply signals and held-out numbers."""
+    from charops.eval.signals import profiles_of, reply_signals
+
+    profiles = profiles_of(replies)
+
+    def of(label: str) -> dict:
+        mine = [r for r in replies if r["model"] == label]
+        return _merge_automatic(heldout_parts.get(label, {}), reply_signals(mine, profiles))
+
+    automatic = {"candidate": of(models.candidate[0])}
+    if models.baseline:
+        automatic["baseline"] = of(models.baseline[0])
+    if models.others:
+        automatic["others"] = {label: of(label) for label, _ in models.others}
+    return automatic
+
+
+def judge(cfg: EvalConfig, replies: list[dict], models: Models, rubric, skipped: list[str]) -> dict:
+    """Point-wise scores of every reply and pair-wise verdicts of the candidate against every
+    other model on each prompt both answered: ``{"pointwise", "pairwise", "info"}``."""
+    from charops.eval.judges import JUDGES
+
+    if cfg.judge == "none":
+        skipped.append("point-wise and pair-wise judging: no judge configured (judge=none)")
+        return {"pointwise": [], "pairwise": [], "info": {"kind": "none", "model": None, "rubric": None}}
+    by_id = {(r["id"], r["model"]): r for r in replies}
+    pairs = [(r, by_id[(r["id"], label)]) for label, _ in models.all()[1:] for r in replies
+             if r["model"] == models.candidate[0] and (r["id"], label) in by_id]
+    if not cfg.pointwise:
+        skipped.append("point-wise: pointwise=false")
+    return JUDGES[cfg.judge](replies if cfg.pointwise else [], pairs, cfg, rubric)
+
+
 def run(cfg: EvalConfig) -> dict:
     """Run the stage; write the four result files and return the eval summary."""
     from charops.eval.aggregate import summarize
-    from charops.eval.generate import (
-        GenerationSettings,
-        ReplyCache,
-        generate_replies,
-        load_model,
-        load_prompts,
-    )
-    from charops.eval.judges import JUDGES
     from charops.eval.rubric import load_rubric
-    from charops.eval.signals import profiles_of, reply_signals
     from charops.model.load import quiet_progress_bars
 
     if not cfg.progress:
@@ -239,99 +358,29 @@ def run(cfg: EvalConfig) -> dict:
     wall = time.perf_counter()
     out = _check_output(cfg)
     dataset = Path(cfg.dataset)
-    manifest_path = dataset / "manifest.json"
-    if not manifest_path.is_file():
-        raise DataError(f"eval: dataset '{dataset}' has no manifest.json; run `charops data prepare` first")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    rubric = load_rubric(cfg.rubric) if cfg.judge == "openai" else None
+    manifest = load_manifest(dataset)
+    rubric = load_rubric(cfg.rubric) if cfg.judge == "openai" else None  # a bad rubric fails before generating
     skipped: list[str] = []
-    candidate = (cfg.candidate_label, cfg.model)
-    baseline = (cfg.baseline_label, cfg.baseline_model) if cfg.baseline_model else None
-    if baseline is None:
-        skipped.append("pair-wise: no baseline given (baseline_model is null)")
-    others = [(label.strip(), ref.strip()) for label, _, ref in (o.partition("=") for o in cfg.others)]
-    models = [candidate, *([baseline] if baseline else []), *others]
+    models = models_of(cfg, skipped)
+    settings = generation_settings(cfg)
 
-    settings = GenerationSettings(seed=cfg.seed, temperature=cfg.temperature, top_p=cfg.top_p,
-                                  max_new_tokens=cfg.max_new_tokens, repetition_penalty=cfg.repetition_penalty,
-                                  batch_size=cfg.batch_size, max_context_tokens=cfg.max_context_tokens)
-    heldout_parts: dict[str, dict] = {}
-    generation: dict[str, dict] = {}
-    replies_path = out / "replies.jsonl"
     if cfg.reuse_replies:
-        if not replies_path.is_file():
-            raise DataError(f"reuse_replies: {replies_path} does not exist; run the stage once without it")
-        replies = list(read_jsonl(replies_path))
-        found = {r["model"] for r in replies}
-        if candidate[0] not in found:
-            raise DataError(f"reuse_replies: {replies_path} holds no reply of '{candidate[0]}'")
-        if baseline and baseline[0] not in found:
-            skipped.append(f"pair-wise: {replies_path} holds no reply of the baseline '{baseline[0]}'")
-            baseline = None
-        others = [m for m in others if m[0] in found]
-        models = [candidate, *([baseline] if baseline else []), *others]
-        skipped.append("generation and the automatic loss: reused the replies already in replies.jsonl")
+        replies, models = reuse_replies(out / "replies.jsonl", models, skipped)
+        heldout_parts, generation = {}, {}
     else:
-        prompts = load_prompts(dataset, cfg.max_prompts, cfg.prompt_languages)
-        cache = ReplyCache(cfg.reply_cache) if cfg.cache_baseline and baseline else None
-        replies = []
-        for label, ref in models:
-            hit, key = None, None
-            if cache is not None and baseline is not None and label == baseline[0]:
-                from charops.model.load import resolve_model
-
-                path = resolve_model(ref)
-                key = cache.key(path, prompts, settings)
-                hit = cache.get(key, label, path)
-            loaded = None
-            if hit is not None:
-                recs, generation[label] = hit
-            else:
-                loaded = load_model(ref)
-                recs, generation[label] = generate_replies(loaded, label, prompts, settings, progress=cfg.progress)
-                if key is not None:
-                    cache.put(key, recs, generation[label])
-            replies.extend(recs)
-            if cfg.heldout:
-                loaded = loaded or load_model(ref)
-                heldout_parts[label] = _automatic(loaded, dataset, manifest, cfg, skipped, label)
-            del loaded
-        if not cfg.heldout:
-            skipped.append("loss and preference accuracy: heldout=false")
-        write_jsonl(replies_path, replies)  # before judging: a judge can be re-run on exactly these
-
-    profiles = profiles_of(replies)
-
-    def automatic_of(label: str) -> dict:
-        mine = [r for r in replies if r["model"] == label]
-        return _merge_automatic(heldout_parts.get(label, {}), reply_signals(mine, profiles))
-
-    automatic = {"candidate": automatic_of(candidate[0])}
-    if baseline:
-        automatic["baseline"] = automatic_of(baseline[0])
-    if others:
-        automatic["others"] = {label: automatic_of(label) for label, _ in others}
-
-    # Every opponent (baseline, others) is compared with the candidate on each shared prompt.
-    by_id = {(r["id"], r["model"]): r for r in replies}
-    pairs = [(r, by_id[(r["id"], label)]) for label, _ in models[1:] for r in replies
-             if r["model"] == candidate[0] and (r["id"], label) in by_id]
-    if cfg.judge == "none":
-        skipped.append("point-wise and pair-wise judging: no judge configured (judge=none)")
-        result = {"pointwise": [], "pairwise": [], "info": {"kind": "none", "model": None, "rubric": None}}
-    else:
-        judged = replies if cfg.pointwise else []
-        result = JUDGES[cfg.judge](judged, pairs, cfg, rubric)
-        if not cfg.pointwise:
-            skipped.append("point-wise: pointwise=false")
+        replies, heldout_parts, generation = generate(cfg, models, settings, dataset, manifest, skipped)
+        write_jsonl(out / "replies.jsonl", replies)  # before judging: a judge can be re-run on exactly these
+    automatic = automatic_part(replies, models, heldout_parts)
+    result = judge(cfg, replies, models, rubric, skipped)
     write_jsonl(out / "pointwise.jsonl", result["pointwise"])
     write_jsonl(out / "pairwise.jsonl", result["pairwise"])
 
+    baseline = models.baseline
     summary = summarize(
         replies, result["pointwise"], result["pairwise"], judge=result["info"], automatic=automatic,
-        skipped=skipped, candidate={"label": candidate[0], "model": candidate[1]},
+        skipped=skipped, candidate={"label": models.candidate[0], "model": models.candidate[1]},
         baseline={"label": baseline[0], "model": baseline[1]} if baseline else None,
-        others=[{"label": label, "model": ref} for label, ref in others],
+        others=[{"label": label, "model": ref} for label, ref in models.others],
         dimensions=result["info"].get("dimensions"), resamples=cfg.bootstrap_resamples, seed=cfg.seed)
     summary["generation"] = {"settings": settings.recorded(), "models": generation}
     summary["dataset"] = {"path": str(dataset), "content_sha256": manifest.get("content_sha256")}
