@@ -16,7 +16,7 @@ from charops.cli import (
     chat,
     data,
     deploy,
-    eval,
+    evaluate,
     feedback,
     model,
     pipeline,
@@ -78,7 +78,7 @@ app.command("promote")(promote.promote)
 app.add_typer(data.app, name="data")
 app.add_typer(model.app, name="model")
 app.add_typer(train.app, name="train")
-app.add_typer(eval.app, name="eval")
+app.add_typer(evaluate.app, name="eval")
 app.add_typer(runs.app, name="runs")
 app.add_typer(store.app, name="store")
 app.add_typer(feedback.app, name="feedback")

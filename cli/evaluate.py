@@ -6,6 +6,8 @@
     charops eval export-human runs/eval --out runs/human/tasks
     charops eval import-human runs/human/tasks.key.json alice.csv bob.jsonl --out runs/human/results
     charops eval heldout model=runs/sft dataset=runs/dataset output_dir=runs/eval-heldout
+
+(The module is ``evaluate``: a module named ``eval`` would shadow the builtin where imported.)
 """
 
 from __future__ import annotations
