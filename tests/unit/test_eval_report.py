@@ -207,21 +207,7 @@ def test_registry_metrics_in_the_register_step_shape(results):
 
 def test_more_models_get_their_rows_and_bradley_terry(results):
     """A third model (`others`): its own pair-wise row, point-wise row and Bradley-Terry scores."""
-    from charops.eval.aggregate import summarize
-
-    third = [{**r, "model": "sft", "reply": r["reply"] + "!"} for r in results.replies
-             if r["model"] == "candidate"]
-    point = results.pointwise + [{**p, "model": "sft"} for p in results.pointwise
-                                 if p["model"] == "baseline"]
-    pair = results.pairwise + [{"id": p["id"], "a": "candidate", "b": "sft", "verdict": v}
-                               for p, v in zip(results.pairwise, ["win", "lose", "win", "win", "tie", None],
-                                               strict=True)]
-    s = results.summary
-    automatic = {**s["automatic"], "others": {"sft": {"loss": 3.0}}}
-    summary = summarize(results.replies + third, point, pair, judge=s["judge"], automatic=automatic,
-                        skipped=[], candidate=s["candidate"], baseline=s["baseline"],
-                        others=[{"label": "sft", "model": "runs/sft/model"}], resamples=100)
-    many = Results(summary, results.replies + third, point, pair)
+    many = _three_models(results)
     text = render_markdown(many)
     assert "| sft | runs/sft/model |" in text
     row = next(line for line in text.splitlines() if line.startswith("| sft | 5 |"))
