@@ -402,3 +402,34 @@ def test_a_dead_worker_fails_its_requests_refuses_new_ones_and_is_not_ready(load
     assert not engine.alive and not engine.healthy()
     with pytest.raises(EngineStopped, match="worker has stopped"):
         engine.submit(_greedy(ids, 5))
+
+
+def test_a_non_streaming_request_stops_when_its_client_disconnects(loaded, engines):
+    import asyncio
+
+    from charops.serve.openai_api import run_to_end
+
+    model, tok = loaded
+    engine = _start(engines, model, tok, batch_wait_ms=0)
+
+    class GoneClient:
+        """Stand-in for starlette's Request (run_to_end uses only is_disconnected): the
+        client is gone from the first check on, as when its connection was reset."""
+
+        checks = 0
+
+        async def is_disconnected(self) -> bool:
+            self.checks += 1
+            return True
+
+    async def ask() -> tuple[GenRequest, GoneClient]:
+        req = _greedy(_ids(tok, "你好"), 480)
+        events = req.attach_async(asyncio.get_running_loop())
+        engine.submit(req)
+        client = GoneClient()
+        await run_to_end(req, events, client)
+        return req, client
+
+    req, client = asyncio.run(ask())
+    assert client.checks >= 1
+    assert req.finish_reason == "cancelled" and req.completion_tokens < 480
