@@ -1,4 +1,4 @@
-"""``charops train``: the three training stages (continued pretraining, SFT, DPO).
+"""``charops train <stage>``: one command per training stage of ``charops.train.stages.STAGES``.
 
     charops train pretrain                                  # configs/pretrain/tiny-cpu.yaml
     charops train sft --config tiny-cpu max_steps=20 last_turn_only=true
@@ -6,7 +6,8 @@
     charops train reward --config tiny-cpu                  # reward model for the eval stage's judge
     torchrun --nproc-per-node 8 -m charops.train.sft --config qwen2-7b-zero3   # multi-GPU: the module form
 
-Each command runs ``charops.train.<stage>.run`` and writes OUTPUT_DIR/model and
+Each command runs ``charops.train.<stage>.run`` (the stage's config class and ``run`` come from
+``STAGES``, so a new stage gets its command there) and writes OUTPUT_DIR/model and
 OUTPUT_DIR/training_summary.json (docs/training.md).
 """
 
@@ -17,8 +18,9 @@ from typing import Annotated
 import typer
 
 from charops.cli.common import ConfigOpt, JsonOpt, OverridesArg, QuietOpt, echo_json, new_app
+from charops.train.stages import STAGES
 
-app = new_app("Train: continued pretraining, multi-turn SFT, DPO, reward model.")
+app = new_app(f"Train: {', '.join(s.title.lower() for s in STAGES.values())}.")
 
 ResumeOpt = Annotated[str | None, typer.Option(
     "--resume", help="auto: continue from the newest checkpoint in OUTPUT_DIR/checkpoints; never; or a checkpoint path.")]
@@ -56,37 +58,14 @@ def _run(cls: type, run, config: str, overrides: list[str] | None, resume: str |
     typer.echo(f"  model: {summary['model_dir']}")
 
 
-@app.command("pretrain")
-def pretrain(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: ResumeOpt = None,
-             output: OutputOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Continued pretraining: causal LM loss over every token of packed blocks."""
-    from charops.train.pretrain import PretrainConfig, run
+def _stage_command(name: str):
+    def command(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: ResumeOpt = None,
+                output: OutputOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
+        stage = STAGES[name]
+        _run(stage.config, stage.run, config, overrides, resume, output, as_json, quiet)
 
-    _run(PretrainConfig, run, config, overrides, resume, output, as_json, quiet)
-
-
-@app.command("sft")
-def sft(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: ResumeOpt = None,
-        output: OutputOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Multi-turn SFT: loss on every assistant turn (last_turn_only=true: the last one)."""
-    from charops.train.sft import SFTConfig, run
-
-    _run(SFTConfig, run, config, overrides, resume, output, as_json, quiet)
+    return command
 
 
-@app.command("dpo")
-def dpo(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: ResumeOpt = None,
-        output: OutputOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """DPO against the SFT model (ref_model); logs rewards/chosen, rejected, margins, accuracies."""
-    from charops.train.dpo import DPOConfig, run
-
-    _run(DPOConfig, run, config, overrides, resume, output, as_json, quiet)
-
-
-@app.command("reward")
-def reward(overrides: OverridesArg = None, config: ConfigOpt = "tiny-cpu", resume: ResumeOpt = None,
-           output: OutputOpt = None, as_json: JsonOpt = False, quiet: QuietOpt = False) -> None:
-    """Reward model on the preference pairs (TRL RewardTrainer): the eval stage's local judge."""
-    from charops.train.reward import RewardConfig, run
-
-    _run(RewardConfig, run, config, overrides, resume, output, as_json, quiet)
+for _name, _stage in STAGES.items():
+    app.command(_name, help=_stage.help)(_stage_command(_name))

@@ -113,11 +113,11 @@ def fetch_data(ref: str) -> str:
     return str(dest)
 
 
-def run_training(cls: type, run: Any, title: str, config: str, overrides: list[str] | None,
-                 model: Any, dataset: Any, trained_model: Any, metrics: Any, report: Any,
-                 gpus: int = -1, nodes: int = 1, trainjob_overrides: list[str] | None = None,
-                 extra_uris: dict[str, str] | None = None, **extra_paths: str) -> dict:
-    """The body of a training component (pretrain, SFT, DPO): one stage run on artifacts.
+def run_training(stage: str, config: str, overrides: list[str] | None, model: Any, dataset: Any,
+                 trained_model: Any, metrics: Any, report: Any, gpus: int = -1, nodes: int = 1,
+                 trainjob_overrides: list[str] | None = None, extra_uris: dict[str, str] | None = None,
+                 **extra_paths: str) -> dict:
+    """The body of a training component: one stage (``charops.train.stages.STAGES``) on artifacts.
 
     ``model``/``dataset`` are the input artifacts, ``trained_model``/``metrics``/``report`` the
     outputs; ``extra_paths`` are further config path fields (DPO's ``ref_model``). A stage
@@ -133,11 +133,14 @@ def run_training(cls: type, run: Any, title: str, config: str, overrides: list[s
     import shutil
     import tempfile
 
-    work = tempfile.mkdtemp(prefix=f"charops-{cls.stage}-")
+    from charops.train.stages import stage_named
+
+    spec = stage_named(stage)
+    work = tempfile.mkdtemp(prefix=f"charops-{stage}-")
     try:
-        cfg = stage_config(cls, config, overrides, model=model.path, dataset=dataset.path,
+        cfg = stage_config(spec.config, config, overrides, model=model.path, dataset=dataset.path,
                            output_dir=work, **extra_paths)
-        summary = _launch(cls, run, cfg, config, overrides, model, dataset, gpus, nodes,
+        summary = _launch(cfg, config, overrides, model, dataset, gpus, nodes,
                           trainjob_overrides or [], extra_uris or {}, Path(work))
         Path(trained_model.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(Path(work) / "model"), trained_model.path)
@@ -145,18 +148,19 @@ def run_training(cls: type, run: Any, title: str, config: str, overrides: list[s
         shutil.rmtree(work, ignore_errors=True)
     headline = {k: v for k, v in summary.items() if k not in _NOT_METRICS}
     log_metrics(metrics, headline)
-    describe_model(trained_model, trained_model.path, stage=cls.stage, config=config,
+    describe_model(trained_model, trained_model.path, stage=stage, config=config,
                    overrides=[str(o) for o in overrides or []],
                    base_model=model.metadata.get("base_model", model.uri))
-    write_markdown(report, summary_markdown(title, headline, to_dict(cfg)))
+    write_markdown(report, summary_markdown(spec.title, headline, to_dict(cfg)))
     return summary
 
 
-def _launch(cls: type, run: Any, cfg: Any, config: str, overrides: list[str] | None, model: Any,
-            dataset: Any, gpus: int, nodes: int, trainjob_overrides: list[str],
-            extra_uris: dict[str, str], work: Path) -> dict:
+def _launch(cfg: Any, config: str, overrides: list[str] | None, model: Any, dataset: Any,
+            gpus: int, nodes: int, trainjob_overrides: list[str], extra_uris: dict[str, str],
+            work: Path) -> dict:
     """Run the stage in this process, under torchrun on this pod's GPUs, or as a TrainJob."""
     from charops.train import launch
+    from charops.train.stages import STAGES
 
     visible = 0
     try:
@@ -167,13 +171,13 @@ def _launch(cls: type, run: Any, cfg: Any, config: str, overrides: list[str] | N
         pass
     procs = launch.resolve_gpus(gpus, visible)
     if nodes <= 1:
-        return launch.run_stage(cls.stage, cfg, run, procs)
+        return launch.run_stage(cfg.stage, cfg, STAGES[cfg.stage].run, procs)
     from charops.config import load_config
     from charops.deploy.trainjob import TrainJobConfig
 
     tj = load_config(TrainJobConfig, None, [f"nodes={nodes}", f"procs_per_node={procs}",
                                             *[str(o) for o in trainjob_overrides]])
-    launch.train_on_cluster(cls.stage, config, [str(o) for o in overrides or []],
+    launch.train_on_cluster(cfg.stage, config, [str(o) for o in overrides or []],
                             model_uri=model.uri, dataset_uri=dataset.uri, extra_uris=extra_uris,
                             dest=work / "model", cfg=tj)
     return json.loads((work / "model" / "training_summary.json").read_text(encoding="utf-8"))

@@ -22,9 +22,7 @@ def dpo(model: Input[Model], dataset: Input[Dataset], config: str, overrides: li
         gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
     """Optimise ``model`` on preference pairs, with ``model`` itself as the reference."""
     from charops.components.common import run_training
-    from charops.train.dpo import DPOConfig, run
 
-    run_training(DPOConfig, run, "Direct preference optimisation", config, overrides,
-                 model, dataset, trained_model, metrics, report, gpus=gpus, nodes=nodes,
-                 trainjob_overrides=trainjob_overrides,
+    run_training("dpo", config, overrides, model, dataset, trained_model, metrics, report,
+                 gpus=gpus, nodes=nodes, trainjob_overrides=trainjob_overrides,
                  extra_uris={"ref_model": model.uri}, ref_model=model.path)

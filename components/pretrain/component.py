@@ -23,8 +23,6 @@ def pretrain(model: Input[Model], dataset: Input[Dataset], config: str, override
              gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
     """Continue pretraining ``model`` on the dataset's packed ``pretrain/`` split."""
     from charops.components.common import run_training
-    from charops.train.pretrain import PretrainConfig, run
 
-    run_training(PretrainConfig, run, "Continued pretraining", config, overrides,
-                 model, dataset, trained_model, metrics, report, gpus=gpus, nodes=nodes,
-                 trainjob_overrides=trainjob_overrides)
+    run_training("pretrain", config, overrides, model, dataset, trained_model, metrics, report,
+                 gpus=gpus, nodes=nodes, trainjob_overrides=trainjob_overrides)

@@ -20,10 +20,10 @@ from charops.pipeline.image import default_image
 
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def reward(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
-           trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown]):
+           trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown],
+           gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
     """Train a reward model from ``model`` on the dataset's chosen/rejected replies."""
     from charops.components.common import run_training
-    from charops.train.reward import RewardConfig, run
 
-    run_training(RewardConfig, run, "Reward model", config, overrides,
-                 model, dataset, trained_model, metrics, report)
+    run_training("reward", config, overrides, model, dataset, trained_model, metrics, report,
+                 gpus=gpus, nodes=nodes, trainjob_overrides=trainjob_overrides)

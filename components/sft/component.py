@@ -22,8 +22,6 @@ def sft(model: Input[Model], dataset: Input[Dataset], config: str, overrides: li
         gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
     """Fine-tune ``model`` on the dataset's multi-turn dialogues (every assistant turn)."""
     from charops.components.common import run_training
-    from charops.train.sft import SFTConfig, run
 
-    run_training(SFTConfig, run, "Supervised fine-tuning", config, overrides,
-                 model, dataset, trained_model, metrics, report, gpus=gpus, nodes=nodes,
-                 trainjob_overrides=trainjob_overrides)
+    run_training("sft", config, overrides, model, dataset, trained_model, metrics, report,
+                 gpus=gpus, nodes=nodes, trainjob_overrides=trainjob_overrides)

@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
 torch = pytest.importorskip("torch")
+from charops.train import launch  # noqa: E402 (after the skip: no torch, no module)
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("deepspeed", ["zero2", "zero3"])
@@ -32,7 +27,7 @@ def test_torchrun_sft(tmp_path, micro_model_dir, train_dataset_dir, deepspeed):
     nproc = min(torch.cuda.device_count(), 4) if torch.cuda.device_count() >= 2 else 1
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
-           "--master-addr=127.0.0.1", f"--master-port={_free_port()}",
+           "--master-addr=127.0.0.1", f"--master-port={launch.free_port()}",
            "-m", "charops.train.sft", "--config", "tiny-cpu", f"model={micro_model_dir}",
            f"dataset={train_dataset_dir}", f"output_dir={out}", "max_steps=4", "save_steps=2",
            "per_device_train_batch_size=2", "packing=false", "bf16=true", f"deepspeed={deepspeed}", "evaluate=false"]

@@ -21,6 +21,7 @@ from kfp import dsl, local
 from kfp.dsl import Artifact, Dataset, Markdown, Metrics, Model
 
 from charops.io import sha256_tree, write_json, write_text
+from charops.train.stages import STAGES
 
 pytestmark = pytest.mark.slow
 FAST = ["max_steps=1", "per_device_train_batch_size=2", "save_steps=100"]
@@ -101,7 +102,7 @@ def test_data_prep_prepares_a_raw_file_with_the_models_tokenizer(tmp_path, micro
     assert "# Prepared dataset" in Path(out["summary"].path).read_text()
 
 
-@pytest.mark.parametrize("stage", ["pretrain", "sft", "dpo"])
+@pytest.mark.parametrize("stage", list(STAGES))
 def test_training_component_trains_one_step_and_reports_it(stage, micro_model_dir, train_dataset_dir):
     import importlib
 

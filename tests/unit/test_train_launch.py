@@ -1,8 +1,11 @@
-"""charops.train.launch for real: torchrun with 2 processes on this CPU, and a TrainJob node.
+"""charops.train.launch for real: every stage under torchrun with 1 and 2 processes on this CPU,
+and a TrainJob node.
 
     .venv/bin/python -m pytest tests/unit/test_train_launch.py -x -q
+    .venv/bin/python -m pytest tests/unit/test_train_launch.py -x -q -m slow   # the torchrun runs
 
-Two CPU ranks stand in for two GPUs (gloo instead of NCCL, same launcher and code path).
+Two CPU ranks stand in for two GPUs (gloo instead of NCCL, same launcher and code path); the
+rendezvous store and gloo's sockets stay on loopback.
 The node test runs exactly what a TrainJob node runs (``python -m charops.train.launch node``)
 with the rendezvous variables Kubeflow Trainer would set for a one-node job, against a real S3
 store: fetch the inputs, torchrun the stage, publish the model.
@@ -12,20 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
+import yaml
 
-from charops.config import load_config
+from charops.config import load_config, to_dict
+from charops.errors import ConfigError
 from charops.train import launch
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from charops.train.stages import STAGES
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +45,47 @@ def dataset_dir(tmp_path_factory, micro_model_dir):
 
 STEPS = ["max_steps=2", "save_steps=2", "per_device_train_batch_size=1", "packing=false",
          "evaluate=false"]
+
+
+def one_step_config(name: str, tmp_path, model_dir, dataset_dir):
+    """``name``'s tiny-cpu preset cut to one optimizer step of one row on the micro model."""
+    stage = STAGES[name]
+    paths = [f"model={model_dir}", f"dataset={dataset_dir}", f"output_dir={tmp_path / name}"]
+    if "ref_model" in stage.config.__dataclass_fields__:  # DPO: against the model it starts from
+        paths.append(f"ref_model={model_dir}")
+    return load_config(stage.config, "tiny-cpu", [*paths, "max_steps=1", "save_steps=1",
+                                                 "per_device_train_batch_size=1", "evaluate=false",
+                                                 "max_seq_len=256", "progress=false"])
+
+
+def test_every_stage_has_a_torchrun_command_line():
+    """Each stage's module is what torchrun starts; an unknown stage is a one-line error.
+
+    The reward stage was missing here, so a reward step on a pod with 2 GPUs raised KeyError."""
+    for name, stage in STAGES.items():
+        cmd = launch.torchrun_command(name, 2, ["--config", "c.yaml"], local=True)
+        assert cmd[-4:] == ["-m", f"charops.train.{name}", "--config", "c.yaml"]
+        assert stage.config.stage == name  # its presets are configs/<name>/
+    with pytest.raises(ConfigError, match="no training stage 'rl' .known: pretrain, sft, dpo, reward"):
+        launch.torchrun_command("rl", 2, [], local=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [1, 2])
+@pytest.mark.parametrize("name", list(STAGES))
+def test_every_stage_trains_under_torchrun(name, nproc, tmp_path, micro_model_dir, dataset_dir):
+    """The command line a multi-GPU step runs (``launch.run_stage``), for every stage, on 1 and 2 ranks."""
+    cfg = one_step_config(name, tmp_path, micro_model_dir, dataset_dir)
+    config = tmp_path / "launch_config.yaml"
+    config.write_text(yaml.safe_dump(to_dict(cfg), allow_unicode=True), encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    proc = subprocess.run(launch.torchrun_command(name, nproc, ["--config", str(config)], local=True),
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / name / "training_summary.json").read_text())
+    assert summary["stage"] == name and summary["steps"] == 1
+    assert summary["world_size"] == nproc  # every rank took part
+    assert (tmp_path / name / "model" / "config.json").is_file()
 
 
 @pytest.mark.slow
@@ -82,7 +122,7 @@ def test_trainjob_node_fetches_trains_and_publishes(tmp_path, micro_model_dir, d
            "OMP_NUM_THREADS": "1",
            # What Kubeflow Trainer's torch policy sets on each node (here: one node).
            "PET_NNODES": "1", "PET_NODE_RANK": "0", "PET_MASTER_ADDR": "127.0.0.1",
-           "PET_MASTER_PORT": str(_port())}
+           "PET_MASTER_PORT": str(launch.free_port())}
     store = open_store(f"s3://{s3_bucket}", env=env)
     store.put_dir(micro_model_dir, "base")
     store.put_dir(dataset_dir, "data")
@@ -93,7 +133,11 @@ def test_trainjob_node_fetches_trains_and_publishes(tmp_path, micro_model_dir, d
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "published" in proc.stdout
-    dest = store.download_prefix("trainjobs/j1/model", tmp_path / "got")
+    store.download_prefix("trainjobs/j1/model", tmp_path / "got")
     summary = json.loads((tmp_path / "got" / "training_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 2
-    assert dest is not None
+    # The published model is the trained one, loadable, with the dataset's characters.
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "got").config.model_type == "qwen2"
+    assert (tmp_path / "got" / "characters.jsonl").is_file()

@@ -75,14 +75,14 @@ def test_packed_rows_collator_keeps_dialogues_apart(micro_model_dir, train_datas
     """charops' row layout of TRL's packed rows: same logits per dialogue as alone, pads inert."""
     from transformers import AutoModelForCausalLM
 
-    from charops.train.sft import PackedRowsCollator
+    from charops.train.collate import PackedCollator
 
     model = AutoModelForCausalLM.from_pretrained(micro_model_dir).eval()
     rows = _rows(train_dataset_dir)
     packed = [{"input_ids": rows[0]["input_ids"] + rows[1]["input_ids"], "labels": rows[0]["labels"] + rows[1]["labels"],
                "seq_lengths": [len(rows[0]["input_ids"]), len(rows[1]["input_ids"])]},
               {"input_ids": rows[2]["input_ids"], "labels": rows[2]["labels"], "seq_lengths": [len(rows[2]["input_ids"])]}]
-    batch = PackedRowsCollator(pad_token_id=0)(packed)
+    batch = PackedCollator(pad_token_id=0)(packed)
     assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 2
     with torch.no_grad():
         logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
@@ -99,11 +99,11 @@ def test_packed_rows_collator_keeps_dialogues_apart(micro_model_dir, train_datas
 def test_pretrain_blocks_do_not_leak_across_documents(micro_model_dir, train_dataset_dir):
     from transformers import AutoModelForCausalLM
 
-    from charops.train.pretrain import PackedBlockCollator
+    from charops.train.collate import PackedCollator
 
     model = AutoModelForCausalLM.from_pretrained(micro_model_dir).eval()
     blocks = _rows(train_dataset_dir, "pretrain")[:2]
-    batch = PackedBlockCollator(pad_token_id=0)(blocks)
+    batch = PackedCollator(pad_token_id=0)(blocks)
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
     checked = 0

@@ -229,7 +229,6 @@ class _Artifact:
 def test_training_component_with_nodes_runs_a_trainjob(kube_standin, s3_server, s3_bucket, monkeypatch, tmp_path):
     """run_training (the body of the pretrain/sft/dpo components) with nodes=2, end to end."""
     from charops.components.common import run_training
-    from charops.train.sft import SFTConfig
 
     for k, v in {"AWS_ACCESS_KEY_ID": s3_server["access_key"], "AWS_SECRET_ACCESS_KEY": s3_server["secret_key"],
                  "CHAROPS_S3_ENDPOINT": s3_server["url"], "CHAROPS_STORE": f"s3://{s3_bucket}/charops",
@@ -250,14 +249,12 @@ def test_training_component_with_nodes_runs_a_trainjob(kube_standin, s3_server, 
     out = _Artifact(f"minio://{s3_bucket}/v2/artifacts/sft/model", tmp_path / "out" / "model")
     metrics, report = _Artifact("", tmp_path / "metrics"), _Artifact("", tmp_path / "report.md")
 
-    def in_process(cfg):
-        raise AssertionError("nodes=2 must not train in the step's pod")
-
-    summary = run_training(SFTConfig, in_process, "SFT", "tiny-cpu", ["max_steps=3"], model, dataset, out,
-                           metrics, report, gpus=4, nodes=2, trainjob_overrides=["cleanup=never", "cpu=16", "poll_s=0.01"])
+    monkeypatch.setattr(launch, "run_stage", lambda *a, **k: pytest.fail("nodes=2 trained in the step's pod"))
+    summary = run_training("sft", "tiny-cpu", ["max_steps=3"], model, dataset, out, metrics, report,
+                           gpus=4, nodes=2, trainjob_overrides=["cleanup=never", "cpu=16", "poll_s=0.01"])
     assert summary["steps"] == 3 and metrics.metrics["train_loss"] == 2.5
     assert json.loads((Path(out.path) / "config.json").read_text()) == {"model_type": "qwen2"}
-    assert out.metadata["sha256"] and Path(report.path).read_text().startswith("# SFT")
+    assert out.metadata["sha256"] and Path(report.path).read_text().startswith("# Supervised fine-tuning")
     [job] = [o for k, o in kube_standin.objects.items() if k[0] == "trainjobs"]  # kept: cleanup=never
     t = job["spec"]["trainer"]
     assert t["numNodes"] == 2 and t["numProcPerNode"] == 4 and t["resourcesPerNode"]["requests"]["cpu"] == "16"

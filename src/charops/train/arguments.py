@@ -5,13 +5,13 @@ Public names::
     from charops.train import arguments
     resume_from = arguments.checkpoint_to_resume(cfg)    # resume=auto -> newest checkpoint or None
     arguments.prepare_run_dir(cfg, resume_from)          # a fresh run starts without old checkpoints
-    args = arguments.training_arguments(cfg, trl.RewardConfig, max_length=cfg.max_seq_len)
+    args = arguments.training_arguments(cfg, max_length=cfg.max_seq_len)  # trl.RewardConfig for reward
     tokenizer = arguments.load_tokenizer(inputs.model_dir)
     model = arguments.load_model(inputs.model_dir, cfg, args.bf16)
     peft = arguments.peft_config(cfg)                    # None when LoRA is off
 
-``training_arguments`` gives every stage the same ``TrainingArguments`` (or TRL's SFT/DPO/
-Reward config): checkpoints under ``output_dir/checkpoints``, a log entry every step, CPU
+``training_arguments`` gives every stage the same arguments, of the class its entry in
+``charops.train.stages.STAGES`` names (``TrainingArguments`` or a TRL config): checkpoints under ``output_dir/checkpoints``, a log entry every step, CPU
 without CUDA, bf16 on GPUs, a DeepSpeed JSON from ``configs/deepspeed/<name>.json``.
 """
 
@@ -27,6 +27,7 @@ from typing import Any
 from charops.errors import ConfigError
 from charops.model.load import load_tokenizer as load_tokenizer  # the one loader (pad fallback)
 from charops.train.config import CHECKPOINTS, SUMMARY, TrainConfig, deepspeed_config_path
+from charops.train.stages import STAGES
 
 
 def cuda_available() -> bool:
@@ -56,8 +57,8 @@ def setup_single_process_distributed(run_dir: Path) -> None:
                                init_method=f"file://{init_file}", rank=0, world_size=1, verbose=False)
 
 
-def training_arguments(cfg: TrainConfig, args_cls: type, **stage_kwargs: Any):
-    """The Trainer arguments for ``cfg``: ``args_cls`` is TrainingArguments, trl.SFTConfig or trl.DPOConfig.
+def training_arguments(cfg: TrainConfig, **stage_kwargs: Any):
+    """The Trainer arguments for ``cfg``, of its stage's class (``STAGES[cfg.stage].arguments``).
 
     Build this before loading the model: with ZeRO-3 it makes ``from_pretrained`` load the weights
     already partitioned across ranks.
@@ -69,7 +70,7 @@ def training_arguments(cfg: TrainConfig, args_cls: type, **stage_kwargs: Any):
     bf16 = cfg.bf16 if cfg.bf16 is not None else (gpu and _bf16_supported())
     if bf16 and not gpu:
         raise ConfigError("bf16: needs a CUDA GPU with bfloat16 support; set bf16=false on this machine")
-    return args_cls(
+    return STAGES[cfg.stage].arguments(
         output_dir=str(run_dir / CHECKPOINTS),
         max_steps=cfg.max_steps,
         num_train_epochs=cfg.num_train_epochs,

@@ -1,6 +1,6 @@
 """The fields every training stage has, the run directory layout, and a stage's command line.
 
-Public names (what a stage module imports; pretrain, sft, dpo and reward use them)::
+Public names (what a stage module imports; every stage of ``charops.train.stages.STAGES`` uses them)::
 
     from charops.train.config import TrainConfig, LoraSettings, stage_cli
     @dataclass
@@ -52,7 +52,7 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
-    """Fields every training stage has; PretrainConfig, SFTConfig and DPOConfig add their own."""
+    """Fields every training stage has; each stage's config (``charops.train.stages.STAGES``) adds its own."""
 
     stage: ClassVar[str] = ""
     # Which split of the prepared dataset directory the stage reads (pretrain/, sft/ or dpo/).
@@ -64,8 +64,9 @@ class TrainConfig:
         "help": "Prepared dataset directory (charops data prepare) or an s3://bucket/prefix it was published to "
                 "(downloaded into output_dir/dataset), or a raw data file that is prepared first into "
                 "output_dir/dataset with the base model's tokenizer."})
-    output_dir: str = field(default="runs/train", metadata={
-        "help": "Run directory: model/ (the trained model), checkpoints/, training_summary.json."})
+    output_dir: str = field(default="", metadata={
+        "help": "Run directory: model/ (the trained model), checkpoints/, training_summary.json; "
+                "empty: runs/<stage>."})
     max_steps: int = field(default=-1, metadata={
         "help": "Optimizer steps to run; -1 means num_train_epochs passes over the data."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data when max_steps is -1."})
@@ -101,6 +102,9 @@ class TrainConfig:
         "help": "A line per logged step (and the raw-file prepare's progress bar) on stderr; "
                 "charops train -q turns it off."})
     lora: LoraSettings = field(default_factory=LoraSettings, metadata={"help": "LoRA adapters (peft)."})
+
+    def __post_init__(self) -> None:
+        self.output_dir = self.output_dir or f"runs/{self.stage}"
 
     def validate(self) -> None:
         if self.resume not in ("auto", "never") and not Path(self.resume).is_dir():

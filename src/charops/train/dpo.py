@@ -18,6 +18,7 @@ reference is the starting model itself (or LoRA is on) no second copy is ever lo
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +41,6 @@ class DPOConfig(TrainConfig):
     stage: ClassVar[str] = "dpo"
     split_dir: ClassVar[str] = "dpo"
 
-    output_dir: str = field(default="runs/dpo", metadata={
-        "help": "Run directory: model/ (the trained model), checkpoints/, training_summary.json."})
     ref_model: str | None = field(default=None, metadata={
         "help": "Reference model (required): the SFT model, as a directory, s3:// prefix or hub id."})
     beta: float = field(default=0.1, metadata={
@@ -70,6 +69,27 @@ def to_trainer_rows(rows: list[dict]) -> list[dict]:
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
 
 
+def pairs_dataset(rows: list[dict], cfg: DPOConfig, args, split: str):
+    """The pairs as a ``datasets.Dataset``; on several ranks with precomputed reference log-probs,
+    one saved under ``output_dir/pairs/<split>`` that every rank of this node reads.
+
+    TRL's precompute writes the log-probs on rank 0 to a cache file named after the dataset's
+    own file, and the other ranks read that file. An in-memory dataset has no file: each rank
+    would name its own temporary one, and rank 1 fails with FileNotFoundError.
+    """
+    import datasets
+
+    dataset = datasets.Dataset.from_list(to_trainer_rows(rows))
+    if args.world_size <= 1 or not cfg.precompute_ref_log_probs:
+        return dataset
+    path = Path(cfg.output_dir) / "pairs" / split
+    with args.main_process_first(desc=f"saving the {split} pairs to {path}"):
+        if args.local_process_index == 0:  # first, alone: the others wait, then read what it wrote
+            shutil.rmtree(path, ignore_errors=True)
+            dataset.save_to_disk(str(path))
+        return datasets.load_from_disk(str(path))
+
+
 class CharopsDPOTrainer(RecordingTrainer, trl.DPOTrainer):
     """TRL's DPOTrainer, counting tokens (prompt + both replies) and reply tokens of every step."""
 
@@ -88,11 +108,8 @@ def run(cfg: DPOConfig, callbacks: list | None = None) -> dict:
     check_pairs(inputs.validation_rows, f"{where}/validation.jsonl")
     resume_from = arguments.checkpoint_to_resume(cfg)
     arguments.prepare_run_dir(cfg, resume_from)
-
-    import datasets
-
     args = arguments.training_arguments(
-        cfg, trl.DPOConfig,
+        cfg,
         max_length=cfg.max_seq_len,
         beta=cfg.beta,
         loss_type=[cfg.loss_type],
@@ -110,8 +127,8 @@ def run(cfg: DPOConfig, callbacks: list | None = None) -> dict:
         model=model,
         ref_model=ref_model,
         args=args,
-        train_dataset=datasets.Dataset.from_list(to_trainer_rows(inputs.train_rows)),
-        eval_dataset=(datasets.Dataset.from_list(to_trainer_rows(inputs.validation_rows))
+        train_dataset=pairs_dataset(inputs.train_rows, cfg, args, "train"),
+        eval_dataset=(pairs_dataset(inputs.validation_rows, cfg, args, "validation")
                       if inputs.validation_rows and cfg.evaluate else None),
         processing_class=tokenizer,
         peft_config=arguments.peft_config(cfg),

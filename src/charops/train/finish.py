@@ -88,14 +88,14 @@ def finish(trainer, cfg: TrainConfig, inputs: Inputs, recorder: RunRecorder, res
         "versions": _versions(),
         **(extra or {}),
     }
-    save_model(trainer, inputs, model_dir, cfg, summary)
+    save_model(trainer, inputs, model_dir, summary)
     if trainer.accelerator.is_main_process:
         write_json(Path(cfg.output_dir) / SUMMARY, summary)
     trainer.accelerator.wait_for_everyone()
     return summary
 
 
-def save_model(trainer, inputs: Inputs, model_dir: Path, cfg: TrainConfig, summary: dict) -> None:
+def save_model(trainer, inputs: Inputs, model_dir: Path, summary: dict) -> None:
     """Gather the weights (a collective under ZeRO-3), then write the model directory on rank 0."""
     from accelerate.utils import is_peft_model
 
@@ -109,7 +109,7 @@ def save_model(trainer, inputs: Inputs, model_dir: Path, cfg: TrainConfig, summa
             if is_peft_model(unwrapped):
                 # Serving wants one plain model directory: merge the adapter into a fresh copy of the base.
                 unwrapped.save_pretrained(tmp / "adapter", state_dict=state_dict)
-                _merge_adapter(base_dir, tmp / "adapter", tmp, cfg)
+                _merge_adapter(base_dir, tmp / "adapter", tmp)
             else:
                 unwrapped.config.use_cache = True  # training turned the KV cache off; generation wants it
                 unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
@@ -166,7 +166,7 @@ def record_trained_characters(inputs: Inputs, out: Path) -> Path | None:
     return out / TRAINED_FILE
 
 
-def _merge_adapter(base_dir: Path, adapter_dir: Path, out: Path, cfg: TrainConfig) -> None:
+def _merge_adapter(base_dir: Path, adapter_dir: Path, out: Path) -> None:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -34,8 +34,7 @@ import yaml
 
 from charops.config import to_dict
 from charops.errors import CharopsError
-
-STAGES = {"pretrain": "charops.train.pretrain", "sft": "charops.train.sft", "dpo": "charops.train.dpo"}
+from charops.train.stages import STAGES, stage_named
 
 
 class LaunchError(CharopsError):
@@ -47,7 +46,8 @@ def resolve_gpus(gpus: int, accelerator_limit: int) -> int:
     return max(1, accelerator_limit if gpus < 0 else gpus)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on loopback now (torchrun's rendezvous store binds it next)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -61,8 +61,8 @@ def torchrun_command(stage: str, nproc: int, args: list[str], *, local: bool) ->
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}"]
     if local:
-        cmd += ["--nnodes=1", "--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
-    return cmd + ["-m", STAGES[stage], *args]
+        cmd += ["--nnodes=1", "--master-addr=127.0.0.1", f"--master-port={free_port()}"]
+    return cmd + ["-m", stage_named(stage).module, *args]
 
 
 def run_stage(stage: str, cfg: Any, run: Callable[[Any], dict], nproc: int,
@@ -124,7 +124,7 @@ def node_rank(env: dict[str, str] | None = None) -> int:
 def node_main(argv: list[str] | None = None) -> int:
     """One TrainJob node: fetch inputs, torchrun the stage across nodes, node 0 publishes."""
     ap = argparse.ArgumentParser(prog="python -m charops.train.launch node")
-    ap.add_argument("--stage", choices=sorted(STAGES), required=True)
+    ap.add_argument("--stage", choices=list(STAGES), required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--output", required=True, help="s3:// prefix node 0 publishes the model to")

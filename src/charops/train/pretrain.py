@@ -8,24 +8,24 @@ L_CLM = -1/n sum_i log P(x_i | x_<i), over the n tokens of the batch that have a
 their own document.
 
 ``charops data prepare`` writes pretrain/train.jsonl as fixed-length blocks of several documents
-laid end to end, ``position_ids`` restarting at 0 where each document starts. The collator hands
-the model those ``position_ids`` and no attention mask, so transformers builds a block-diagonal
-causal mask from them (``find_packed_sequence_indices``): no token attends across a document
-boundary, and positions (RoPE) restart per document. A document's first token is not a target
-(label -100): the token before it belongs to another document.
+laid end to end, ``position_ids`` restarting at 0 where each document starts. The collator
+(``charops.train.collate.PackedCollator``) hands the model those ``position_ids`` and no
+attention mask, so no token attends across a document boundary and positions (RoPE) restart per
+document. A document's first token is not a target (label -100): the token before it belongs to
+another document.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import transformers
 
-from charops.data.tokenize import IGNORE_INDEX
 from charops.errors import DataError
 from charops.train import arguments
+from charops.train.collate import PackedCollator
 from charops.train.config import TrainConfig, stage_cli
 from charops.train.finish import finish
 from charops.train.inputs import check_rows, prepare_inputs
@@ -39,34 +39,6 @@ class PretrainConfig(TrainConfig):
     stage: ClassVar[str] = "pretrain"
     split_dir: ClassVar[str] = "pretrain"
 
-    output_dir: str = field(default="runs/pretrain", metadata={
-        "help": "Run directory: model/ (the trained model), checkpoints/, training_summary.json."})
-
-
-class PackedBlockCollator:
-    """Stack packed blocks; targets are the inputs except where a document starts.
-
-    With ``pad_token_id`` given, a block shorter than the longest of the batch is right-padded
-    (position 0 so it forms its own sequence in the mask, label -100).
-    """
-
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, rows: list[dict]) -> dict:
-        import torch
-
-        width = max(len(r["input_ids"]) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        position_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for i, r in enumerate(rows):
-            n = len(r["input_ids"])
-            input_ids[i, :n] = torch.tensor(r["input_ids"])
-            position_ids[i, :n] = torch.tensor(r["position_ids"])
-            labels[i, :n] = torch.tensor(r["labels"]) if "labels" in r else input_ids[i, :n]
-        labels[position_ids == 0] = IGNORE_INDEX
-        return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
 
 
 def check_blocks(rows: list[dict], max_seq_len: int, where: str) -> None:
@@ -95,13 +67,14 @@ def run(cfg: PretrainConfig, callbacks: list | None = None) -> dict:
     import datasets
 
     # remove_unused_columns would drop position_ids' siblings the collator needs (labels, if given).
-    args = arguments.training_arguments(cfg, transformers.TrainingArguments, remove_unused_columns=False)
+    args = arguments.training_arguments(cfg, remove_unused_columns=False)
     tokenizer = arguments.load_tokenizer(inputs.model_dir)
     model = arguments.load_model(inputs.model_dir, cfg, args.bf16)
-    if arguments.peft_config(cfg) is not None:
+    lora = arguments.peft_config(cfg)
+    if lora is not None:
         from peft import get_peft_model
 
-        model = get_peft_model(model, arguments.peft_config(cfg))
+        model = get_peft_model(model, lora)
         if cfg.gradient_checkpointing:  # the frozen embedding output must carry grad for checkpointing
             model.enable_input_require_grads()
     keep = ["input_ids", "position_ids", "labels"]
@@ -110,7 +83,7 @@ def run(cfg: PretrainConfig, callbacks: list | None = None) -> dict:
     trainer = CharopsPretrainTrainer(
         model=model,
         args=args,
-        data_collator=PackedBlockCollator(tokenizer.pad_token_id),
+        data_collator=PackedCollator(tokenizer.pad_token_id),
         train_dataset=train,
         eval_dataset=val if len(val) and cfg.evaluate else None,
         processing_class=tokenizer,

@@ -47,12 +47,13 @@ class RewardConfig(TrainConfig):
     stage: ClassVar[str] = "reward"
     split_dir: ClassVar[str] = "dpo"
 
-    output_dir: str = field(default="runs/reward", metadata={
-        "help": "Run directory: model/ (the reward model), checkpoints/, training_summary.json."})
     center_rewards_coefficient: float | None = field(default=0.01, metadata={
         "help": "Pulls rewards towards 0 (TRL's center_rewards_coefficient; null: off), so scores of "
                 "different runs sit on a comparable scale."})
     score_batch_size: int = field(default=8, metadata={"help": "Replies per forward pass when scoring held-out pairs."})
+    train_layers: int = field(default=0, metadata={
+        "help": "Train only the last N transformer layers, the final norm and the score head, the rest frozen "
+                "(0: every weight). Back-propagation then stops N layers down: a judge for a small CPU budget."})
 
     def validate(self) -> None:
         super().validate()
@@ -99,6 +100,22 @@ def calibrate(chosen: list[float], rejected: list[float]) -> dict:
             "tie_margin": 0.25 * sd, "reward_sd": sd}
 
 
+def freeze_below(model, layers: int) -> int:
+    """Freeze every weight but the last ``layers`` decoder layers, the final norm and the score
+    head; returns the number of weights left trainable. Nothing below the lowest trainable layer
+    needs a gradient, so autograd stops there."""
+    body = model.base_model
+    blocks = body.layers
+    if not 0 < layers <= len(blocks):
+        raise ConfigError(f"reward: train_layers={layers}, but the model has {len(blocks)} layers")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for module in (*blocks[len(blocks) - layers:], body.norm, model.score):
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 class CharopsRewardTrainer(RecordingTrainer, trl.RewardTrainer):
     """TRL's RewardTrainer, counting tokens of every step (both replies of each pair)."""
 
@@ -121,12 +138,14 @@ def run(cfg: RewardConfig, callbacks: list | None = None) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    args = arguments.training_arguments(cfg, trl.RewardConfig, max_length=cfg.max_seq_len,
+    args = arguments.training_arguments(cfg, max_length=cfg.max_seq_len,
                                         center_rewards_coefficient=cfg.center_rewards_coefficient)
     tokenizer = arguments.load_tokenizer(inputs.model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(
         inputs.model_dir, num_labels=1, dtype=torch.float32, attn_implementation=cfg.attn_implementation)
     model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.train_layers:
+        freeze_below(model, cfg.train_layers)
     trainer = CharopsRewardTrainer(
         model=model, args=args,
         train_dataset=datasets.Dataset.from_list(to_trainer_rows(inputs.train_rows)),

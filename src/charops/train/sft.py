@@ -17,7 +17,7 @@ to end in rows of ``max_seq_len`` tokens (one longer than that is truncated, nev
 ``position_ids`` restarting at 0 for each and no attention mask, so transformers builds a
 block-diagonal causal mask: a dialogue never attends to another. With FlashAttention the batch
 is one flattened row (TRL's padding-free collator, variable-length kernel); with sdpa/eager the
-rows stay rows (``PackedRowsCollator``), which keeps the dense mask small.
+rows stay rows (``charops.train.collate.PackedCollator``), which keeps the dense mask small.
 
 A micro-batch with no supervised token is an error (a DataError naming the step), never a
 silent zero loss.
@@ -34,6 +34,7 @@ import trl
 from charops.data.tokenize import IGNORE_INDEX
 from charops.errors import DataError
 from charops.train import arguments
+from charops.train.collate import PackedCollator
 from charops.train.config import TrainConfig, stage_cli
 from charops.train.finish import finish
 from charops.train.inputs import check_rows, prepare_inputs
@@ -47,8 +48,6 @@ class SFTConfig(TrainConfig):
     stage: ClassVar[str] = "sft"
     split_dir: ClassVar[str] = "sft"
 
-    output_dir: str = field(default="runs/sft", metadata={
-        "help": "Run directory: model/ (the trained model), checkpoints/, training_summary.json."})
     packing: bool = field(default=True, metadata={
         "help": "Pack several dialogues into each row (no padding; dialogues never attend to each other)."})
     last_turn_only: bool = field(default=False, metadata={
@@ -88,43 +87,12 @@ def to_trainer_rows(rows: list[dict], last_turn_only: bool, where: str) -> list[
     return out
 
 
-class PackedRowsCollator:
-    """Packed rows kept as a (batch, row) tensor, ``position_ids`` restarting per dialogue, no mask.
-
-    TRL's padding-free collator lays the whole batch end to end in one row, which is what
-    FlashAttention's variable-length kernel wants. sdpa and eager attention instead build a dense
-    mask over that row, quadratic in batch x row length; rows kept apart cost batch x row^2
-    (bench/train_throughput.py measured ~7x on CPU). Shorter rows are right-padded; the padding
-    forms a sequence of its own (positions from 0) with no targets, so it is never attended to.
-    """
-
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, examples: list[dict]) -> dict:
-        import torch
-
-        width = max(len(e["input_ids"]) for e in examples)
-        input_ids = torch.full((len(examples), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-        position_ids = torch.arange(width).repeat(len(examples), 1)
-        for i, e in enumerate(examples):
-            n = len(e["input_ids"])
-            input_ids[i, :n] = torch.tensor(e["input_ids"])
-            labels[i, :n] = torch.tensor(e["labels"])
-            position_ids[i, :n] = torch.cat([torch.arange(k) for k in e["seq_lengths"]])
-            position_ids[i, n:] = torch.arange(width - n)
-        # A dialogue's first token follows another dialogue (or padding): never a target.
-        labels[position_ids == 0] = IGNORE_INDEX
-        return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels}
-
-
 class CharopsSFTTrainer(RecordingTrainer, trl.SFTTrainer):
     """TRL's SFTTrainer, counting tokens and refusing a micro-batch with nothing to learn."""
 
     def batch_counts(self, model, inputs) -> tuple[int, int, int]:
         tokens, supervised, slots = super().batch_counts(model, inputs)
-        if isinstance(self.data_collator, PackedRowsCollator):  # no attention mask: padding is pad tokens
+        if isinstance(self.data_collator, PackedCollator):  # no attention mask: padding is pad tokens
             tokens = int((inputs["input_ids"] != self.data_collator.pad_token_id).sum())
         if supervised == 0:
             # TRL would return 0/1 = 0 here: a step that trains nothing and looks perfect.
@@ -147,7 +115,7 @@ def run(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     import datasets
 
     args = arguments.training_arguments(
-        cfg, trl.SFTConfig,
+        cfg,
         max_length=cfg.max_seq_len,
         packing=cfg.packing,
         packing_strategy="bfd",  # whole dialogues only: an overlong one is truncated, never split
@@ -170,7 +138,7 @@ def run(cfg: SFTConfig, callbacks: list | None = None) -> dict:
     )
     if cfg.packing and not cfg.attn_implementation.startswith("flash"):
         # TRL insists on its own collator for packing; keep its packed rows, lay them out as rows.
-        trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id)
+        trainer.data_collator = PackedCollator(tokenizer.pad_token_id)
     trainer.train(resume_from_checkpoint=resume_from)
     return finish(trainer, cfg, inputs, recorder, resume_from)
 
