@@ -8,8 +8,10 @@ and its parts, each usable alone: ``generate`` (replies, context fitting, batche
 ``judges`` (one function per judge kind: ``openai``, ``reward_model``), ``llm`` (the
 OpenAI-compatible endpoint client with retries and cache), ``rubric`` (versioned rubrics in
 ``configs/eval/rubrics/``), ``signals`` (automatic reply signals), ``stats`` and ``aggregate``
-(confidence intervals, sign test, bootstrap, Bradley-Terry, ``summarize`` -> eval summary),
-``report`` and ``human`` (Markdown/HTML reports, people as judges).
+(confidence intervals, sign test, bootstrap, Bradley-Terry, annotator agreement, ``summarize``
+-> eval summary), ``summary`` (the one reader of ``eval_summary.json``), ``report`` (writes
+the reports: ``sections`` builds them once, ``render_md`` and ``render_html`` render them,
+``metrics`` gives the KFP and registry numbers) and ``human`` (people as judges).
 
 ``heldout``: response-token loss / perplexity on the validation split (overall, per character
 category, per dialogue topic), in-character preference accuracy, and sample replies::
