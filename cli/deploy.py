@@ -72,8 +72,10 @@ def deploy(
     bind: Annotated[str, typer.Option("--host", help="Address to bind; anything but loopback exposes the model to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8080,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="CHAROPS_API_KEY", help="Require 'Authorization: Bearer KEY' (default: $CHAROPS_API_KEY; none: open).", show_default=False)] = None,
-    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Most concurrent requests in one generate call.")] = 8,
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Most replies decoded together (rows of the running batch).")] = 8,
     max_queue: Annotated[int, typer.Option("--max-queue", help="Waiting requests beyond this are answered 429.")] = 64,
+    max_batch_tokens: Annotated[int, typer.Option("--max-batch-tokens", help="KV-cache budget of the running batch: rows x the longest row's prompt + max_tokens; requests that do not fit wait in the queue.")] = 16384,
+    prefix_cache_mb: Annotated[int, typer.Option("--prefix-cache-mb", help="Memory for cached prompt prefixes (character profiles, earlier turns), least recently used dropped first; 0: off.")] = 256,
     max_tokens_cap: Annotated[int, typer.Option("--max-tokens-cap", help="Largest max_tokens a request may ask for.")] = 1024,
     default_max_tokens: Annotated[int | None, typer.Option("--default-max-tokens", help="max_tokens when a request gives none (default: 256, or the cap if lower).", show_default=False)] = None,
     batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="Longest a request waits for others to batch with while they keep arriving (0: never).")] = 50.0,
@@ -111,7 +113,8 @@ def deploy(
     if not quiet:
         typer.echo(f"loading {what} ...", err=True)
     serve(ServeConfig(model_dir=str(model_dir), name=name, host=bind, port=port, api_key=api_key,
-                      max_batch_size=max_batch_size, max_queue=max_queue, max_tokens_cap=max_tokens_cap,
+                      max_batch_size=max_batch_size, max_queue=max_queue, max_batch_tokens=max_batch_tokens,
+                      prefix_cache_mb=prefix_cache_mb, max_tokens_cap=max_tokens_cap,
                       default_max_tokens=default_max_tokens or min(256, max_tokens_cap), batch_wait_ms=batch_wait_ms,
                       batch_quiet_ms=batch_quiet_ms, character_prompt=character_prompt,
                       allow_untrained_characters=allow_untrained_characters))

@@ -36,8 +36,11 @@ class ServeConfig:
     host: str = dataclasses.field(default="127.0.0.1", metadata={"help": "Address to bind (loopback unless said otherwise)."})
     port: int = dataclasses.field(default=8080, metadata={"help": "HTTP port."})
     api_key: str | None = dataclasses.field(default=None, metadata={"help": "Require 'Authorization: Bearer KEY'."})
-    max_batch_size: int = dataclasses.field(default=8, metadata={"help": "Most requests in one generate call."})
+    max_batch_size: int = dataclasses.field(default=8, metadata={"help": "Most replies decoded together (rows of the running batch)."})
     max_queue: int = dataclasses.field(default=64, metadata={"help": "Requests waiting beyond this get 429."})
+    max_batch_tokens: int = dataclasses.field(default=16384, metadata={"help": "KV-cache budget of the running batch: rows x the longest row's prompt + max_tokens; requests that do not fit wait."})
+    prefix_cache_mb: int = dataclasses.field(default=256, metadata={"help": "Memory for cached prompt prefixes (character profiles, earlier turns), LRU; 0: off."})
+    prefill_chunk: int = dataclasses.field(default=512, metadata={"help": "Prompt tokens prefilled per step between decoding steps of the running rows."})
     batch_wait_ms: float = dataclasses.field(default=50.0, metadata={"help": "Longest a request waits for others to batch with."})
     batch_quiet_ms: float = dataclasses.field(default=5.0, metadata={"help": "Stop waiting once no request has arrived for this long."})
     max_tokens_cap: int = dataclasses.field(default=1024, metadata={"help": "Largest max_tokens a request may ask for."})
@@ -53,8 +56,9 @@ class ServeConfig:
     def validate(self) -> ServeConfig:
         if not (Path(self.model_dir) / "config.json").is_file():
             raise CharopsError(f"'{self.model_dir}' is not a model directory (no config.json)")
-        for key in ("port", "max_batch_size", "max_queue", "max_tokens_cap", "default_max_tokens", "max_body_bytes"):
-            if getattr(self, key) < (0 if key == "max_queue" else 1):
+        for key in ("port", "max_batch_size", "max_queue", "max_tokens_cap", "default_max_tokens", "max_body_bytes",
+                    "max_batch_tokens", "prefix_cache_mb", "prefill_chunk"):
+            if getattr(self, key) < (0 if key in ("max_queue", "prefix_cache_mb") else 1):
                 raise CharopsError(f"serve: {key} must be positive, not {getattr(self, key)}")
         from charops.serve.prompting import POLICIES
 
@@ -96,7 +100,9 @@ def build_state(cfg: ServeConfig, on_batch=None):
 
     model, tok = load_model(cfg.model_dir, cfg.dtype)
     engine = Engine(model, tok, max_batch_size=cfg.max_batch_size, max_queue=cfg.max_queue,
-                    batch_wait_ms=cfg.batch_wait_ms, batch_quiet_ms=cfg.batch_quiet_ms, on_batch=on_batch)
+                    max_batch_tokens=cfg.max_batch_tokens, prefix_cache_bytes=cfg.prefix_cache_mb << 20,
+                    prefill_chunk=cfg.prefill_chunk, batch_wait_ms=cfg.batch_wait_ms,
+                    batch_quiet_ms=cfg.batch_quiet_ms, on_batch=on_batch)
     limits = Limits(max_tokens_cap=cfg.max_tokens_cap, default_max_tokens=cfg.default_max_tokens,
                     temperature=cfg.temperature, top_p=cfg.top_p,
                     repetition_penalty=cfg.repetition_penalty, max_body_bytes=cfg.max_body_bytes)
@@ -213,7 +219,7 @@ def serve(cfg: ServeConfig) -> None:
 
     from charops.serve.openai_api import Guard, openai_router
 
-    batch_sizes = Histogram("charops_serve_batch_size", "Requests per generate call",
+    batch_sizes = Histogram("charops_serve_batch_size", "Rows per decoding step",
                             buckets=(1, 2, 4, 8, 16, 32, 64))
     state = build_state(cfg, on_batch=batch_sizes.observe)
     model_cls, server_cls = _kserve_classes(state)
