@@ -22,9 +22,28 @@ class _State:
 STATE = _State()
 
 
+# Characters that drive a terminal rather than show: C0 (ESC starts colour, cursor, title and
+# clear-screen sequences), DEL, C1 (0x9b is a one-byte CSI), and the bidi controls that make a
+# line display in another order than it reads ("Trojan source").
+_TERMINAL_CONTROLS = [*range(0x20), *range(0x7f, 0xa0), 0x200e, 0x200f, *range(0x202a, 0x202f),
+                      *range(0x2066, 0x206a)]
+
+
+def printable(text: str, keep: str = "") -> str:
+    """``text`` safe to print on a terminal: every control character becomes a visible escape
+    (ESC -> ``\\x1b``), except those in ``keep`` (e.g. ``"\\n"`` for multi-line text).
+
+    Use it on everything printed that came from outside: store keys, registry content, a
+    server's model ids and error messages.
+    """
+    table = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}")
+             for c in _TERMINAL_CONTROLS if chr(c) not in keep}
+    return text.translate(table)
+
+
 def error_line(message: str) -> None:
-    """Print a user error the house way: one line on stderr."""
-    typer.secho(f"error: {' '.join(message.split())}", err=True, fg="red")
+    """Print a user error the house way: one line on stderr (terminal controls escaped)."""
+    typer.secho(f"error: {printable(' '.join(message.split()))}", err=True, fg="red")
 
 
 class CharopsGroup(TyperGroup):
@@ -65,5 +84,10 @@ TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token for 
 NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Kubeflow profile namespace (multi-user installs).", show_default=False)]
 
 
+# json.dumps escapes C0 itself; these it would write raw (ensure_ascii=False keeps the text).
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in _TERMINAL_CONTROLS if c >= 0x7f}
+
+
 def echo_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True)
+    sys.stdout.write(text.translate(_JSON_ESCAPES) + "\n")

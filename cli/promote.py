@@ -19,7 +19,15 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import ConfigOpt, JsonOpt, OverridesArg, QuietOpt, echo_json, error_line
+from charops.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    OverridesArg,
+    QuietOpt,
+    echo_json,
+    error_line,
+    printable,
+)
 from charops.cli.store import StoreOpt
 
 
@@ -54,7 +62,7 @@ def promote(
     if as_json:
         echo_json({"promoted": event is not None, "decision": decision, "event": event})
     elif decision is not None and not quiet:
-        typer.echo(gate_table(decision), nl=False)
+        typer.echo(printable(gate_table(decision), keep="\n"), nl=False)
     if event is None:
         where = ("decision in the JSON" if as_json else "run without -q to see its table" if quiet
                  else "table above")
@@ -70,7 +78,7 @@ def promote(
         others = [f"v{c['version']} -> {c['to']}" for c in event["changes"][1:]]
         typer.echo(f"{name} v{event['version']}: {event['from']} -> {event['to']}{forced}"
                    + (f"; {', '.join(others)}" if others else "")
-                   + f" (event {event['seq']}, by {event['actor']})")
+                   + f" (event {event['seq']}, by {printable(event['actor'])})")
 
 
 def _read_summary(path: Path, reader) -> dict:

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import JsonOpt, echo_json, new_app
+from charops.cli.common import JsonOpt, echo_json, new_app, printable
 from charops.cli.store import StoreOpt
 
 HELP = "Registered models: versions, model cards and stage history."
@@ -35,7 +35,7 @@ NameArg = Annotated[str, typer.Argument(help="Registry name, e.g. charops-chat."
 
 def format_table(header: list[str], rows: list[list[str]]) -> str:
     """Rows as left-aligned columns under a header (what the list/history commands print)."""
-    table = [header, *rows]
+    table = [header, *([printable(c) for c in r] for r in rows)]  # cells come from the store
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in table)
@@ -122,7 +122,7 @@ def show(name: NameArg,
         raise RegistryError(f"{where}: cannot be shown, a nested field has the wrong shape "
                             f"({type(exc).__name__}: {exc}); restore it from a backup") from None
     typer.echo(f"stage: {stage}")
-    typer.echo(text, nl=False)
+    typer.echo(printable(text, keep="\n"), nl=False)
 
 
 @app.command()

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import JsonOpt, QuietOpt, echo_json, new_app
+from charops.cli.common import JsonOpt, QuietOpt, echo_json, new_app, printable
 
 app = new_app("List, upload and download artifacts in the store (local directory or S3/MinIO).")
 
@@ -33,8 +33,8 @@ def ls(prefix: Annotated[str, typer.Argument(help="Key prefix (a folder).")] = "
     if as_json:
         echo_json(keys)
     else:
-        for key in keys:
-            typer.echo(key)
+        for key in keys:  # keys are whatever was uploaded: never raw to the terminal
+            typer.echo(printable(key))
 
 
 @app.command()
@@ -64,7 +64,7 @@ def put(local: Annotated[Path, typer.Argument(help="A file or a directory.")],
     if as_json:
         echo_json(summary)
     elif not quiet:
-        typer.echo(f"uploaded {summary['files']} file(s), {summary['bytes']} bytes -> {summary['url']}")
+        typer.echo(printable(f"uploaded {summary['files']} file(s), {summary['bytes']} bytes -> {summary['url']}"))
 
 
 @app.command()
@@ -95,4 +95,4 @@ def get(key: Annotated[str, typer.Argument(help="A published prefix or one objec
     if as_json:
         echo_json(summary)
     elif not quiet:
-        typer.echo(f"{summary['url']} -> {summary['path']}")
+        typer.echo(printable(f"{summary['url']} -> {summary['path']}"))

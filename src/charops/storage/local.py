@@ -12,10 +12,12 @@ in object metadata) and checked on every read, directories are published with a 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +32,21 @@ from charops.storage.store import (
     decode_json,
     download_tree,
     is_internal,
+    is_temporary,
+    os_errors,
     outside_store,
     publish_dir,
     resumable_download,
 )
+
+
+def _os_errors(method: Callable) -> Callable:
+    """A read-only or full filesystem, a name too long...: a one-line error naming the store."""
+    @functools.wraps(method)
+    def wrapper(self: LocalStore, *args: Any, **kwargs: Any) -> Any:
+        with os_errors(self.url):
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class LocalStore:
@@ -70,6 +83,7 @@ class LocalStore:
             return ObjectInfo(clean_key(key), path.stat().st_size, "")
         return ObjectInfo(clean_key(key), int(meta["size"]), meta["sha256"])
 
+    @_os_errors
     def put_file(self, local: str | os.PathLike, key: str) -> ObjectInfo:
         local, path = Path(local), self._path(key)
         if not local.is_file():
@@ -84,6 +98,7 @@ class LocalStore:
             tmp.unlink(missing_ok=True)
         return ObjectInfo(clean_key(key), size, sha)
 
+    @_os_errors
     def get_file(self, key: str, local: str | os.PathLike, sha256: str | None = None,
                  size: int | None = None) -> Transfer:
         outside_store(Path(local), self.root)
@@ -93,6 +108,7 @@ class LocalStore:
         return resumable_download(self.url_for(key), local, want_size, sha256 or info.sha256 or None,
                                   lambda offset: copy_stream(src, offset))
 
+    @_os_errors
     def move(self, src: str, dst: str) -> None:
         target = self._path(dst)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -101,21 +117,25 @@ class LocalStore:
         os.replace(self._meta_path(src), meta)
         os.replace(self._path(src), target)
 
+    @_os_errors
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    @_os_errors
     def list(self, prefix: str = "") -> list[str]:
         prefix = clean_key(prefix, allow_empty=True)
         base = self.root / prefix if prefix else self.root
         if not base.is_dir():
             return []
         keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
-        return sorted(k for k in keys if not is_internal(k) and not Path(k).name.startswith("."))
+        return sorted(k for k in keys if not is_internal(k) and not is_temporary(k))
 
+    @_os_errors
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
         self._meta_path(key).unlink(missing_ok=True)
 
+    @_os_errors
     def delete_prefix(self, prefix: str) -> int:
         prefix = clean_key(prefix)
         base = self.root / prefix
@@ -124,6 +144,7 @@ class LocalStore:
         shutil.rmtree(self.root / ".meta" / prefix, ignore_errors=True)
         return n
 
+    @_os_errors
     def put_json(self, key: str, obj: Any) -> ObjectInfo:
         data = (dumps_json(obj) + "\n").encode("utf-8")
         path = self._path(key)
@@ -132,6 +153,7 @@ class LocalStore:
             fh.write(data)
         return ObjectInfo(clean_key(key), len(data), sha256_bytes(data))
 
+    @_os_errors
     def put_json_if_absent(self, key: str, obj: Any) -> ObjectInfo | None:
         """Create ``key`` holding ``obj`` only if no object is there; None if one is.
 
@@ -159,14 +181,17 @@ class LocalStore:
         write_json(self._meta_path(key), {"size": len(data), "sha256": sha256_bytes(data)})
         return ObjectInfo(clean_key(key), len(data), sha256_bytes(data))
 
+    @_os_errors
     def get_json(self, key: str) -> Any:
         info = self._info(key)
         data = self._path(key).read_bytes()
         return decode_json(self.url_for(key), data, info.sha256)
 
+    @_os_errors
     def put_dir(self, local_dir: str | os.PathLike, prefix: str) -> dict:
         return publish_dir(self, local_dir, prefix, workers=self.workers)
 
+    @_os_errors
     def download_prefix(self, prefix: str, dest: str | os.PathLike, overwrite: bool = False) -> Path:
         outside_store(Path(dest), self.root)  # replacing dest must never replace the store
         return download_tree(self, prefix, dest, overwrite=overwrite, workers=self.workers)

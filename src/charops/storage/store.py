@@ -17,12 +17,15 @@ sees a half-published model or dataset::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,10 @@ MARKER = "_SUCCESS"
 STAGING = ".staging"
 MANIFEST_FORMAT = 1
 CHUNK = 1 << 20
+# Bytes per '/'-separated part of a key: a filesystem name holds 255, and a local store adds up
+# to ~30 around it (.meta's '.json', temporary '.NAME.<pid>.<id>.tmp'); S3 keeps the same
+# limit so both stores hold the same keys.
+MAX_KEY_PART = 200
 
 
 class StorageError(CharopsError):
@@ -85,13 +92,48 @@ class Store(Protocol):
 
 
 def clean_key(key: str, allow_empty: bool = False) -> str:
-    """Normalise a key (strip slashes) and refuse ones that could escape the store."""
+    """Normalise a key (strip slashes) and refuse ones that could escape the store, or that a
+    filesystem cannot hold (a part longer than 255 bytes: the usual limit of a file name)."""
     stripped = str(key).strip("/")
     parts = stripped.split("/") if stripped else []
     if (not parts and not allow_empty) or any(p in ("", ".", "..") for p in parts):
         raise StorageError(f"invalid store key '{key}': use a relative path like "
                            "'models/sft/run1' (no '..', no empty parts)")
+    long = next((p for p in parts if len(p.encode("utf-8", "surrogatepass")) > MAX_KEY_PART), None)
+    if long is not None:
+        raise StorageError(f"invalid store key '{key[:60]}...': its part '{long[:40]}...' is "
+                           f"{len(long.encode('utf-8', 'surrogatepass'))} bytes, more than a key "
+                           f"part may have ({MAX_KEY_PART}, so it fits a file name); use a shorter key")
     return stripped
+
+
+# What an OSError's errno means for a store or a download, said so the user can act on it.
+_OS_REASONS = {
+    errno.EROFS: "the filesystem is read-only: nothing can be written there; use a writable "
+                 "store or destination",
+    errno.ENOSPC: "no space left on the device: free some space or use another store or "
+                  "destination (nothing partial was published)",
+    errno.EDQUOT: "disk quota exceeded: free some space or use another store or destination",
+    errno.ENAMETOOLONG: "a file name is too long for the filesystem (255 bytes per part); use "
+                        "a shorter key or path",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EIO: "input/output error: the disk or network filesystem is failing",
+}
+
+
+@contextlib.contextmanager
+def os_errors(where: str) -> Iterator[None]:
+    """Turn the OSErrors a user can act on (read-only, full disk, name too long, permission)
+    into one-line StorageErrors naming ``where`` and the file; others pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        reason = _OS_REASONS.get(exc.errno)
+        if reason is None:
+            raise
+        at = f" (at {exc.filename})" if exc.filename and str(exc.filename) != where else ""
+        raise StorageError(f"{where}: {reason}{at}") from None
 
 
 def join(prefix: str, rel: str) -> str:
@@ -101,6 +143,17 @@ def join(prefix: str, rel: str) -> str:
 def is_internal(key: str) -> bool:
     """Keys charops keeps for itself (staging uploads, local metadata) and hides from listings."""
     return key.split("/", 1)[0] in (STAGING, ".meta")
+
+
+# The names a local store gives its files while they are written (``.NAME.XXXX.tmp``) and a
+# replaced directory while it is swapped (``.NAME.old``): hidden from listings, so no key may
+# take such a name. Other names starting with '.' are ordinary keys.
+_TEMPORARY = re.compile(r"^\..+\.(tmp|old)$")
+
+
+def is_temporary(key: str) -> bool:
+    """A local store's in-flight file (see ``_TEMPORARY``), which listings hide."""
+    return any(_TEMPORARY.match(part) for part in key.split("/"))
 
 
 def check_put(store: Store, key: str, directory: bool, force: bool = False) -> str:
@@ -118,6 +171,9 @@ def check_put(store: Store, key: str, directory: bool, force: bool = False) -> s
     if is_internal(key) and not force:
         raise StorageError(f"{url}: keys under {STAGING}/ and .meta/ belong to the store itself; "
                            "choose another key (or --force)")
+    if is_temporary(key):
+        raise StorageError(f"{url}: names like '.NAME.tmp' and '.NAME.old' are the store's own "
+                           "temporary files, hidden from listings; choose another key")
     ancestors = ["/".join(parts[:i]) for i in range(1, len(parts))]
     for a in ancestors:
         if store.exists(a):
@@ -249,6 +305,12 @@ def resumable_download(url: str, local: str | os.PathLike, size: int, sha256: st
     since the first attempt) is fetched once more from the start.
     """
     final = Path(local)
+    with os_errors(str(final)):
+        return _resumable_download(url, final, size, sha256, fetch)
+
+
+def _resumable_download(url: str, final: Path, size: int, sha256: str | None,
+                        fetch: Callable[[int], Iterable[bytes]]) -> Transfer:
     final.parent.mkdir(parents=True, exist_ok=True)
     part = final.with_name(final.name + ".part")
     transferred = 0
@@ -350,7 +412,7 @@ def download_tree(store: Store, prefix: str, dest: str | os.PathLike, overwrite:
     manifest = read_manifest(store, prefix)
     if dest.exists() and not overwrite and (not dest.is_dir() or any(dest.iterdir())):
         raise StorageError(f"{dest}: already exists and is not empty (pass overwrite / --force)")
-    with atomic_dir(dest, overwrite=True) as tmp:
+    with os_errors(str(dest)), atomic_dir(dest, overwrite=True) as tmp:
         def fetch(item: tuple[str, dict]) -> None:
             rel, meta = item
             store.get_file(join(clean_key(prefix), rel), tmp / rel, sha256=meta["sha256"], size=meta["size"])
