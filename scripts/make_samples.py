@@ -45,7 +45,8 @@ from charops.io import write_jsonl, write_text
 SOURCE = "charops-samples"
 SEED = "charops-samples-v1"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "charops" / "data" / "samples"
-FILES = ("characters.jsonl", "dialogues.jsonl", "preferences.jsonl", "corpus.jsonl", "README.md")
+FILES = ("characters.jsonl", "dialogues.jsonl", "preferences.jsonl", "corpus.jsonl", "eval_prompts.jsonl",
+         "README.md")
 TOPIC_ORDER = ("chit-chat", "interview", "love")
 
 # Dialogues per character and topic, and generic-rejected pairs per character and topic. With
@@ -94,6 +95,8 @@ class Character:
     families: list[DocFamily] = field(default_factory=list)
     dialogues_per_topic: int = DIALOGUES_PER_TOPIC  # composed dialogues per topic (scenes come on top)
     generic_pairs_per_topic: int = GENERIC_PAIRS_PER_TOPIC  # pairs whose rejected reply is generic
+    # topic -> held-out user lines: evaluation prompts (never trained on), one Dialogue each.
+    eval_prompts: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -148,6 +151,7 @@ def load_character(path: Path) -> Character:
         off_profile=_pairs(d.get("off_profile") or [], 4, f"{path}: off_profile"),
         prose=_pairs(d.get("prose") or [], 2, f"{path}: prose"),
         families=families,
+        eval_prompts={topic: [str(line) for line in lines] for topic, lines in (d.get("eval_prompts") or {}).items()},
         **{k: d[k] for k in ("dialogues_per_topic", "generic_pairs_per_topic") if k in d},
     )
 
@@ -332,9 +336,28 @@ def _check_rejected(char: Character, text: str, where: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def compose_eval_prompts(char: Character) -> list[tuple[str, list[dict]]]:
+    """(topic, turns) of the character's held-out evaluation prompts: one user line each, no
+    reply (the model under evaluation writes it). A line that also opens a training exchange
+    would not be held out, so it stops the script."""
+    trained = {user for bank in (char.openers, char.closers, *char.exchanges.values()) for user, _ in bank}
+    trained |= {user for _, user, _, _ in char.off_profile}
+    out = []
+    for topic in TOPIC_ORDER:
+        for line in char.eval_prompts.get(topic, []):
+            if line in trained:
+                raise DataError(f"{char.name}: eval prompt {line!r} is also a training line; "
+                                "an evaluation prompt must be held out")
+            out.append((topic, [_turn("user", line)]))
+    unknown = set(char.eval_prompts) - set(TOPIC_ORDER)
+    if unknown:
+        raise DataError(f"{char.name}: eval_prompts has unknown topics {sorted(unknown)}")
+    return out
+
+
 def build() -> dict[str, list[dict]]:
     """Every record, validated and checked, keyed by output file."""
-    profiles, dialogues, pairs, documents = [], [], [], []
+    profiles, dialogues, pairs, documents, prompts = [], [], [], [], []
     names = [c.name for c in CHARACTERS]
     if len(set(names)) != len(names):
         raise DataError("two characters share a name; names must be unique")
@@ -357,6 +380,11 @@ def build() -> dict[str, list[dict]]:
                 "id": pid, "character": char.name, "topic": topic, "context": ctx,
                 "chosen": chosen, "rejected": rejected, "source": SOURCE, "meta": meta},
                 f"preference {pid}"))
+        for topic, turns in compose_eval_prompts(char):
+            eid = f"evp-{len(prompts) + 1:04d}"
+            prompts.append(_validate(Dialogue, {
+                "id": eid, "character": char.name, "topic": topic, "turns": turns,
+                "source": SOURCE, "meta": {"eval_prompt": True}}, f"eval prompt {eid}"))
         for text in compose_documents(char):
             doc_id = f"doc-{len(documents) + 1:04d}"
             documents.append(_validate(CorpusDocument, {
@@ -369,7 +397,7 @@ def build() -> dict[str, list[dict]]:
         if got[key] < minimum:
             raise DataError(f"only {got[key]} {key}, need at least {minimum}; extend the banks")
     return {"characters.jsonl": profiles, "dialogues.jsonl": dialogues,
-            "preferences.jsonl": pairs, "corpus.jsonl": documents}
+            "preferences.jsonl": pairs, "corpus.jsonl": documents, "eval_prompts.jsonl": prompts}
 
 
 def readme(records: dict[str, list[dict]]) -> str:
@@ -378,12 +406,14 @@ def readme(records: dict[str, list[dict]]) -> str:
     dialogues = records["dialogues.jsonl"]
     pairs = records["preferences.jsonl"]
     documents = records["corpus.jsonl"]
+    prompts = records["eval_prompts.jsonl"]
     lang_of = {p["name"]: p["language"] for p in profiles}
     rows = []
     for p in profiles:
         n_dlg = sum(d["character"] == p["name"] for d in dialogues)
         n_pair = sum(r["character"] == p["name"] for r in pairs)
-        rows.append(f"| {p['name']} | {p['category']} | {p['language']} | {n_dlg} | {n_pair} |")
+        n_eval = sum(r["character"] == p["name"] for r in prompts)
+        rows.append(f"| {p['name']} | {p['category']} | {p['language']} | {n_dlg} | {n_pair} | {n_eval} |")
     by_topic = {t: sum(d["topic"] == t for d in dialogues) for t in TOPIC_ORDER}
     by_lang = {lang: sum(lang_of[d["character"]] == lang for d in dialogues)
                for lang in ("zh", "en")}
@@ -411,11 +441,12 @@ Files (native JSONL, one canonical JSON record per line; fields in `src/charops/
 | `dialogues.jsonl` | {len(dialogues)} | `Dialogue` (`dlg-NNNN`): multi-turn, no system turn (the profile is rendered into it later) |
 | `preferences.jsonl` | {len(pairs)} | `PreferencePair` (`pref-NNNN`): context ending with a user turn, chosen in character, rejected out of character |
 | `corpus.jsonl` | {len(documents)} | `CorpusDocument` (`doc-NNNN`): prose for continued pretraining |
+| `eval_prompts.jsonl` | {len(prompts)} | `Dialogue` (`evp-NNNN`, `meta.eval_prompt`): held-out user lines the evaluation asks for replies to |
 
 ## Characters
 
-| name | category | language | dialogues | preference pairs |
-|---|---|---|---|---|
+| name | category | language | dialogues | preference pairs | eval prompts |
+|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 ## Dialogues
@@ -434,6 +465,14 @@ Files (native JSONL, one canonical JSON record per line; fields in `src/charops/
   {kinds["off-profile"]} reject an off-profile reply that contradicts a profile fact.
 - Every chosen reply carries a stage direction and matches the profile; no rejected reply does.
   `meta.rejected_kind` says which kind of contrast a pair teaches.
+
+## Evaluation prompts
+
+- {len(prompts)} held-out prompts (topics: {", ".join(f"{t} {sum(r['topic'] == t for r in prompts)}" for t in TOPIC_ORDER)};
+  languages: zh {sum(lang_of[r["character"]] == "zh" for r in prompts)}, en {sum(lang_of[r["character"]] == "en" for r in prompts)}):
+  one user line each, none of them a line of the training dialogues or pairs. `charops data
+  prepare` writes them to the dataset's `eval/prompts.jsonl`, which the evaluation replies to
+  (CharacterGLM's pair-wise tables per category and topic are made from them).
 
 ## Corpus
 

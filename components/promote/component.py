@@ -35,7 +35,14 @@ def promotion_gate(entry: Input[Artifact], store: str, to: str, config: str, ove
     from pathlib import Path
 
     from charops.components.common import stage_config, write_markdown
-    from charops.registry.gate import GateConfig, gate_markdown, preview
+    from charops.registry.gate import (
+        GateConfig,
+        failed_checks,
+        gate_markdown,
+        gate_table,
+        override_command,
+        preview,
+    )
     from charops.storage import open_store
 
     registered = json.loads(Path(entry.path).read_text(encoding="utf-8"))
@@ -47,6 +54,13 @@ def promotion_gate(entry: Input[Artifact], store: str, to: str, config: str, ove
     else:
         write_markdown(report, gate_markdown(decision))
     passed = decision is None or decision["passed"]
+    # What the run's last screen says about the gate (charops.pipeline.local.run_headline).
+    report.metadata.update({"name": registered["name"], "version": registered["version"], "to": to,
+                            "passed": passed, "gated": decision is not None,
+                            "reference": decision["reference"] if decision else "",
+                            "failed": "; ".join(failed_checks(decision)) if decision else "",
+                            "table": gate_table(decision) if decision else "",
+                            "override": "" if passed else override_command(decision, to, config)})
     return namedtuple("Outputs", ["Output"])("promote" if passed else "refuse")
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from charops.config import load_config
+from charops.errors import ConfigError
 from charops.registry import (
     RegistryError,
     get_card,
@@ -27,7 +28,16 @@ from charops.registry import (
     stage_of,
     transition,
 )
-from charops.registry.gate import GateConfig, check, decide, gate_markdown, gate_table, promote
+from charops.registry.gate import (
+    GateConfig,
+    check,
+    decide,
+    failed_checks,
+    gate_markdown,
+    gate_table,
+    override_command,
+    promote,
+)
 from charops.storage.local import LocalStore
 from charops.storage.s3 import S3Store
 
@@ -61,7 +71,8 @@ CFG = GateConfig()
 
 
 def _result(decision: dict) -> dict[str, bool]:
-    return {r["check"]: r["passed"] for r in decision["rows"]}
+    """Pass/fail of the checks the gate applies (the others are n/a rows)."""
+    return {r["check"]: r["passed"] for r in decision["rows"] if r["applies"]}
 
 
 def test_a_clear_win_passes_every_check():
@@ -286,19 +297,54 @@ def test_a_promotion_in_between_gate_and_change_is_not_slipped_past(tmp_path, st
     assert [e["actor"] for e in history(store, "chat")] == ["other"]
 
 
-def test_a_judge_that_scores_no_safety(tmp_path):
-    """The reward-model judge scores Overall only (pointwise.dimensions == ["Overall"])."""
+def _reward_judged() -> dict:
+    """What the reward-model judge produces: Overall only, and its held-out pair accuracy."""
     s = summary()
     s["pointwise"]["dimensions"] = ["Overall"]
     for side in ("candidate", "baseline"):
         del s["pointwise"][side]["overall"]["Safety"]
+    s["judge"]["pair_accuracy"] = 0.8
+    return s
+
+
+def test_the_default_gate_fails_safety_for_a_judge_without_it_and_says_so():
+    s = _reward_judged()
     strict = decide(s, CFG, None)
     row = next(r for r in strict["rows"] if r["check"] == "point-wise Safety")
-    assert not strict["passed"] and not row["passed"]
+    assert not strict["passed"] and not row["passed"] and row["applies"]
     assert row["note"] == ("not judged: the reward_model judge scores Overall "
-                           "(require_safety=false accepts that)")
-    lenient = decide(s, load_config(GateConfig, "default", ["require_safety=false"]), None)
-    assert lenient["passed"] and _result(lenient)["point-wise Overall"] is True
-    # Overall is never optional.
+                           "(a gate for this judge leaves 'safety' out of checks)")
+    assert failed_checks(strict) == ["point-wise Safety"]
+
+
+def test_the_reward_judge_gate_asks_only_for_what_the_judge_measures():
+    """configs/promote/reward-judge.yaml: no Safety check (shown n/a), the judge's accuracy instead."""
+    cfg = load_config(GateConfig, "reward-judge", [])
+    assert "safety" not in cfg.checks and "judge_accuracy" in cfg.checks
+    decision = decide(_reward_judged(), cfg, None, base_model="charops:smollm2-135m")
+    assert decision["passed"]
+    safety = next(r for r in decision["rows"] if r["check"] == "point-wise Safety")
+    assert safety["passed"] and not safety["applies"]
+    assert "not a check of this gate" in safety["note"]
+    table = gate_table({**decision, "name": "chat", "version": 1})
+    assert any(line.startswith("point-wise Safety") and " n/a " in line for line in table.splitlines())
+    assert "judge pair accuracy" in table and "0.8 " in table
+    # A weak judge refuses the promotion, naming the check.
+    weak = _reward_judged()
+    weak["judge"]["pair_accuracy"] = 0.6
+    refused = {**decide(weak, cfg, None), "name": "chat", "version": 3}
+    assert not refused["passed"] and failed_checks(refused) == ["judge pair accuracy"]
+    assert override_command(refused, "production", "reward-judge") == (
+        "charops promote chat 3 --to production --config reward-judge --force "
+        "--reason 'override: judge pair accuracy failed'")
+    # Overall stays a check of this gate: a judge that scores no Overall fails it.
+    s = _reward_judged()
     s["pointwise"]["dimensions"] = ["Safety"]
-    assert not decide(s, GateConfig(require_safety=False), None)["passed"]
+    assert failed_checks(decide(s, cfg, None)) == ["point-wise Overall"]
+
+
+def test_checks_are_validated():
+    with pytest.raises(ConfigError, match="checks"):
+        load_config(GateConfig, "default", ["checks=[advantage,honesty]"])
+    with pytest.raises(ConfigError, match="checks"):
+        load_config(GateConfig, "default", ["checks=[]"])

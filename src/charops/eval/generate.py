@@ -19,10 +19,18 @@ Generation is batched (prompts sorted by length, left-padded, one ``generate`` p
 at the end of the turn (the chat template's end-of-turn token, e.g. ``<|im_end|>``, or eos) and
 records its settings (seed, temperature, top_p, max_new_tokens, repetition_penalty) in every
 reply. ``temperature: 0`` is greedy decoding.
+
+The baseline is usually the same base model run after run, asked the same prompts with the same
+settings: :class:`ReplyCache` keeps such replies under ``$CHAROPS_CACHE/replies/`` (default
+``~/.cache/charops/replies/``), keyed by the model directory's sha256, the prompts and the
+generation settings, so they are generated once (the eval stage's ``cache_baseline``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -31,7 +39,7 @@ from pathlib import Path
 import torch
 
 from charops.errors import DataError
-from charops.io import read_jsonl
+from charops.io import read_jsonl, sha256_tree, write_json
 
 # End-of-turn tokens of common chat templates (ChatML, Gemma, Llama 3); whichever the tokenizer has.
 END_OF_TURN = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
@@ -53,8 +61,9 @@ class GenerationSettings:
         return {k: d[k] for k in ("seed", "temperature", "top_p", "max_new_tokens", "repetition_penalty")}
 
 
-def load_prompts(dataset: Path, limit: int = 0) -> list[dict]:
-    """Evaluation prompts of a prepared dataset (see the module doc), at most ``limit`` (0: all)."""
+def load_prompts(dataset: Path, limit: int = 0, languages: list[str] | tuple[str, ...] = ()) -> list[dict]:
+    """Evaluation prompts of a prepared dataset (see the module doc), at most ``limit`` (0: all),
+    only those of ``languages`` when given (a prompt's ``language``, e.g. ``en``)."""
     path = dataset / "eval" / "prompts.jsonl"
     prompts = list(read_jsonl(path)) if path.is_file() else []
     if not prompts:
@@ -70,10 +79,63 @@ def load_prompts(dataset: Path, limit: int = 0) -> list[dict]:
             prompts.append({"id": row["id"], "character": row.get("character"), "category": row.get("category"),
                             "topic": row.get("topic"), "language": row.get("language"),
                             "messages": msgs[:last], "reference": msgs[last]["content"]})
+    if languages:
+        found = sorted({str(p.get("language")) for p in prompts})
+        prompts = [p for p in prompts if p.get("language") in languages]
+        if not prompts:
+            raise DataError(f"eval: dataset '{dataset}' has no prompt in {', '.join(languages)} "
+                            f"(its prompts are in {', '.join(found)}); change prompt_languages")
     if not prompts:
         raise DataError(f"eval: dataset '{dataset}' has no prompt to evaluate (no eval prompts and no "
                         "validation dialogue with a user turn before a reply)")
     return prompts[:limit] if limit else prompts
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("CHAROPS_CACHE", Path.home() / ".cache" / "charops")) / "replies"
+
+
+class ReplyCache:
+    """Replies of one model to one prompt set with one set of generation settings, on disk.
+
+    The key is the sha256 of the model directory (weights, config, tokenizer, chat template,
+    generation defaults), of the prompts (ids and messages) and of the settings that change a
+    reply (``GenerationSettings.recorded`` and the context window). An entry is one JSON file
+    written by rename, so a run killed while writing leaves no half entry::
+
+        cache = ReplyCache()
+        key = cache.key(model_dir, prompts, settings)
+        hit = cache.get(key, "baseline", model_dir)     # None, or (records, stats)
+    """
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root else default_cache_root()
+
+    @staticmethod
+    def key(model_dir: str | Path, prompts: list[dict], settings: GenerationSettings) -> str:
+        ask = [{"id": p["id"], "messages": p["messages"]} for p in prompts]
+        blob = json.dumps({"model_sha256": sha256_tree(model_dir), "prompts": ask,
+                           "settings": {**settings.recorded(), "max_context_tokens": settings.max_context_tokens}},
+                          sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def get(self, key: str, label: str, model_ref: str | Path) -> tuple[list[dict], dict] | None:
+        """The cached replies relabelled as ``label`` (and ``model_ref``), or None on a miss; an
+        unreadable entry is a miss (it is rewritten after generation)."""
+        try:
+            entry = json.loads(self.path(key).read_text(encoding="utf-8"))
+            records, stats = entry["replies"], entry["stats"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        records = [{**r, "model": label, "model_ref": str(model_ref)} for r in records]
+        return records, {**stats, "model": str(model_ref), "cached": True, "cache_key": key,
+                         "seconds": 0.0, "generated_seconds": stats.get("seconds")}
+
+    def put(self, key: str, records: list[dict], stats: dict) -> None:
+        write_json(self.path(key), {"key": key, "replies": records, "stats": stats})
 
 
 def fit_context(messages: list[dict], count: Callable[[list[dict]], int], budget: int) -> tuple[list[dict], int]:

@@ -4,10 +4,17 @@ The reference is the current production version of the name, or the base model w
 is none. The candidate's ``eval_summary.json`` (on its model card) must show, against that
 reference (config ``configs/promote/default.yaml``, ``key=value`` overrides):
 
-- pair-wise Advantage (win % - lose %) above ``min_advantage`` points, and significant: the
-  sign test's p below ``alpha``;
-- point-wise Overall not lower than the reference's (``overall_margin`` points above it, 0 by
-  default), and Safety not lower either (``safety_margin``).
+- pair-wise Advantage (win % - lose %) above ``min_advantage`` points (check ``advantage``),
+  and significant: the sign test's p below ``alpha`` (``sign_test``);
+- point-wise Overall not lower than the reference's (``overall``; ``overall_margin`` points
+  above it, 0 by default), and Safety not lower either (``safety``; ``safety_margin``);
+- the judge's held-out pair accuracy at least ``min_judge_accuracy`` (``judge_accuracy``: a
+  reward-model judge weaker than that cannot vouch for anything).
+
+``checks`` says which of these apply: a gate asks only for what its judge measures (the
+reward-model judge scores Overall, not Safety: ``configs/promote/reward-judge.yaml``). A check
+that is not applied is still a row of the table, marked ``n/a``; an applied check whose number
+the judge did not produce fails, and its note says so.
 
 When a production version exists, the summary's baseline must *be* it (its ``model_uri``):
 an evaluation against the base model says nothing about beating production. A check whose
@@ -32,6 +39,10 @@ from charops.eval.summary import read_eval_summary as read_eval_summary  # `prom
 from charops.registry.entries import RegistryError, check_version, get_card, get_entry
 from charops.registry.stages import check_stage, production, stage_of, transition
 
+# Every check the gate knows, in table order, and the ones a gate applies unless told otherwise.
+CHECKS = ("advantage", "sign_test", "overall", "safety", "judge_accuracy")
+DEFAULT_CHECKS = ("advantage", "sign_test", "overall", "safety")
+
 
 @dataclass
 class GateConfig:
@@ -44,11 +55,18 @@ class GateConfig:
     overall_margin: float = field(default=0.0, metadata={"help": "Point-wise Overall mean must be at least the reference's plus this (0: not lower)."})
     safety_margin: float = field(default=0.0, metadata={"help": "Point-wise Safety mean must be at least the reference's plus this (0: not lower)."})
     gate_staging: bool = field(default=True, metadata={"help": "Gate promotions to staging too (false: only production is gated)."})
-    require_safety: bool = field(default=True, metadata={"help": "A judge that scores no Safety (the reward-model judge scores Overall only) fails the Safety check; false: the check is skipped for such a judge (noted in the table)."})
+    checks: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKS), metadata={
+        "help": f"The checks that apply, of {', '.join(CHECKS)}; the others are shown as n/a. Name only what "
+                "the judge measures: an applied check without its number fails."})
+    min_judge_accuracy: float = field(default=0.65, metadata={
+        "help": "Check judge_accuracy: the judge's held-out pair accuracy (a reward model's) must be at least this."})
 
     def validate(self) -> None:
         if not 0 < self.alpha < 1:
             raise ConfigError(f"promote: alpha must be between 0 and 1, got {self.alpha}")
+        unknown = [c for c in self.checks if c not in CHECKS]
+        if unknown or not self.checks:
+            raise ConfigError(f"promote: checks {unknown or '[]'}: name one or more of {', '.join(CHECKS)}")
         if not -100 <= self.min_advantage < 100:
             raise ConfigError("promote: min_advantage is in points of Advantage, -100 to 100")
 
@@ -62,9 +80,11 @@ def _is_model_of(summary: dict, side: str, entry: dict) -> bool:
 
 
 def _row(check: str, candidate: Any, reference: Any, rule: str, passed: bool,
-         note: str = "") -> dict:
-    return {"check": check, "candidate": candidate, "reference": reference, "rule": rule,
-            "passed": passed, "note": note}
+         note: str = "", applies: bool = True, key: str = "") -> dict:
+    """One check of the table; a check the config does not apply passes, marked n/a."""
+    return {"check": check, "key": key or check, "candidate": candidate, "reference": reference,
+            "rule": rule, "passed": passed or not applies, "applies": applies,
+            "note": note if applies else (note + "; " if note else "") + "not a check of this gate"}
 
 
 def _mean(pointwise: dict, side: str, dim: str) -> float | None:
@@ -103,28 +123,50 @@ def decide(summary: dict | None, config: GateConfig, reference: dict | None,
     missing = "missing: no pair-wise comparison in eval_summary"
     rows.append(_row("pair-wise Advantage", adv, None, f"> {config.min_advantage:g}",
                      adv is not None and adv > config.min_advantage,
-                     "" if adv is not None else missing))
+                     "" if adv is not None else missing, "advantage" in config.checks, "advantage"))
     rows.append(_row("sign-test p", p, None, f"< {config.alpha:g}",
-                     p is not None and p < config.alpha, "" if p is not None else missing))
+                     p is not None and p < config.alpha, "" if p is not None else missing,
+                     "sign_test" in config.checks, "sign_test"))
     pointwise = summary.get("pointwise") or {}
     judged = pointwise.get("dimensions")
+    judge = summary.get("judge") or {}
     for dim, margin in (("Overall", config.overall_margin), ("Safety", config.safety_margin)):
+        key = dim.lower()
+        applies = key in config.checks
         cand, ref = _mean(pointwise, "candidate", dim), _mean(pointwise, "baseline", dim)
         rule = "not lower" if margin == 0 else f">= reference {margin:+g}"
         if judged is not None and dim not in judged:
-            kind = (summary.get("judge") or {}).get("kind", "the")
-            skip = dim == "Safety" and not config.require_safety
-            rows.append(_row(f"point-wise {dim}", None, None, rule, skip,
-                             f"not judged: the {kind} judge scores {', '.join(judged) or 'nothing'}"
-                             + ("" if skip else " (require_safety=false accepts that)"
-                                if dim == "Safety" else "")))
+            note = (f"not judged: the {judge.get('kind', 'the')} judge scores "
+                    f"{', '.join(judged) or 'nothing'}")
+            if applies:
+                note += f" (a gate for this judge leaves '{key}' out of checks)"
+            rows.append(_row(f"point-wise {dim}", None, None, rule, False, note, applies, key))
             continue
         ok = cand is not None and ref is not None and cand >= ref + margin
         note = "" if cand is not None and ref is not None else \
             f"missing: no point-wise {dim} for the {'candidate' if cand is None else 'baseline'}"
-        rows.append(_row(f"point-wise {dim}", cand, ref, rule, ok, note))
+        rows.append(_row(f"point-wise {dim}", cand, ref, rule, ok, note, applies, key))
+    accuracy = judge.get("pair_accuracy")
+    rows.append(_row("judge pair accuracy", accuracy, None, f">= {config.min_judge_accuracy:g}",
+                     isinstance(accuracy, (int, float)) and accuracy >= config.min_judge_accuracy,
+                     "" if accuracy is not None else
+                     f"the {judge.get('kind', 'the')} judge has no held-out pair accuracy",
+                     "judge_accuracy" in config.checks, "judge_accuracy"))
     return {"passed": all(r["passed"] for r in rows), "reference": ref_label, "rows": rows,
             "config": to_dict(config)}
+
+
+def failed_checks(decision: dict) -> list[str]:
+    """The applied checks that failed, as their table names."""
+    return [r["check"] for r in decision["rows"] if r.get("applies", True) and not r["passed"]]
+
+
+def override_command(decision: dict, to: str = "production", config: str = "default") -> str:
+    """The exact command that promotes over a refusal (recorded as forced, with the reason)."""
+    failed = ", ".join(failed_checks(decision)) or "the gate"
+    preset = "" if config == "default" else f" --config {config}"
+    return (f"charops promote {decision['name']} {decision['version']} --to {to}{preset} --force "
+            f"--reason 'override: {failed} failed'")
 
 
 def check(store: Any, name: str, version: int | str, config: GateConfig,
@@ -210,7 +252,8 @@ def _cell(value: Any) -> str:
 def gate_rows(decision: dict) -> list[list[str]]:
     """The decision as table cells: check, candidate, reference, rule, result, note."""
     return [[r["check"], _cell(r["candidate"]), _cell(r["reference"]), r["rule"],
-             "pass" if r["passed"] else "FAIL", r["note"]] for r in decision["rows"]]
+             ("pass" if r["passed"] else "FAIL") if r.get("applies", True) else "n/a", r["note"]]
+            for r in decision["rows"]]
 
 
 GATE_HEADER = ["check", "candidate", "reference", "rule", "result", "note"]
