@@ -28,7 +28,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from charops.serve.characters import Character
-from charops.serve.engine import Engine, EngineStopped, GenRequest, QueueFull
+from charops.serve.engine import (
+    SEED_MAX,
+    SEED_MIN,
+    Engine,
+    EngineStopped,
+    GenRequest,
+    InvalidRequest,
+    QueueFull,
+)
+from charops.serve.structured import RequestError, Structured
+
+MAX_N = 8  # candidates per request (SillyTavern's multi-swipe asks for a few)
 
 
 @dataclasses.dataclass
@@ -52,6 +63,11 @@ class ServingState:
     max_context: int
     limits: Limits = dataclasses.field(default_factory=Limits)
     created: int = dataclasses.field(default_factory=lambda: int(time.time()))
+    # The character-prompt policy when a request names none (charops.serve.prompting), and
+    # whether characters training never covered may be asked for without allow_untrained.
+    character_prompt: str = "merge"
+    allow_untrained: bool = False
+    structured: Structured | None = None  # grammar compiler, made on the first response_format
 
 
 class APIError(Exception):
@@ -198,8 +214,6 @@ def gen_request(state: ServingState, body: dict, prompt_ids: list[int]) -> GenRe
     """Sampling settings from the body (OpenAI names, plus vLLM's ``min_tokens`` and
     ``repetition_penalty``), checked against the server's limits and the context window."""
     lim = state.limits
-    if body.get("n") not in (None, 1):
-        raise APIError(400, "'n' must be 1 on this server", param="n")
     if body.get("tools") or body.get("functions"):
         raise APIError(400, "tools and functions are not supported by this server", param="tools")
     max_tokens = _integer(body, "max_completion_tokens")
@@ -271,16 +285,21 @@ async def read_json(request: Request) -> dict:
 
 # -- running a request ------------------------------------------------------------------------
 
-def submit(state: ServingState, req: GenRequest) -> asyncio.Queue:
-    events = req.attach_async(asyncio.get_running_loop())
+def submit(state: ServingState, *reqs: GenRequest) -> asyncio.Queue | list[asyncio.Queue]:
+    """Queue the requests all or none (the ``n`` candidates of one request join the batch
+    together); their event queues (one queue when one request is given)."""
+    loop = asyncio.get_running_loop()
+    queues = [r.attach_async(loop) for r in reqs]
     try:
-        state.engine.submit(req)
+        state.engine.submit_all(reqs)
     except QueueFull as exc:
         raise APIError(429, f"the server is busy: {exc}; retry shortly", type="rate_limit_error",
                        code="rate_limit_exceeded", headers={"Retry-After": "1"}) from None
     except EngineStopped as exc:
         raise APIError(503, str(exc), type="server_error", code="shutting_down") from None
-    return events
+    except InvalidRequest as exc:
+        raise APIError(400, str(exc)) from None
+    return queues[0] if len(reqs) == 1 else queues
 
 
 async def run_to_end(req: GenRequest, events: asyncio.Queue) -> str:
@@ -311,35 +330,6 @@ def _sse(obj: dict | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-def stream_events(req: GenRequest, events: asyncio.Queue, chunk, include_usage: bool) -> AsyncIterator[bytes]:
-    """SSE frames of a submitted request: ``chunk(delta_text | None, finish_reason | None)``
-    builds each one."""
-
-    async def frames() -> AsyncIterator[bytes]:
-        try:
-            first = chunk(None, None, first=True)
-            if first is not None:
-                yield _sse(first)
-            while True:
-                kind, value = await events.get()
-                if kind == "text":
-                    yield _sse(chunk(value, None))
-                elif kind == "error":
-                    yield _sse(APIError(500, value, type="server_error").body())
-                    break
-                else:
-                    yield _sse(chunk(None, _finish(req)))
-                    if include_usage:
-                        last = chunk(None, None, usage=_usage(req))
-                        yield _sse(last)
-                    break
-            yield _sse("[DONE]")
-        finally:
-            req.cancelled = True  # the client went away mid-stream: stop generating its row
-
-    return frames()
-
-
 @contextlib.asynccontextmanager
 async def _announce_and_read(state: ServingState, request: Request) -> AsyncIterator[dict]:
     """The request's JSON body; the engine counts the request as on its way (a starting batch
@@ -364,17 +354,67 @@ class Route:
     object: str
     chunk_object: str
     id_prefix: str
-    prompt_ids: Callable[[ServingState, dict], list[int]]
+    prompt: Callable[[ServingState, dict], Prompt]
     choice: Callable[[str, str], dict]
     delta: Callable[[str | None, str | None], dict]
     opening: dict | None = None
 
 
-def _chat_prompt(state: ServingState, body: dict) -> list[int]:
-    return chat_prompt_ids(state, chat_messages(body, resolve_character(state, body)))
+@dataclasses.dataclass
+class Prompt:
+    """What a route makes of a request body: the prompt ids, headers for the response, and a
+    factory of per-reply logits processors (grammar, logit bias; one per candidate)."""
+
+    ids: list[int]
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+    processor: Callable[[], Any] = lambda: None
 
 
-def _completion_prompt(state: ServingState, body: dict) -> list[int]:
+def check_trained(state: ServingState, body: dict, character: Character | None) -> None:
+    """Refuse a character training never covered unless the server or the request allows it."""
+    allow = body.get("allow_untrained")
+    if allow is not None and not isinstance(allow, bool):
+        raise APIError(400, "'allow_untrained' must be true or false", param="allow_untrained")
+    if character is None or character.trained or state.allow_untrained or allow:
+        return
+    raise APIError(400, f"character '{character.name}' is untrained: training rejected all of its "
+                   "data, so the model never learned it. Send \"allow_untrained\": true to talk to it "
+                   "anyway, or start the server with --allow-untrained-characters",
+                   param="model", code="character_untrained")
+
+
+def _processors(state: ServingState, body: dict, prompt_len: int) -> Callable[[], Any]:
+    """A factory of per-reply logits processors for ``response_format`` and ``logit_bias``."""
+    from charops.serve.structured import parse_logit_bias
+
+    vocab = state.engine.vocab_size
+    bias = parse_logit_bias(body, vocab)
+    if body.get("response_format") is None and bias is None:
+        return lambda: None
+    if state.structured is None:
+        state.structured = Structured(state.tokenizer, state.engine.eos_ids)
+    grammar = state.structured.grammar_for(body)
+    return lambda: state.structured.processor(grammar, bias, prompt_len)
+
+
+def chat_prompt(state: ServingState, body: dict) -> Prompt:
+    """A chat request's prompt: its character (checked as trained), the profile policy, persona,
+    lorebook and continue (charops.serve.prompting), and its logits processors."""
+    from charops.serve.prompting import build_chat, policy_of
+
+    character = resolve_character(state, body)
+    check_trained(state, body, character)
+    messages = chat_messages(body, None)
+    try:
+        chat = build_chat(messages, character, state.tokenizer, body=body,
+                          policy=policy_of(body, state.character_prompt))
+        processor = _processors(state, body, len(chat.prompt_ids))
+    except RequestError as exc:
+        raise APIError(400, str(exc), param=exc.param, code=exc.code) from None
+    return Prompt(chat.prompt_ids, {"x-charops-character-prompt": chat.policy}, processor)
+
+
+def _completion_prompt(state: ServingState, body: dict) -> Prompt:
     if resolve_character(state, body) is not None:
         raise APIError(400, "completions continue raw text and take no character; use "
                        "/openai/v1/chat/completions to talk to one", param="model")
@@ -385,12 +425,17 @@ def _completion_prompt(state: ServingState, body: dict) -> list[int]:
         raise APIError(400, "'prompt' is required: a non-empty string", param="prompt")
     if body.get("echo"):
         raise APIError(400, "'echo' is not supported by this server", param="echo")
-    return state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    ids = state.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    try:
+        processor = _processors(state, body, len(ids))
+    except RequestError as exc:
+        raise APIError(400, str(exc), param=exc.param, code=exc.code) from None
+    return Prompt(ids, processor=processor)
 
 
 CHAT = Route(
     object="chat.completion", chunk_object="chat.completion.chunk", id_prefix="chatcmpl",
-    prompt_ids=_chat_prompt,
+    prompt=chat_prompt,
     choice=lambda text, finish: {"index": 0, "message": {"role": "assistant", "content": text},
                                  "logprobs": None, "finish_reason": finish},
     delta=lambda text, finish: {"index": 0, "delta": {"content": text} if text is not None else {},
@@ -400,40 +445,93 @@ CHAT = Route(
 
 COMPLETION = Route(
     object="text_completion", chunk_object="text_completion", id_prefix="cmpl",
-    prompt_ids=_completion_prompt,
+    prompt=_completion_prompt,
     choice=lambda text, finish: {"index": 0, "text": text, "logprobs": None, "finish_reason": finish},
     delta=lambda text, finish: {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish})
 
 
-def _event_stream(req: GenRequest, events: asyncio.Queue, body: dict, head: dict, route: Route) -> StreamingResponse:
-    """The streamed answer: each chunk is ``head`` (id, object, created, model) plus its
-    choices; the route's opening chunk first, the usage last when asked for."""
+def _event_stream(reqs: list[GenRequest], queues: list[asyncio.Queue], body: dict, head: dict, route: Route,
+                  headers: dict[str, str]) -> StreamingResponse:
+    """The streamed answer: each chunk is ``head`` (id, object, created, model) plus one
+    choice (its ``index`` says which candidate); the route's opening chunk per candidate first,
+    the usage of all candidates last when asked for."""
 
-    def chunk(text, finish, first=False, usage=None):
-        if first:
-            return None if route.opening is None else {**head, "choices": [route.opening]}
-        if usage is not None:
-            return {**head, "choices": [], "usage": usage}
-        return {**head, "choices": [route.delta(text, finish)]}
+    async def frames() -> AsyncIterator[bytes]:
+        merged: asyncio.Queue = asyncio.Queue()
 
-    return StreamingResponse(stream_events(req, events, chunk, _stream_options(body)),
-                             media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        async def forward(i: int, q: asyncio.Queue) -> None:
+            while True:
+                kind, value = await q.get()
+                await merged.put((i, kind, value))
+                if kind in ("done", "error"):
+                    return
+
+        tasks = [asyncio.create_task(forward(i, q)) for i, q in enumerate(queues)]
+        try:
+            if route.opening is not None:
+                for i in range(len(reqs)):
+                    yield _sse({**head, "choices": [{**route.opening, "index": i}]})
+            open_ = len(reqs)
+            while open_:
+                i, kind, value = await merged.get()
+                if kind == "text":
+                    yield _sse({**head, "choices": [{**route.delta(value, None), "index": i}]})
+                    continue
+                open_ -= 1
+                if kind == "error":
+                    yield _sse(APIError(500, value, type="server_error").body())
+                    break
+                yield _sse({**head, "choices": [{**route.delta(None, _finish(reqs[i])), "index": i}]})
+            else:
+                if _stream_options(body):
+                    yield _sse({**head, "choices": [], "usage": _usage_all(reqs)})
+            yield _sse("[DONE]")
+        finally:
+            for t in tasks:
+                t.cancel()
+            for r in reqs:
+                r.cancelled = True  # the client went away mid-stream: stop generating its rows
+
+    return StreamingResponse(frames(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", **headers})
+
+
+def _usage_all(reqs: list[GenRequest]) -> dict:
+    """One prompt (shared by the candidates) and every candidate's completion tokens."""
+    n, done = len(reqs[0].input_ids), sum(r.completion_tokens for r in reqs)
+    return {"prompt_tokens": n, "completion_tokens": done, "total_tokens": n + done}
 
 
 async def complete(state: ServingState, request: Request, route: Route):
-    """One request of either route: parse, submit, then stream or wait for the whole reply."""
+    """One request of either route: parse, submit its ``n`` candidates (one batch: same
+    settings, submitted together), then stream or wait for the whole replies."""
+    reqs: list[GenRequest] = []
     try:
         async with _announce_and_read(state, request) as body:
-            req = gen_request(state, body, route.prompt_ids(state, body))
-            events = submit(state, req)
+            n = _integer(body, "n")
+            n = 1 if n is None else n
+            if not 1 <= n <= MAX_N:
+                raise APIError(400, f"'n' is {n}; this server generates 1 to {MAX_N} candidates", param="n")
+            prompt = route.prompt(state, body)
+            base = gen_request(state, body, prompt.ids)
+            for i in range(n):
+                # Each candidate samples with its own generator: seed, seed + 1, ...
+                seed = None if base.seed is None else (base.seed - SEED_MIN + i) % (SEED_MAX - SEED_MIN + 1) + SEED_MIN
+                reqs.append(dataclasses.replace(base, seed=seed, logits_processor=prompt.processor()))
+            queues = submit(state, *reqs)
+            queues = queues if isinstance(queues, list) else [queues]
         head = {"id": f"{route.id_prefix}-{uuid.uuid4().hex}", "object": route.object,
                 "created": int(time.time()), "model": body["model"]}
         if body.get("stream"):
-            return _event_stream(req, events, body, {**head, "object": route.chunk_object}, route)
-        text = await run_to_end(req, events)
+            return _event_stream(reqs, queues, body, {**head, "object": route.chunk_object}, route,
+                                 prompt.headers)
+        texts = await asyncio.gather(*(run_to_end(r, q) for r, q in zip(reqs, queues, strict=True)))
     except APIError as exc:
+        for r in reqs:
+            r.cancelled = True
         return exc.response()
-    return JSONResponse({**head, "choices": [route.choice(text, _finish(req))], "usage": _usage(req)})
+    choices = [{**route.choice(t, _finish(r)), "index": i} for i, (t, r) in enumerate(zip(texts, reqs, strict=True))]
+    return JSONResponse({**head, "choices": choices, "usage": _usage_all(reqs)}, headers=prompt.headers)
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -446,7 +544,8 @@ def openai_router(state: ServingState) -> APIRouter:
         if character is not None:
             p = character.profile
             card["character"] = {"name": p.name, "category": p.category, "language": p.language,
-                                 "greeting": p.greeting}
+                                 "greeting": p.greeting, "alternate_greetings": list(p.alternate_greetings),
+                                 "trained": character.trained}
         return card
 
     @router.get("/models")
