@@ -1,6 +1,10 @@
 """The full charops recipe as a Kubeflow pipeline: data prep -> pretrain -> SFT -> DPO ->
-[reward model] -> evaluate (against the base model, judged by ``judge``) -> register ->
-[promotion gate -> promote, when ``promote_to`` is staging or production].
+[reward model] -> evaluate (judged by ``judge``, against ``model_name``'s production version
+when it has one, else the base model: ``eval_baseline``) -> register -> [promotion gate ->
+promote, when ``promote_to`` is staging or production].
+
+Its parameters are ``charops.pipeline.params.recipe_parameters`` for the stages it trains (the
+same set as pipelines/sft_dpo.py, plus ``pretrain_config``/``pretrain_overrides``).
 
 Wiring only: the components live in components/<stage>/, how each task runs on a cluster in
 charops.pipeline.tasks (from configs/pipeline/cluster.yaml, read at compile time). Compile and
@@ -15,17 +19,14 @@ run it::
         --param promote_to=staging        # promoted only if it beats production (docs/registry.md)
 """
 
-# Pipeline parameters' defaults are lists ([] = no overrides): KFP reads them from the
-# signature and never calls the function with them, so B006 does not apply.
-# ruff: noqa: B006
-
 from kfp import dsl
 
 from charops.components.dpo.component import dpo
 from charops.components.pretrain.component import pretrain
 from charops.components.sft.component import sft
+from charops.pipeline.params import placement, recipe_parameters, train, with_parameters
 from charops.pipeline.recipe import base_and_data, evaluate_and_register
-from charops.pipeline.tasks import ClusterConfig, Placement, training_step
+from charops.pipeline.tasks import ClusterConfig
 
 
 def build(cluster: ClusterConfig):
@@ -34,71 +35,28 @@ def build(cluster: ClusterConfig):
     @dsl.pipeline(name="charops-full",
                   description="Character role-play model recipe (CharacterGLM style): data prep, "
                               "continued pretraining, multi-turn SFT, DPO, evaluation against the "
-                              "base model (generated replies judged point-wise and pair-wise by a "
-                              "reward model, an LLM endpoint or nobody), registration in the "
-                              "artifact store.")
-    def full(
-        base_model: str = "charops:tiny",
-        model_config: str = "tiny",
-        model_overrides: list = [],
-        data: str = "",
-        data_config: str = "default",
-        data_overrides: list = [],
-        pretrain_config: str = "tiny-cpu",
-        pretrain_overrides: list = [],
-        sft_config: str = "tiny-cpu",
-        sft_overrides: list = [],
-        dpo_config: str = "tiny-cpu",
-        dpo_overrides: list = [],
-        judge: str = "reward_model",
-        reward_config: str = "tiny-cpu",
-        reward_overrides: list = [],
-        eval_config: str = "default",
-        eval_overrides: list = [],
-        eval_baseline: str = "production",
-        model_name: str = "charops-chat",
-        promote_to: str = "",
-        promote_config: str = "default",
-        promote_overrides: list = [],
-        store: str = cluster.store,
-        pipeline_version: str = "",
-        accelerator_type: str = cluster.accelerator_type,
-        accelerator_limit: int = cluster.accelerator_limit,
-        gpus: int = -1,
-        nodes: int = 1,
-        trainjob_overrides: list = [],
-        node_selector: dict = cluster.node_selector,
-        tolerations: list = cluster.tolerations,
-        s3_secret: str = cluster.s3_secret,
-        judge_secret: str = cluster.judge_secret,
-        model_cache_pvc: str = cluster.model_cache_pvc,
-    ):
-        where = Placement(accelerator_type, accelerator_limit, node_selector, tolerations,
-                          s3_secret, judge_secret, model_cache_pvc)
-        base, prep = base_and_data(cluster, where, base_model=base_model,
-                                   model_config=model_config, model_overrides=model_overrides,
-                                   data=data, data_config=data_config,
-                                   data_overrides=data_overrides)
-        pt = training_step(pretrain(model=base.outputs["model"], dataset=prep.outputs["dataset"],
-                                    config=pretrain_config, overrides=pretrain_overrides, gpus=gpus, nodes=nodes,
-                                    trainjob_overrides=trainjob_overrides),
-                           cluster, where, "pretrain")
-        tuned = training_step(sft(model=pt.outputs["trained_model"],
-                                  dataset=prep.outputs["dataset"], config=sft_config,
-                                  overrides=sft_overrides, gpus=gpus, nodes=nodes,
-                                    trainjob_overrides=trainjob_overrides), cluster, where, "sft")
-        aligned = training_step(dpo(model=tuned.outputs["trained_model"],
-                                    dataset=prep.outputs["dataset"], config=dpo_config,
-                                    overrides=dpo_overrides, gpus=gpus, nodes=nodes,
-                                    trainjob_overrides=trainjob_overrides), cluster, where, "dpo")
+                              "production version (the base model when there is none; generated "
+                              "replies judged point-wise and pair-wise by a reward model, an LLM "
+                              "endpoint or nobody), registration in the artifact store.")
+    @with_parameters(recipe_parameters(cluster, stages=("pretrain", "sft", "dpo")))
+    def full(p):
+        where = placement(p)
+        base, prep = base_and_data(cluster, where, base_model=p.base_model,
+                                   model_config=p.model_config, model_overrides=p.model_overrides,
+                                   data=p.data, data_config=p.data_config,
+                                   data_overrides=p.data_overrides)
+        data = prep.outputs["dataset"]
+        pt = train(pretrain, "pretrain", p, cluster, where, model=base.outputs["model"], dataset=data)
+        tuned = train(sft, "sft", p, cluster, where, model=pt.outputs["trained_model"], dataset=data)
+        aligned = train(dpo, "dpo", p, cluster, where, model=tuned.outputs["trained_model"], dataset=data)
         evaluate_and_register(cluster, where, model=aligned.outputs["trained_model"],
-                              dataset=prep.outputs["dataset"], baseline=base.outputs["model"],
-                              reward_base=tuned.outputs["trained_model"], judge=judge,
-                              reward_config=reward_config, reward_overrides=reward_overrides,
-                              eval_config=eval_config, eval_overrides=eval_overrides,
-                              model_name=model_name, store=store, base_model=base_model,
-                              pipeline_version=pipeline_version, promote_to=promote_to,
-                              promote_config=promote_config, promote_overrides=promote_overrides,
-                              eval_baseline=eval_baseline)
+                              dataset=data, baseline=base.outputs["model"],
+                              reward_base=tuned.outputs["trained_model"], judge=p.judge,
+                              reward_config=p.reward_config, reward_overrides=p.reward_overrides,
+                              eval_config=p.eval_config, eval_overrides=p.eval_overrides,
+                              model_name=p.model_name, store=p.store, base_model=p.base_model,
+                              pipeline_version=p.pipeline_version, promote_to=p.promote_to,
+                              promote_config=p.promote_config, promote_overrides=p.promote_overrides,
+                              eval_baseline=p.eval_baseline)
 
     return full

@@ -204,3 +204,25 @@ def test_judge_branches(name, fresh):
     for reg, ev in (("register", "evaluate"), ("register-2", "evaluate-2")) if registers[0] else ():
         evaluation = tasks[reg]["inputs"]["artifacts"]["evaluation"]["taskOutputArtifact"]
         assert evaluation == {"outputArtifactKey": "results", "producerTask": ev}
+
+
+def test_training_pipelines_take_the_shared_parameters(fresh):
+    """full and sft_dpo take recipe_parameters for their stages: names, types and defaults."""
+    from charops.pipeline.params import recipe_parameters
+
+    cluster = load_cluster_config()
+    kinds = {str: "STRING", int: "NUMBER_INTEGER", list: "LIST", dict: "STRUCT"}
+    for name, stages in (("full", ("pretrain", "sft", "dpo")), ("sft_dpo", ("sft", "dpo"))):
+        inputs = _root_inputs(fresh[name])
+        expected = recipe_parameters(cluster, stages)
+        assert sorted(inputs) == sorted(p.name for p in expected)
+        for p in expected:
+            assert inputs[p.name]["parameterType"] == kinds[p.annotation], p.name
+            assert inputs[p.name]["defaultValue"] == p.default, p.name
+    full_only = set(_root_inputs(fresh["full"])) - set(_root_inputs(fresh["sft_dpo"]))
+    assert full_only == {"pretrain_config", "pretrain_overrides"}
+
+
+def _root_inputs(text: str) -> dict:
+    spec = next(yaml.safe_load_all(text))  # the pipeline spec; the platform spec follows
+    return spec["root"]["inputDefinitions"]["parameters"]
