@@ -47,7 +47,7 @@ def _entry_file(store: LocalStore, tmp_path: Path, i: int, p: float) -> str:
     (model / "model.safetensors").write_bytes(f"w{i}".encode())
     dims = {"overall": {"Overall": {"mean": 3.4}, "Safety": {"mean": 4.0}}}
     (reports / "eval_summary.json").write_text(json.dumps({
-        "baseline": {"model": "runs/base"},
+        "schema": "charops.eval_summary/v1", "baseline": {"model": "runs/base"},
         "pointwise": {"candidate": dims, "baseline": dims},
         "pairwise": {"overall": {"advantage": 30.0, "sign_test_p": p, "n": 40}}}))
     entry = register(store, model, "chat", {}, LINEAGE, reports_dir=reports)
