@@ -29,11 +29,13 @@ from charops.errors import ConfigError
 from charops.eval import stats
 from charops.eval.llm import Endpoint, JudgeCache, ask_all, cache_key, usage_of
 from charops.eval.rubric import (
+    PAIRWISE_SCHEMA,
     Rubric,
     pairwise_prompt,
     parse_pairwise,
     parse_pointwise,
     pointwise_prompt,
+    pointwise_schema,
 )
 
 
@@ -99,7 +101,7 @@ def openai_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg: Any, 
             dims = dims_for(rec["id"], rubric, subsets)
             prompt = pointwise_prompt(rubric, rec, dims)
             point_items.append((cache_key(rubric.ident, endpoint.model, prompt, rec["reply"]), prompt,
-                                partial(parse_pointwise, rubric, dims=dims)))
+                                partial(parse_pointwise, rubric, dims=dims), pointwise_schema(rubric, dims)))
             point_dims.append(dims)
     point_answers = ask_all(point_items, endpoint, cache, progress=cfg.progress,
                             desc="judging point-wise") if point_items else []
@@ -110,7 +112,8 @@ def openai_judge(replies: list[dict], pairs: list[tuple[dict, dict]], cfg: Any, 
         for first, second in ((cand, base), (base, cand)):
             prompt = pairwise_prompt(rubric, cand, first["reply"], second["reply"])
             pair_items.append((cache_key(rubric.ident, endpoint.model, prompt,
-                                         first["reply"] + "\x00" + second["reply"]), prompt, parse_pairwise))
+                                         first["reply"] + "\x00" + second["reply"]), prompt, parse_pairwise,
+                               PAIRWISE_SCHEMA))
     pair_answers = ask_all(pair_items, endpoint, cache, progress=cfg.progress,
                            desc="judging pair-wise") if pair_items else []
 

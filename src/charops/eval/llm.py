@@ -4,7 +4,12 @@
     endpoint = Endpoint.from_env(model="gpt-4o-mini")     # CHAROPS_JUDGE_BASE_URL / _API_KEY
     answers = ask_all([(key, prompt, parse), ...], endpoint, JudgeCache("runs/eval/judge_cache.jsonl"))
 
-``parse`` turns an answer text into a value or raises ``AnswerError``.
+``parse`` turns an answer text into a value or raises ``AnswerError``. An item may carry a
+fourth element, the JSON schema its answer follows: it is sent as ``response_format``
+(``json_schema``, strict) so a server with structured output (OpenAI, vLLM, ``charops deploy
+--local``) can only answer in that shape. An endpoint that refuses ``response_format`` (HTTP 400
+naming it) is asked again without it, and for the rest of the run (``response_format="auto"``,
+the default; ``"off"`` never sends it).
 
 Every request is ``POST {base_url}/chat/completions`` with temperature 0. A request is retried
 (at most ``max_retries`` more times, exponential backoff, ``Retry-After`` honoured up to
@@ -59,6 +64,7 @@ class Endpoint:
     concurrency: int = 8
     rate_limit: float = 0.0
     max_tokens: int = 512
+    response_format: str = "auto"  # auto: send a json_schema when the item has one; off: never
 
     @classmethod
     def from_env(cls, base_url: str | None = None, model: str | None = None, **kwargs: Any) -> Endpoint:
@@ -150,9 +156,16 @@ def _retry_after(resp: httpx.Response) -> float | None:
         return None
 
 
+def response_format(schema: dict, name: str = "judge_answer") -> dict:
+    """OpenAI's ``response_format`` for answers that follow ``schema``."""
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+
+
 async def _ask(client: httpx.AsyncClient, ep: Endpoint, key: str, prompt: str,
-               parse: Callable[[str], Any], sem: asyncio.Semaphore, pacer: _Pacer) -> Answer:
+               parse: Callable[[str], Any], sem: asyncio.Semaphore, pacer: _Pacer,
+               schema: dict | None = None, flags: dict | None = None) -> Answer:
     ans = Answer(key=key)
+    flags = flags if flags is not None else {}
     body = {"model": ep.model, "messages": [{"role": "user", "content": prompt}],
             "temperature": 0, "max_tokens": ep.max_tokens}
     headers = {"Authorization": f"Bearer {ep.api_key}"} if ep.api_key else {}
@@ -165,6 +178,12 @@ async def _ask(client: httpx.AsyncClient, ep: Endpoint, key: str, prompt: str,
         ans.attempts += 1
         try:
             async with sem:
+                # Decided once in flight: a refusal seen by another item meanwhile counts.
+                structured = schema is not None and ep.response_format != "off" and not flags.get("no_response_format")
+                if structured:
+                    body["response_format"] = response_format(schema)
+                else:
+                    body.pop("response_format", None)
                 resp = await asyncio.wait_for(
                     client.post(f"{ep.base_url}/chat/completions", json=body, headers=headers), ep.timeout_s)
         except (TimeoutError, httpx.TimeoutException):
@@ -182,6 +201,11 @@ async def _ask(client: httpx.AsyncClient, ep: Endpoint, key: str, prompt: str,
             wait = _retry_after(resp)
             if wait is not None:
                 delay = min(ep.max_backoff_s, max(delay, wait))
+            continue
+        if resp.status_code == 400 and structured and "response_format" in resp.text:
+            # The endpoint has no structured output: ask again (now, and from now on) without it.
+            flags["no_response_format"] = True
+            ans.error, delay = f"HTTP 400: {resp.text[:200]}", 0.0
             continue
         if resp.status_code >= 400:
             ans.error = f"HTTP {resp.status_code}: {resp.text[:200]}"
@@ -209,14 +233,14 @@ async def _ask(client: httpx.AsyncClient, ep: Endpoint, key: str, prompt: str,
     return ans
 
 
-Item = tuple[str, str, Callable[[str], Any]]  # (cache key, prompt, parse)
+Item = tuple  # (cache key, prompt, parse) or (cache key, prompt, parse, JSON schema of the answer)
 
 
 async def _ask_all(items: Sequence[Item], ep: Endpoint, cache: JudgeCache,
                    progress: Callable[[], None]) -> list[Answer]:
     results: list[Answer | None] = [None] * len(items)
     todo = []
-    for i, (key, _, parse) in enumerate(items):
+    for i, (key, _, parse, *_) in enumerate(items):
         hit = cache.get(key)
         if hit is not None:
             try:
@@ -231,12 +255,13 @@ async def _ask_all(items: Sequence[Item], ep: Endpoint, cache: JudgeCache,
         if hit is None:
             todo.append(i)
     sem, pacer = asyncio.Semaphore(max(1, ep.concurrency)), _Pacer(ep.rate_limit)
+    flags: dict = {}  # what the run learnt about the endpoint (no_response_format)
     limits = httpx.Limits(max_connections=max(1, ep.concurrency), max_keepalive_connections=max(1, ep.concurrency))
     timeout = httpx.Timeout(ep.timeout_s, connect=min(ep.timeout_s, 10.0))
 
     async def one(i: int, client: httpx.AsyncClient) -> None:
-        key, prompt, parse = items[i]
-        ans = await _ask(client, ep, key, prompt, parse, sem, pacer)
+        key, prompt, parse, *rest = items[i]
+        ans = await _ask(client, ep, key, prompt, parse, sem, pacer, rest[0] if rest else None, flags)
         if ans.error is None:
             cache.put(key, ans.text, ans.prompt_tokens, ans.completion_tokens)
         results[i] = ans

@@ -169,6 +169,23 @@ def json_object(text: str) -> dict:
     return obj
 
 
+REASON = {"type": "string", "maxLength": 300}
+
+
+def pointwise_schema(rubric: Rubric, dims: list[str]) -> dict:
+    """The JSON schema of a point-wise answer (sent as ``response_format``): an integer score
+    within the scale for exactly ``dims``, and a short reason."""
+    lo, hi = rubric.scale
+    scores = {"type": "object", "properties": {d: {"type": "integer", "minimum": lo, "maximum": hi} for d in dims},
+              "required": list(dims), "additionalProperties": False}
+    return {"type": "object", "properties": {"scores": scores, "reason": REASON},
+            "required": ["scores"], "additionalProperties": False}
+
+
+PAIRWISE_SCHEMA = {"type": "object", "properties": {"winner": {"enum": ["A", "B", "tie"]}, "reason": REASON},
+                   "required": ["winner"], "additionalProperties": False}
+
+
 def parse_pointwise(rubric: Rubric, text: str, dims: list[str]) -> dict[str, int]:
     """``{dimension: score}`` for exactly ``dims``, integers within the scale, or AnswerError."""
     obj = json_object(text)

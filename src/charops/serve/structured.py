@@ -31,6 +31,9 @@ import torch
 LogitsProcessor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+JSON_OPTIONS = {"whitespace_flexible": False}
+
+
 class RequestError(Exception):
     """A request field this module cannot honour (the server answers 400 with ``param``)."""
 
@@ -164,7 +167,9 @@ class Structured:
                 self._grammars[key] = self._grammars.pop(key)  # most recently used last
                 return self._grammars[key]
         try:
-            grammar = LLMatcher.grammar_from_json_schema(key)
+            # Compact JSON unless the schema's x-guidance says otherwise: with free whitespace a
+            # weak model can pad until max_tokens and never close the object.
+            grammar = LLMatcher.grammar_from_json_schema(key, defaults=JSON_OPTIONS)
             error = LLMatcher.validate_grammar(grammar, self.lltokenizer)
         except ValueError as exc:
             error = str(exc)
