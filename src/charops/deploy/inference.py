@@ -7,6 +7,13 @@ from ``storageUri: s3://...`` (KServe's storage initializer, with the credential
 The characters travel inside the model directory (``characters.jsonl``); their names are
 also written on the service (annotation ``charops.io/characters``) so a client can list them.
 
+With the vLLM backend the server reuses the KV cache of shared prompt prefixes
+(``--enable-prefix-caching``, ``prefix_caching``): every request of a character starts with the
+same rendered profile. Versions trained with LoRA keep their adapter next to the merged weights
+(``<model dir>/adapter``); :func:`render_lora` serves such versions as adapters on one base
+model (vLLM ``--enable-lora``): one InferenceService per base, one OpenAI model id per adapter
+(``NAME-vVERSION``), instead of one merged model (and one GPU) each.
+
 Canary rollouts follow the deployment mode, because the two modes do it differently:
 
 * Standard (``RawDeployment``): ``spec.predictor`` keeps serving the stable version and
@@ -22,6 +29,8 @@ Canary rollouts follow the deployment mode, because the two modes do it differen
     cfg = load_config(DeployConfig, "gpu")                # configs/deploy/gpu.yaml
     sa, isvc = render(entry, cfg, s3_endpoint="minio-service.kubeflow:9000", s3_secure=False,
                       characters=["林小满"])
+    sa, isvc = render_lora("s3://charops/base/smollm2", [(entry_v3, ["林小满"]), (entry_v4, ["Mara"])],
+                           cfg, service="charops-chat-lora", s3_endpoint=..., s3_secure=False)
 """
 
 from __future__ import annotations
@@ -67,6 +76,9 @@ class DeployConfig:
     max_replicas: int = field(default=1, metadata={"help": "Most replicas."})
     node_selector: dict = field(default_factory=dict, metadata={"help": "Node labels the predictor pods must run on."})
     tolerations: list = field(default_factory=list, metadata={"help": "Tolerations of the predictor pods (e.g. of GPU-node taints)."})
+    prefix_caching: bool = field(default=True, metadata={"help": "vLLM: reuse the KV cache of shared prompt prefixes (every request of a character starts with its profile)."})
+    max_loras: int = field(default=4, metadata={"help": "vLLM LoRA serving: adapters resident on the GPU at once."})
+    max_lora_rank: int = field(default=64, metadata={"help": "vLLM LoRA serving: largest adapter rank (charops trains r=16 by default)."})
     extra_args: list = field(default_factory=list, metadata={"help": "More arguments for the huggingface server (e.g. --gpu-memory-utilization=0.9)."})
     ready_timeout_s: int = field(default=1800, metadata={"help": "How long to wait for the service to become Ready, seconds."})
     poll_s: float = field(default=5.0, metadata={"help": "Seconds between status reads while waiting."})
@@ -76,7 +88,7 @@ class DeployConfig:
             raise ConfigError(f"deploy config: mode '{self.mode}' is not one of {', '.join(MODES)}")
         if self.backend not in ("vllm", "huggingface"):
             raise ConfigError(f"deploy config: backend '{self.backend}' is not vllm or huggingface")
-        for name in ("gpus", "min_replicas", "max_replicas", "ready_timeout_s"):
+        for name in ("gpus", "min_replicas", "max_replicas", "ready_timeout_s", "max_loras", "max_lora_rank"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"deploy config: {name} must be >= 0")
         if self.max_replicas < self.min_replicas:
@@ -110,6 +122,8 @@ def predictor(entry: dict, cfg: DeployConfig, service: str) -> dict:
             f"--max_model_len={cfg.max_model_len}"]
     if cfg.backend == "vllm" and cfg.gpus > 1:
         args.append(f"--tensor-parallel-size={cfg.gpus}")
+    if cfg.backend == "vllm" and cfg.prefix_caching:
+        args.append("--enable-prefix-caching")
     requests = {"cpu": cfg.cpu_request, "memory": cfg.memory_request}
     limits = {"cpu": cfg.cpu_limit, "memory": cfg.memory_limit}
     if cfg.gpus:
@@ -179,6 +193,71 @@ def render(entry: dict, cfg: DeployConfig, *, s3_endpoint: str, s3_secure: bool,
     isvc = {"apiVersion": ISVC_API, "kind": "InferenceService",
             "metadata": {"name": service, "labels": labels, "annotations": annotations},
             "spec": spec}
+    return sa, isvc
+
+
+ADAPTER_DIR = "adapter"  # where training keeps a LoRA version's adapter inside its model directory
+BASE_MOUNT = "/mnt/models"
+ADAPTER_MOUNT = "/mnt/adapters"
+
+
+def adapter_name(entry: dict) -> str:
+    """The OpenAI model id of a registry version served as an adapter: ``NAME-vVERSION``."""
+    return f"{entry['name']}-v{int(entry['version'])}"
+
+
+def render_lora(base_uri: str, adapters: list[tuple[dict, list[str]]], cfg: DeployConfig, *,
+                service: str, s3_endpoint: str, s3_secure: bool) -> tuple[dict, dict]:
+    """(ServiceAccount, InferenceService) serving LoRA registry versions as adapters on one base.
+
+    ``base_uri`` is the S3 directory of the base model the adapters were trained on;
+    ``adapters`` pairs each registry entry (a LoRA version: ``<model_uri>/adapter``) with its
+    characters. KServe's storage initializer fetches the base to ``/mnt/models`` and each adapter
+    to ``/mnt/adapters/NAME-vVERSION`` (``spec.predictor.storageUris``); vLLM serves each as the
+    model id ``NAME-vVERSION``. The characters of every adapter are on the service
+    (annotation ``charops.io/adapters``).
+    """
+    if cfg.backend != "vllm":
+        raise ConfigError("LoRA adapters on one base need the vllm backend (backend=vllm)")
+    if not adapters:
+        raise ConfigError("render_lora: no adapter versions to serve")
+    uris = [base_uri] + [e["model_uri"] for e, _ in adapters]
+    for uri in uris:
+        if not str(uri).startswith("s3://"):
+            raise ConfigError(f"'{uri}' is not in an S3 store the cluster can read (see docs/cluster.md)")
+    names = [adapter_name(e) for e, _ in adapters]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"render_lora: a version is listed twice ({', '.join(names)})")
+    endpoint = check_s3_endpoint(cfg.s3_endpoint or s3_endpoint)
+    https = s3_secure if cfg.s3_usehttps is None else cfg.s3_usehttps
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount",
+          "metadata": {"name": cfg.service_account, "labels": dict(PART_OF),
+                       "annotations": {"serving.kserve.io/s3-endpoint": endpoint,
+                                       "serving.kserve.io/s3-usehttps": "1" if https else "0"}},
+          "secrets": [{"name": cfg.s3_secret}]}
+    # A plain predictor for the base, then: no single storageUri but one per directory, and
+    # vLLM's LoRA arguments naming each adapter's mount.
+    base_entry = {"name": service, "version": 0, "model_uri": base_uri}
+    spec = predictor(base_entry, cfg, service)
+    model = spec["model"]
+    model.pop("storageUri")
+    model["args"] = [f"--model_dir={BASE_MOUNT}", *model["args"], "--enable-lora",
+                     f"--max-loras={max(1, min(cfg.max_loras, len(adapters)))}",
+                     f"--max-lora-rank={cfg.max_lora_rank}", "--lora-modules",
+                     *(f"{n}={ADAPTER_MOUNT}/{n}" for n in names)]
+    spec["storageUris"] = [{"uri": base_uri, "mountPath": BASE_MOUNT}] + [
+        {"uri": f"{str(e['model_uri']).rstrip('/')}/{ADAPTER_DIR}", "mountPath": f"{ADAPTER_MOUNT}/{n}"}
+        for (e, _), n in zip(adapters, names, strict=True)]
+    spec["labels"] = {"charops.io/model": service, "charops.io/version": "lora"}
+    served = {n: {"model": e["name"], "version": int(e["version"]), "characters": sorted(chars)}
+              for (e, chars), n in zip(adapters, names, strict=True)}
+    isvc = {"apiVersion": ISVC_API, "kind": "InferenceService",
+            "metadata": {"name": service, "labels": {**PART_OF, "charops.io/model": service},
+                         "annotations": {MODE_ANNOTATION: MODES[cfg.mode],
+                                         "charops.io/base-model": base_uri,
+                                         "charops.io/adapters": json.dumps(served, ensure_ascii=False,
+                                                                          sort_keys=True)}},
+            "spec": {"predictor": spec}}
     return sa, isvc
 
 
