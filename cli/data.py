@@ -190,7 +190,7 @@ def export_card(
 
     A profile read from a card is written back field for field (lorebook and extensions included).
     """
-    from charops.data.cards import export_card as export
+    from charops.data.export_card import export_card as export
 
     target = export(paths, version=fmt.value, name=name, out=out, image=png, overwrite=overwrite)
     if as_json:

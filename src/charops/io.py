@@ -14,11 +14,13 @@ import shutil
 import signal
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+from charops.errors import CharopsError
 
 # mkstemp/mkdtemp create private (0600/0700) files; published files get the usual permissions
 # (what open() would give under the process umask) so other users of an image can read them.
@@ -85,6 +87,40 @@ def overlaps(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether two paths are the same, or one lies inside the other (symlinks resolved)."""
     ra, rb = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()
     return ra == rb or ra in rb.parents or rb in ra.parents
+
+
+def check_output(out: str | os.PathLike, *,
+                 inputs: Mapping[str, str | os.PathLike | None]
+                 | Iterable[tuple[str, str | os.PathLike | None]] | None = None,
+                 overwrite: bool = False, option: str = "--output",
+                 overwrite_hint: str | None = "pass --overwrite", directory: bool = True,
+                 error: type[Exception] = CharopsError) -> Path:
+    """The one guard of an output path, before anything is written: ``out`` must not overlap
+    any of ``inputs`` (label -> path, or (label, path) pairs: the same path, inside it or
+    holding it, symlinks resolved; paths that do not exist are skipped), and must not already hold something
+    unless ``overwrite`` (a directory: exists and is not empty; a file: exists).
+
+    ``option`` names the output as the user gave it (``--out``, ``output_dir``),
+    ``overwrite_hint`` says how to allow replacing (None: it cannot be allowed), ``error`` is
+    the CharopsError subclass to raise. Returns ``out`` as a Path::
+
+        check_output(cfg.output_dir, inputs={"the input": cfg.input}, overwrite=cfg.overwrite,
+                     option="output_dir", overwrite_hint="pass overwrite=true", error=DataError)
+    """
+    out = Path(out)
+    what = "output directory" if directory else "output file"
+    pairs = inputs.items() if isinstance(inputs, Mapping) else (inputs or ())
+    for label, src in pairs:
+        if src is not None and Path(src).exists() and overlaps(out, src):
+            raise error(f"{what} '{out}' overlaps {label} '{src}' (the same path, inside it or "
+                        f"holding it); writing there could destroy it: choose another {option}")
+    if not directory and out.is_dir():
+        raise error(f"{what} '{out}' is a directory: give a file name ({option})")
+    taken = (out.exists() and (not out.is_dir() or any(out.iterdir()))) if directory else out.exists()
+    if taken and not overwrite:
+        fix = f"{overwrite_hint} or choose another {option}" if overwrite_hint else f"choose another {option}"
+        raise error(f"{what} '{out}' {'exists and is not empty' if directory else 'exists'}; {fix}")
+    return out
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -317,7 +317,7 @@ def test_export_card_cli(tmp_path, monkeypatch):
     assert (tmp_path / "face.png").read_bytes() == blank_png(8, 8)  # the image is not changed
 
     res = runner.invoke(app, ["data", "export-card", "in.json", "--png", "face.png", "--out", "mara.png"])
-    assert res.exit_code == 2 and "exists: pass --overwrite" in res.output
+    assert res.exit_code == 2 and "exists; pass --overwrite" in res.output
     res = runner.invoke(app, ["data", "export-card", "mara.png", "--out", "mara.png", "--overwrite"])
     assert res.exit_code == 2 and "overlaps the input" in res.output
     assert read_card_file(tmp_path / "mara.png") == V3  # nothing lost

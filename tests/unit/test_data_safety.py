@@ -83,12 +83,12 @@ def test_validate_refuses_rejects_path_that_is_an_input(tmp_path):
     before = src.read_bytes()
     for target in (src, data / ".." / "data" / "data.jsonl"):
         res = runner.invoke(app, ["data", "validate", str(data), "--rejects", str(target)])
-        assert_one_line_error(res, "--rejects", "is an input")
+        assert_one_line_error(res, "--rejects", "overlaps an input")
         assert src.read_bytes() == before
     link = tmp_path / "link.jsonl"
     link.symlink_to(src)
     res = runner.invoke(app, ["data", "validate", str(src), "--rejects", str(link)])
-    assert_one_line_error(res, "is an input")
+    assert_one_line_error(res, "overlaps an input")
     assert src.read_bytes() == before
 
 

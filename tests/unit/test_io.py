@@ -68,3 +68,52 @@ def test_published_files_are_readable_by_others(tmp_path):
     assert stat.S_IMODE((tmp_path / "f.json").stat().st_mode) == FILE_MODE
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == DIR_MODE
     assert FILE_MODE & 0o044  # group/other read under the usual umask (022)
+
+
+# --- check_output: the one output-path guard (issue 14) -----------------------------------------
+
+def test_check_output_refuses_outputs_overlapping_an_input(tmp_path):
+    from charops.errors import CharopsError, DataError
+    from charops.io import check_output
+
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "in.jsonl").write_text("{}\n")
+    link = tmp_path / "link"
+    link.symlink_to(data)
+    for out in (data, data / "sub" / "out", tmp_path, link, link / "x"):
+        with pytest.raises(DataError, match=r"overlaps the input .*choose another --out$"):
+            check_output(out, inputs={"the input": data}, option="--out", error=DataError)
+    # overwrite never allows an overlap; a file input is guarded the same way
+    with pytest.raises(CharopsError, match="overlaps an input"):
+        check_output(data / "in.jsonl", inputs=[("an input", data / "in.jsonl")], overwrite=True,
+                     directory=False)
+    # inputs that do not exist (an s3:// URL, a typo) are not local paths to protect
+    assert check_output(tmp_path / "new", inputs={"the input": "s3://b/k", "the other": None}) == \
+        tmp_path / "new"
+
+
+def test_check_output_refuses_what_is_there_unless_overwrite(tmp_path):
+    from charops.errors import CharopsError
+    from charops.io import check_output
+
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "f.json").write_text("{}")
+    with pytest.raises(CharopsError, match=r"^output directory '.*full' exists and is not empty; "
+                                          r"pass overwrite=true or choose another output_dir$"):
+        check_output(full, option="output_dir", overwrite_hint="pass overwrite=true")
+    with pytest.raises(CharopsError, match="exists and is not empty; choose another --output$"):
+        check_output(full, overwrite_hint=None)
+    with pytest.raises(CharopsError, match="f.json' exists and is not empty"):  # a file where a dir goes
+        check_output(tmp_path / "f.json")
+    assert check_output(full, overwrite=True) == full
+    assert check_output(tmp_path / "empty") == tmp_path / "empty"
+    # a file output
+    with pytest.raises(CharopsError, match=r"output file '.*f.json' exists; pass --overwrite"):
+        check_output(tmp_path / "f.json", directory=False)
+    with pytest.raises(CharopsError, match="is a directory: give a file name"):
+        check_output(full, directory=False, overwrite=True)
+    assert check_output(tmp_path / "f.json", directory=False, overwrite=True) == tmp_path / "f.json"

@@ -213,7 +213,7 @@ def test_download_refuses_non_empty_destination(store, tree, tmp_path):
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")
-    with pytest.raises(StorageError, match="already exists and is not empty"):
+    with pytest.raises(StorageError, match="exists and is not empty"):
         store.download_prefix("m", dest)
     store.download_prefix("m", dest, overwrite=True)
     assert sha256_tree(dest) == sha256_tree(tree)

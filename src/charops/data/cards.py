@@ -32,7 +32,9 @@ field (:func:`profile_to_card`)::
     write_card(profile_to_card(profile, "v3"), Path("mara-v3.png"), image=Path("mara.png"))
 
 or from the shell: ``charops data validate mara.png`` and
-``charops data export-card characters.jsonl --name Mara --format v3 --png mara.png``.
+``charops data export-card characters.jsonl --name Mara --format v3 --png mara.png``
+(:mod:`charops.data.export_card`, which reads the inputs through the importers: this module is
+the codec only and imports none of them).
 """
 
 from __future__ import annotations
@@ -464,44 +466,3 @@ def write_card(card: dict[str, Any], out: Path, image: Path | None = None) -> Pa
     with atomic_open(out, "wb") as fh:
         fh.write(payload)
     return out
-
-
-def export_card(inputs: list[str], *, version: str = "v3", name: str | None = None,
-                out: str | None = None, image: str | None = None, overwrite: bool = False) -> Path:
-    """Write the profile ``name`` (the only one, when ``inputs`` hold one) as a card file.
-
-    ``inputs`` are any files charops reads (native profiles, CharacterGLM cards, character
-    cards...). ``out`` defaults to ``<name>.<version>.png`` with ``image`` and
-    ``<name>.<version>.json`` without; an existing ``out`` is refused unless ``overwrite``, and
-    ``out`` may never be one of the inputs or the image.
-    """
-    from charops.data.importers import load_inputs
-    from charops.io import overlaps
-
-    if version not in ("v2", "v3"):
-        raise DataError(f"card format '{version}': use v2 or v3")
-    profiles = load_inputs(inputs).profiles
-    if not profiles:
-        raise DataError(f"{', '.join(inputs)}: no character profile in these inputs")
-    names = [p.name for p in profiles]
-    if name is not None:
-        if name not in names:
-            raise DataError(f"no profile named '{name}' in {', '.join(inputs)} (have: {', '.join(names)})")
-        profile = profiles[names.index(name)]
-    elif len(profiles) > 1:
-        raise DataError(f"{', '.join(inputs)} hold {len(profiles)} profiles ({', '.join(names)}): "
-                        "choose one with --name")
-    else:
-        profile = profiles[0]
-    stem = re.sub(r"[^\w.-]+", "_", profile.name).strip("._") or "character"
-    target = Path(out) if out else Path(f"{stem}.{version}.{'png' if image else 'json'}")
-    if image and target.suffix.lower() != ".png":
-        raise DataError(f"--png embeds the card in an image: the output '{target}' must end in .png")
-    for src in [*inputs, *([image] if image else [])]:
-        if Path(src).exists() and overlaps(src, target):
-            raise DataError(f"output '{target}' overlaps the input '{src}': choose another --out")
-    if target.is_dir():
-        raise DataError(f"output '{target}' is a directory: give a file name")
-    if target.exists() and not overwrite:
-        raise DataError(f"output '{target}' exists: pass --overwrite to replace it")
-    return write_card(profile_to_card(profile, version), target, Path(image) if image else None)

@@ -344,19 +344,13 @@ def _empty_splits(cfg: PrepareConfig, sft: dict, dpo: dict) -> list[str]:
 
 def _check_output(cfg: PrepareConfig, inputs: list[str]) -> Path:
     """The output directory, refused when replacing it could destroy anything the user has."""
-    from charops.io import overlaps
+    from charops.io import check_output
 
     out = Path(cfg.output_dir)
     if out.is_file() or (out.is_symlink() and not out.is_dir()):
         raise DataError(f"output directory '{out}' is a file; choose another --out (a file is never replaced)")
-    for given in inputs:
-        if overlaps(out, given):
-            raise DataError(f"output directory '{out}' overlaps the input '{given}' (the same folder, inside "
-                            "it, or holding it); writing there could destroy the input, choose another --out")
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise DataError(f"output directory '{out}' exists and is not empty; pass overwrite=true (--overwrite) "
-                        "or choose another --out")
-    return out
+    return check_output(out, inputs=[("the input", given) for given in inputs], overwrite=cfg.overwrite,
+                        option="--out", overwrite_hint="pass overwrite=true (--overwrite)", error=DataError)
 
 
 def run(cfg: PrepareConfig) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from charops.data.importers.common import DEFAULT_MAX_RECORD_BYTES
 from charops.data.normalize import normalize
 from charops.data.schema import Record
 from charops.errors import DataError
-from charops.io import file_in_the_way, overlaps, write_jsonl
+from charops.io import check_output, file_in_the_way, write_jsonl
 
 NO_REPLY = "no assistant turn to learn from"
 
@@ -79,11 +79,9 @@ def check_rejects_path(path: str | os.PathLike, result: LoadResult | None = None
         raise DataError(f"--rejects {path}: is a directory; name a file such as {target / 'rejects.jsonl'}")
     if (blocker := file_in_the_way(target)) is not None:
         raise DataError(f"--rejects {path}: '{blocker}' is a file, not a folder; choose another path")
-    if result is not None:
-        for src in result.sources:
-            if overlaps(target, src.path):
-                raise DataError(f"--rejects {path}: is an input ('{src.path}'); writing the rejects there would "
-                                "destroy it, choose another file")
+    if result is not None:  # the rejects file is replaced freely, but never over an input
+        check_output(target, inputs=[("an input", src.path) for src in result.sources], overwrite=True,
+                     option="--rejects", directory=False, error=DataError)
     return target
 
 

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charops.errors import CharopsError
-from charops.io import atomic_dir, overlaps, sha256_file
+from charops.io import atomic_dir, check_output, sha256_file
+from charops.model.cache import default_cache_dir
 
 PREFIX = "charops:"
 BUILT = ("charops:tiny",)
@@ -119,7 +120,6 @@ def gguf_path(e: Entry) -> Path:
 def resolve(ref: str, cache_dir: str | Path | None = None, *, progress: bool = True) -> Path:
     """The imported model directory for ``ref``, importing it into the cache on first use."""
     from charops.model.importer import import_model
-    from charops.model.load import default_cache_dir
 
     e = entry(ref)
     src = gguf_path(e)
@@ -157,10 +157,7 @@ def import_ref(src: str, output: str | Path, *, dtype: str = "float32", chat_tem
                             catalog={"ref": src, "package": e.package, "license": e.license})
     cached = resolve(src, progress=progress)
     out = Path(output).expanduser()
-    if overlaps(cached, out):
-        raise CharopsError(f"output '{out}' overlaps the model cache '{cached}'; choose another --output")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise CharopsError(f"output directory '{out}' exists and is not empty; pass --overwrite or choose another --output")
+    check_output(out, inputs={"the model cache": cached}, overwrite=overwrite)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         shutil.copytree(cached, tmp, dirs_exist_ok=True)
     summary = json.loads((out / "charops_import.json").read_text(encoding="utf-8"))

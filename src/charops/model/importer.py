@@ -16,13 +16,11 @@ temperature/top-p, a repetition penalty (small models loop without one).
 
     charops model import SmolLM2-135M-Instruct.Q4_1.gguf --output runs/smollm2
     charops model import charops:smollm2-135m --output runs/smollm2     # from the catalog
-    python -m charops.model.importer some/hf-dir /tmp/out --dtype bfloat16
+    charops model import some/hf-dir --output /tmp/out --dtype bfloat16
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from charops.errors import CharopsError
 from charops.io import (
     FILE_MODE,
     atomic_dir,
-    overlaps,
+    check_output,
     sha256_file,
     sha256_tree,
     write_json,
@@ -83,10 +81,8 @@ def import_model(src: str | Path, output: str | Path, *, dtype: str = "float32",
         raise CharopsError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     src, out = Path(src).expanduser(), Path(output).expanduser()
     kind, folder, gguf_name = _source(src)
-    if overlaps(src, out):  # out is src, holds it (the GGUF's folder) or lies inside it
-        raise CharopsError(f"output '{out}' overlaps the source '{src}'; choose another --output")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise CharopsError(f"output directory '{out}' exists and is not empty; pass --overwrite or choose another --output")
+    # out must not be src, hold it (the GGUF's folder) or lie inside it
+    check_output(out, inputs={"the source": src}, overwrite=overwrite)
     if chat_template_file is not None:
         chat_template = _read_template(chat_template_file)
 
@@ -169,21 +165,3 @@ def import_model(src: str | Path, output: str | Path, *, dtype: str = "float32",
         summary["tokenizer_sha256"] = tokenizer_sha256(tmp)
         write_json(tmp / "charops_import.json", summary)
     return {"output_dir": str(out), **summary}
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m charops.model.importer", description=__doc__.splitlines()[0])
-    ap.add_argument("src")
-    ap.add_argument("output")
-    ap.add_argument("--dtype", default="float32", choices=DTYPES)
-    ap.add_argument("--chat-template", dest="chat_template_file")
-    ap.add_argument("--overwrite", action="store_true")
-    args = ap.parse_args(argv)
-    from charops.model.catalog import import_ref
-
-    print(json.dumps(import_ref(args.src, args.output, dtype=args.dtype, chat_template_file=args.chat_template_file,
-                                overwrite=args.overwrite), indent=2))
-
-
-if __name__ == "__main__":
-    main()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from charops.errors import CharopsError, ConfigError
-from charops.io import atomic_dir, sha256_tree, write_json
+from charops.io import atomic_dir, check_output, sha256_tree, write_json
 from charops.model.chat_template import CHATML_TEMPLATE, ENDOFTEXT, IM_END, SPECIAL_TOKENS
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
@@ -194,9 +194,7 @@ def build_model(cfg: ModelInitConfig, vocab_size: int, pad_id: int, eos_ids: lis
 
 def run(cfg: ModelInitConfig) -> dict:
     """Train the tokenizer, build the model, write the directory atomically; return a summary."""
-    out = Path(cfg.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
-        raise CharopsError(f"output directory '{out}' exists and is not empty; pass overwrite=true or choose another --output")
+    out = check_output(cfg.output_dir, overwrite=cfg.overwrite, overwrite_hint="pass overwrite=true")
     paths = corpus_paths(cfg)
     texts = read_corpus(paths)
     tok = train_tokenizer(texts, cfg.vocab_size, cfg.min_frequency)

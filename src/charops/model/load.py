@@ -24,13 +24,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from charops.errors import CharopsError
+from charops.model.cache import default_cache_dir
 
 # What `huggingface_hub` accepts as a repo id: "name" or "namespace/name".
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("CHAROPS_CACHE", Path.home() / ".cache" / "charops")) / "models"
 
 
 def _check_model_dir(path: Path, ref: str) -> Path:

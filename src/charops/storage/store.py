@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import charops
 from charops.errors import CharopsError
-from charops.io import atomic_dir, file_in_the_way, overlaps, sha256_bytes
+from charops.io import atomic_dir, check_output, file_in_the_way, overlaps, sha256_bytes
 
 MARKER = "_SUCCESS"
 STAGING = ".staging"
@@ -223,8 +223,8 @@ def get_destination(key: str, dest: str | os.PathLike, prefix: bool, force: bool
         if resolved == here or resolved in here.parents:
             raise StorageError(f"{dest} is the current directory or holds it, which a download never "
                                f"replaces; name a new folder, e.g. ./{key.rstrip('/').rsplit('/', 1)[-1]}")
-        if dest.is_dir() and any(dest.iterdir()) and not force:
-            raise StorageError(f"{dest}: already exists and is not empty (pass --force to replace it)")
+        check_output(dest, overwrite=force, option="destination", overwrite_hint="pass --force",
+                     error=StorageError)
         return resolved
     if dest.is_dir():
         dest = dest / clean_key(key).rsplit("/", 1)[-1]
@@ -410,8 +410,8 @@ def download_tree(store: Store, prefix: str, dest: str | os.PathLike, overwrite:
     """Download a published prefix into ``dest``, which appears only when complete and verified."""
     dest = Path(dest)
     manifest = read_manifest(store, prefix)
-    if dest.exists() and not overwrite and (not dest.is_dir() or any(dest.iterdir())):
-        raise StorageError(f"{dest}: already exists and is not empty (pass overwrite / --force)")
+    check_output(dest, overwrite=overwrite, option="destination",
+                 overwrite_hint="pass overwrite=True (--force)", error=StorageError)
     with os_errors(str(dest)), atomic_dir(dest, overwrite=True) as tmp:
         def fetch(item: tuple[str, dict]) -> None:
             rel, meta = item
