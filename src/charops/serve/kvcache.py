@@ -12,8 +12,9 @@ left-padded to a common width, and lets rows join and leave between decoding ste
     cache.insert(prompt_ids, kv_of_prompt)  # after the prompt's prefill
 
 Keys and values are tensors ``[batch, kv_heads, tokens, head_dim]`` per layer, as transformers'
-``DynamicLayer`` keeps them. Reused tensors are never written in place: ``DynamicLayer.update``
-concatenates into new tensors, so an entry stays valid while requests extend copies of it.
+``DynamicLayer`` keeps them; the engine's caches use :class:`GrowingLayer`, a ``DynamicLayer``
+that appends a decoding step's token in place instead of copying the whole cache. Prefix-cache
+entries are exact-size copies, and a request starting from one gets its own buffer.
 """
 
 from __future__ import annotations
@@ -23,18 +24,77 @@ from collections.abc import Sequence
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (keys, values), [batch, heads, tokens, dim]
+ROOM = 64  # tokens of headroom a cache buffer is allocated with
+
+
+class GrowingLayer(DynamicLayer):
+    """A ``DynamicLayer`` whose keys and values live in a buffer with room to grow.
+
+    ``DynamicLayer.update`` concatenates, copying the whole cache at every decoding step;
+    here a step writes its token into the buffer (doubling it when full), and ``keys`` /
+    ``values`` are views of the filled part. Views handed out stay valid: a full buffer is
+    replaced, never written over.
+    """
+
+    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None, room: int = ROOM):
+        super().__init__()
+        self.room = room
+        if keys is not None:
+            self._fill(keys, values, room)
+
+    def _fill(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+        b, h, t, d = keys.shape
+        self._k = keys.new_empty((b, h, t + room, d))
+        self._v = values.new_empty((b, h, t + room, values.shape[-1]))
+        self._k[:, :, :t] = keys
+        self._v[:, :, :t] = values
+        self._n = t
+        self.keys, self.values = self._k[:, :, :t], self._v[:, :, :t]
+        self.device, self.dtype, self.is_initialized = keys.device, keys.dtype, True
+
+    @classmethod
+    def adopt(cls, kbuf: torch.Tensor, vbuf: torch.Tensor, filled: int) -> GrowingLayer:
+        """A layer over buffers whose first ``filled`` tokens hold the cache (no copy)."""
+        layer = cls(room=ROOM)
+        layer._k, layer._v, layer._n = kbuf, vbuf, filled
+        layer.keys, layer.values = kbuf[:, :, :filled], vbuf[:, :, :filled]
+        layer.device, layer.dtype, layer.is_initialized = kbuf.device, kbuf.dtype, True
+        return layer
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self._fill(key_states[:, :, :0], value_states[:, :, :0], self.room)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        t = key_states.shape[2]
+        if self._n + t > self._k.shape[2]:
+            self._fill(self.keys, self.values, max(self.room, self._n) + t)
+        self._k[:, :, self._n:self._n + t] = key_states
+        self._v[:, :, self._n:self._n + t] = value_states
+        self._n += t
+        self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
+        return self.keys, self.values
 
 
 def kv_of(cache: DynamicCache) -> KV:
-    """The per-layer (keys, values) of a ``DynamicCache``."""
+    """The per-layer (keys, values) of a ``DynamicCache`` (views: copy before keeping them)."""
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def cache_from(kv: KV) -> DynamicCache:
-    """A ``DynamicCache`` holding ``kv`` (empty when ``kv`` is empty)."""
-    return DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
+    """A ``DynamicCache`` of :class:`GrowingLayer` starting from (a copy of) ``kv`` (may be empty)."""
+    return _cache_of([GrowingLayer(k, v) for k, v in kv])
+
+
+def _cache_of(layers: list[GrowingLayer]) -> DynamicCache:
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = GrowingLayer  # layers made by update() grow in place too
+    cache.layers = layers
+    return cache
 
 
 def kv_bytes(kv: KV) -> int:
@@ -102,9 +162,10 @@ class PrefixCache:
         return n, [(k[:, :, :n], v[:, :, :n]) for k, v in kv]
 
     def insert(self, ids: Sequence[int], kv: KV) -> None:
-        """Store the KV (batch 1, ``len(ids)`` tokens) of a prompt."""
+        """Store a copy of the KV (batch 1, ``len(ids)`` tokens) of a prompt."""
         if self.max_bytes <= 0 or not kv:
             return
+        kv = [(k.contiguous(), v.contiguous()) for k, v in kv]  # views of a larger buffer: copy
         t = torch.as_tensor(list(ids), dtype=torch.long)
         n, key = self._best(t)
         if key is not None:
@@ -162,21 +223,24 @@ class BatchCache:
         """Append ``copies`` rows that all start from ``kv`` (batch 1, its own length)."""
         length = kv[0][0].shape[2]
         device = kv[0][0].device
-        if self.mask is None:
-            self.cache = cache_from([(k.expand(copies, -1, -1, -1).contiguous(),
-                                      v.expand(copies, -1, -1, -1).contiguous()) for k, v in kv])
-            self.mask = torch.ones((copies, length), dtype=torch.long, device=device)
-            return
-        width = max(self.width, length)
-        old = kv_of(self.cache)
-        merged = []
-        for (ok, ov), (k, v) in zip(old, kv, strict=True):
-            merged.append((torch.cat([_pad_left(ok, width), _pad_left(k, width).expand(copies, -1, -1, -1)]),
-                           torch.cat([_pad_left(ov, width), _pad_left(v, width).expand(copies, -1, -1, -1)])))
-        new_mask = torch.zeros((copies, width), dtype=torch.long, device=device)
-        new_mask[:, width - length:] = 1
-        self.mask = torch.cat([_pad_left(self.mask, width), new_mask])
-        self.cache = cache_from(merged)
+        old_rows, width = self.rows, max(self.width, length)
+        layers = []
+        for i, (k, v) in enumerate(kv):
+            keys = k.new_zeros((old_rows + copies, k.shape[1], width + ROOM, k.shape[3]))
+            values = v.new_zeros((old_rows + copies, v.shape[1], width + ROOM, v.shape[3]))
+            if old_rows:  # left padding: every row's last token sits in the last filled column
+                ok, ov = self.cache.layers[i].keys, self.cache.layers[i].values
+                keys[:old_rows, :, width - ok.shape[2]:width] = ok
+                values[:old_rows, :, width - ov.shape[2]:width] = ov
+            keys[old_rows:, :, width - length:width] = k
+            values[old_rows:, :, width - length:width] = v
+            layers.append(GrowingLayer.adopt(keys, values, width))
+        mask = torch.zeros((old_rows + copies, width), dtype=torch.long, device=device)
+        if old_rows:
+            mask[:old_rows, width - self.width:] = self.mask
+        mask[old_rows:, width - length:] = 1
+        self.mask = mask
+        self.cache = _cache_of(layers)
 
     def keep(self, indices: list[int]) -> None:
         """Keep only the rows at ``indices`` (in that order); drop padding no row needs."""
@@ -189,21 +253,6 @@ class BatchCache:
         mask = self.mask.index_select(0, idx)
         start = int(mask.any(0).nonzero()[0])
         self.mask = mask[:, start:]
-        self.cache = cache_from([(k.index_select(0, idx)[:, :, start:], v.index_select(0, idx)[:, :, start:])
-                                 for k, v in kv_of(self.cache)])
-
-    def grow(self) -> torch.Tensor:
-        """The attention mask for the next decoding step (one more column), now the batch's."""
-        self.mask = torch.cat([self.mask, self.mask.new_ones((self.rows, 1))], dim=1)
-        return self.mask
-
-
-def _pad_left(x: torch.Tensor, width: int) -> torch.Tensor:
-    """Zero-pad dim 2 (KV: tokens) or dim 1 (a mask) on the left to ``width``."""
-    dim = 2 if x.dim() == 4 else 1
-    extra = width - x.shape[dim]
-    if extra <= 0:
-        return x
-    shape = list(x.shape)
-    shape[dim] = extra
-    return torch.cat([x.new_zeros(shape), x], dim=dim)
+        self.cache = _cache_of([GrowingLayer.adopt(layer._k.index_select(0, idx)[:, :, start:],
+                                                   layer._v.index_select(0, idx)[:, :, start:], layer._n - start)
+                                for layer in self.cache.layers])
