@@ -24,33 +24,15 @@ ParamOpt = Annotated[list[str] | None, typer.Option(
     show_default=False)]
 
 
-def _print_local(result) -> None:
-    """Where everything is: each task's files, then the final model, evaluation and registry."""
-    typer.echo(f"run {result.run_name}: {result.status} in {result.seconds:.1f}s "
-               f"(pipeline {result.pipeline} {result.version or 'unversioned'})")
-    typer.echo(f"run directory: {result.run_dir}  (summary: {Path(result.run_dir) / 'run.json'})")
-    order = list(result.task_seconds) + [t for t in result.outputs if t not in result.task_seconds]
-    for task in order:
-        secs = result.task_seconds.get(task)
-        typer.echo(f"  {task}" + (f"  [{secs:.1f}s]" if secs is not None else ""))
-        for name, path in result.outputs.get(task, {}).items():
-            if Path(path).exists():  # a Metrics artifact has no file locally
-                typer.echo(f"    {name:<14} {path}")
-        if task in result.logs:
-            typer.echo(f"    {'(log)':<14} {result.logs[task]}")
-    trained = [t for t in order if "trained_model" in result.outputs.get(t, {})]
-    if trained:
-        typer.echo(f"final model: {result.outputs[trained[-1]]['trained_model']}")
-    numbers = result.metadata.get("evaluate", {}).get("metrics")
-    if numbers:
-        line = f"validation loss {numbers['loss']:.4f}"
-        if "baseline_loss" in numbers:
-            line += f" (baseline {numbers['baseline_loss']:.4f}, change {numbers['loss_delta']:+.4f})"
+def _print_local(result, verbose: bool = False) -> None:
+    """The run's headline (charops.pipeline.local.run_headline); with --verbose every path first."""
+    from charops.pipeline.local import run_headline, run_paths
+
+    if verbose:
+        for line in run_paths(result):
+            typer.echo(line)
+    for line in run_headline(result):
         typer.echo(line)
-        typer.echo(f"evaluation report: {result.outputs['evaluate']['report']}")
-    registered = result.parameters.get("register")
-    if registered:
-        typer.echo(f"registered version {registered['version']}: {registered['model_uri']}")
 
 
 def submit(
@@ -92,7 +74,7 @@ def submit(
 
             echo_json(asdict(result))
         elif not quiet:
-            _print_local(result)
+            _print_local(result, verbose)
         if result.status != "succeeded":
             log = result.logs.get(result.failed_task or "", str(Path(result.run_dir) / "logs"))
             raise CharopsError(f"pipeline {result.pipeline}: {result.error} (full log: {log})")

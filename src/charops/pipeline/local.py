@@ -66,6 +66,7 @@ class LocalRunResult:
     logs: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     failed_task: str | None = None
+    final_model: str | None = None  # the chat model the run made (DPO's output), never the judge
 
     def output(self, task: str, name: str) -> Path:
         """Path of one output artifact, e.g. ``output("evaluate", "results")``."""
@@ -323,5 +324,198 @@ def run_local(yaml_path: str | Path, params: list[str] | tuple[str, ...] = (),
                             task_seconds=dict(log.seconds), outputs=outputs, metadata=metadata,
                             parameters=parameters, logs=dict(log.logs), error=error,
                             failed_task=failed_task)
+    result.final_model = final_model(result)
     write_json(run_dir / "run.json", asdict(result))
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# The last screen of `charops submit --local`: the run's headline, not its paths.
+
+
+def _task(result: LocalRunResult, base: str) -> str | None:
+    """The task named ``base`` in this run: kfp.local names a component used in two branches of
+    a condition ``base`` and ``base-2`` (only the branch that ran has outputs)."""
+    pattern = re.compile(rf"{re.escape(base)}(-\d+)?")
+    found = [t for t in (*result.outputs, *result.parameters) if pattern.fullmatch(t)]
+    return sorted(found, key=lambda t: (len(t), t))[0] if found else None
+
+
+def _eval_summary(result: LocalRunResult) -> dict | None:
+    task = _task(result, "evaluate")
+    results = result.outputs.get(task or "", {}).get("results")
+    path = Path(results) / "eval_summary.json" if results else None
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def final_model(result: LocalRunResult) -> str | None:
+    """The chat model the run made (DPO's output in the full recipe): the model the evaluation
+    judged, else the last trained model that is not the reward model (the judge)."""
+    summary = _eval_summary(result)
+    if summary and (summary.get("candidate") or {}).get("model"):
+        return str(summary["candidate"]["model"])
+    order = list(result.task_seconds) + [t for t in result.outputs if t not in result.task_seconds]
+    trained = [t for t in order if "trained_model" in result.outputs.get(t, {})
+               and _task_base(t) != "reward"]
+    return result.outputs[trained[-1]]["trained_model"] if trained else None
+
+
+def _task_base(task: str) -> str:
+    return re.sub(r"-\d+$", "", task)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{seconds:.1f} s"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1f}%"
+
+
+def sample_replies(results_dir: str | Path, label: str = "candidate", count: int = 3) -> list[dict]:
+    """``count`` of the candidate's replies (character, user line, reply): the first reply of
+    each character in prompt order, then the next ones where there are fewer characters."""
+    path = Path(results_dir) / "replies.jsonl"
+    if not path.is_file():
+        return []
+    from charops.io import read_jsonl
+
+    rows = [r for r in read_jsonl(path) if r.get("model") == label]
+    firsts = {}
+    for i, r in enumerate(rows):
+        firsts.setdefault(r.get("character"), i)
+    order = sorted(firsts.values()) + [i for i in range(len(rows)) if i not in set(firsts.values())]
+    out = []
+    for i in order[:count]:
+        r = rows[i]
+        user = next((m["content"] for m in reversed(r.get("messages") or []) if m["role"] == "user"), "")
+        out.append({"character": r.get("character"), "user": user, "reply": r.get("reply", "")})
+    return out
+
+
+JUDGE_TRUST = 0.65  # below this held-out pair accuracy a reward-model judge is too weak to trust
+
+
+def judge_line(judge: dict) -> str:
+    """Which judge gave the verdict and how far it can be trusted (its held-out pair accuracy)."""
+    kind = judge.get("kind", "?")
+    if kind == "reward_model":
+        acc, pairs = judge.get("pair_accuracy"), judge.get("pairs")
+        if acc is None:
+            return "judge: reward model (no held-out pair accuracy recorded)"
+        text = f"judge: reward model, held-out pair accuracy {acc:.0%} on {pairs} pairs"
+        if acc < JUDGE_TRUST:
+            text += f" -- TOO WEAK TO TRUST (below {JUDGE_TRUST:.0%}): read the verdict as noise"
+        return text
+    if kind == "openai":
+        return f"judge: LLM {judge.get('model')} (rubric {judge.get('rubric')})"
+    return f"judge: {kind}"
+
+
+def run_headline(result: LocalRunResult) -> list[str]:
+    """The last lines of a local run: time, validation loss and the judged comparison against
+    the base model, the gate's verdict and the stage it led to, three sample replies and the
+    next two commands. Every path stays in run.json (and ``--verbose``)."""
+    lines = [f"run {result.run_name}: {result.status} in {_duration(result.seconds)} "
+             f"(pipeline {result.pipeline} {result.version or 'unversioned'})"]
+    if result.status != "succeeded":
+        return lines
+    ev = _task(result, "evaluate")
+    numbers = result.metadata.get(ev or "", {}).get("metrics") or {}
+    summary = _eval_summary(result) or {}
+    base = _baseline_name(result, summary)
+    if "loss" in numbers:
+        line = f"validation loss {numbers['loss']:.3f}"
+        if "baseline_loss" in numbers:
+            line += f" vs {numbers['baseline_loss']:.3f} for {base}"
+        lines.append(line)
+    pair = (summary.get("pairwise") or {}).get("overall")
+    judge = summary.get("judge") or {}
+    if pair:
+        lo, hi = pair.get("advantage_ci95") or (None, None)
+        ci = f", 95% CI {lo:+.1f}..{hi:+.1f}" if lo is not None else ""
+        lines.append(f"vs {base} on {int(pair['n'])} held-out prompts: "
+                     f"win {_pct(pair['win'])} tie {_pct(pair['tie'])} lose {_pct(pair['lose'])}, "
+                     f"Advantage {pair['advantage']:+.1f}{ci}, sign test p={pair['sign_test_p']:.3g}")
+        lines.append("  " + judge_line(judge))
+    elif summary:
+        lines.append(f"no judged comparison ({judge_line(judge)})")
+    reg = _task(result, "register")
+    registered = result.parameters.get(reg or "") or {}
+    name = str(summary.get("config", {}).get("model_name") or result.params.get("model_name") or "")
+    version = registered.get("version")
+    version = int(version) if isinstance(version, (int, float)) else version
+    gate_task = _task(result, "promotion-gate")
+    gate = result.metadata.get(gate_task or "", {}).get("report")
+    promoted = _task(result, "promote") in result.outputs
+    stage = None
+    if gate:
+        to = gate.get("to", "production")
+        if gate.get("passed"):
+            stage = to if promoted else None
+            lines.append(f"gate: passes against {gate.get('reference') or 'the reference'} -> "
+                         f"{name} v{version} is {stage or 'not promoted (promote step did not run)'}")
+        else:
+            lines.append(f"gate: REFUSES {name} v{version} for {to} "
+                         f"(failed: {gate.get('failed') or '?'}); it stays registered, unpromoted")
+    elif version is not None:
+        lines.append(f"registered {name} v{version} (no promotion asked: --param promote_to=production)")
+    samples = sample_replies(result.outputs[ev]["results"]) if ev and "results" in result.outputs.get(ev, {}) else []
+    if samples:
+        lines.append("sample replies:")
+        for s in samples:
+            reply = " ".join(s["reply"].split())
+            lines.append(f"  {s['character']} <- {s['user']}")
+            lines.append(f"      {reply[:240] + ('...' if len(reply) > 240 else '')}")
+    character = samples[0]["character"] if samples else None
+    who = f" --character {_quote(character)}" if character else ""
+    if gate and not gate.get("passed"):
+        lines.append("to promote it anyway (recorded as forced):")
+        lines.append(f"  {gate.get('override')}")
+        if version is not None and name:
+            lines.append(f"or try it unpromoted: charops deploy {name} --local --version {version}")
+    elif name and version is not None:
+        deploy = f"charops deploy {name} --local" + ("" if stage == "production" else f" --version {version}")
+        lines.append("next:")
+        lines.append(f"  {deploy}")
+        lines.append(f"  charops chat --endpoint http://127.0.0.1:8080{who}")
+    lines.append(f"details (every path, each step's time and log): {Path(result.run_dir) / 'run.json'}")
+    return lines
+
+
+def _baseline_name(result: LocalRunResult, summary: dict) -> str:
+    """"the base model NAME" when the evaluation's baseline is the run's own base model (what
+    eval_baseline=given compares with), else "production" (eval_baseline=production found one)."""
+    baseline = str((summary.get("baseline") or {}).get("model") or "")
+    task = _task(result, "base-model")
+    base_dir = result.outputs.get(task or "", {}).get("model")
+    if not baseline or (base_dir and Path(baseline).resolve() == Path(base_dir).resolve()):
+        return f"the base model {result.params.get('base_model', '')}".rstrip()
+    return f"the production model ({baseline})"
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def run_paths(result: LocalRunResult) -> list[str]:
+    """Where everything is (``--verbose``): each task's files and log, then the final model."""
+    lines = [f"run directory: {result.run_dir}  (summary: {Path(result.run_dir) / 'run.json'})"]
+    order = list(result.task_seconds) + [t for t in result.outputs if t not in result.task_seconds]
+    for task in order:
+        secs = result.task_seconds.get(task)
+        lines.append(f"  {task}" + (f"  [{secs:.1f}s]" if secs is not None else ""))
+        for name, path in result.outputs.get(task, {}).items():
+            if Path(path).exists():  # a Metrics artifact has no file locally
+                lines.append(f"    {name:<14} {path}")
+        if task in result.logs:
+            lines.append(f"    {'(log)':<14} {result.logs[task]}")
+    model = final_model(result)
+    if model:
+        lines.append(f"final model: {model}")
+    return lines
