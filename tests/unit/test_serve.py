@@ -72,8 +72,10 @@ def test_character_profile_is_the_system_prompt(client, reference):
 
 
 def test_request_system_prompt_wins_over_the_profile(client, reference):
+    """With character_prompt=client (the default merges: tests/unit/test_serve_features.py)."""
     messages = [{"role": "system", "content": "You are a pirate."}, *HELLO]
-    resp = client.chat.completions.create(model="charops-chat:林小满", messages=messages, **GREEDY)
+    resp = client.chat.completions.create(model="charops-chat:林小满", messages=messages,
+                                          **{**GREEDY, "extra_body": {"min_tokens": 8, "character_prompt": "client"}})
     expected, prompt_tokens = reference(messages, 8)
     assert resp.choices[0].message.content == expected and resp.usage.prompt_tokens == prompt_tokens
 
@@ -214,8 +216,12 @@ def test_kserve_routes(served):
         "inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["你好"]}],
         "parameters": {"character": "林小满", "max_tokens": 3}}).json()
     assert v2["outputs"][0]["name"] == "reply" and len(v2["outputs"][0]["data"]) == 1
-    assert httpx.post(u + "/v1/models/charops-chat:predict", timeout=30, json={"instances": [
-        {"messages": HELLO, "character": "无名"}]}).status_code == 400
+    # The KServe routes refuse with the statuses and the error shape of the OpenAI routes.
+    unknown = httpx.post(u + "/v1/models/charops-chat:predict", timeout=30, json={"instances": [
+        {"messages": HELLO, "character": "无名"}]})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "character_not_found"
+    bad = httpx.post(u + "/v1/models/charops-chat:predict", timeout=30, json={"instances": [3]})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "instances"
     assert "charops_serve_batch_size_count" in httpx.get(u + "/metrics", timeout=10).text
 
 

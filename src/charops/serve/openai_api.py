@@ -1,6 +1,7 @@
 """OpenAI-compatible routes of the local server: ``/openai/v1/models``, ``chat/completions``,
-``completions`` (non-streaming and SSE streaming), plus the guard that checks the API key and
-the body size of every request.
+``completions`` (non-streaming and SSE streaming), the checks of every request field and the
+OpenAI-shaped errors (the API key, body size and read time of every request are checked first
+by ``charops.serve.guard``).
 
 KServe's own OpenAI classes import vLLM, so these routes are a plain FastAPI router added to
 KServe's app (see ``charops.serve.server``). Every refusal is an OpenAI-style error body
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import json
 import math
 import time
@@ -512,7 +512,9 @@ async def complete(state: ServingState, request: Request, route: Route):
             n = 1 if n is None else n
             if not 1 <= n <= MAX_N:
                 raise APIError(400, f"'n' is {n}; this server generates 1 to {MAX_N} candidates", param="n")
-            prompt = route.prompt(state, body)
+            # Rendering and tokenizing a 1 MiB body takes seconds: off the event loop, so the
+            # probes and the other requests are answered meanwhile.
+            prompt = await asyncio.to_thread(route.prompt, state, body)
             base = gen_request(state, body, prompt.ids)
             for i in range(n):
                 # Each candidate samples with its own generator: seed, seed + 1, ...
@@ -571,70 +573,3 @@ def openai_router(state: ServingState) -> APIRouter:
         return await complete(state, request, COMPLETION)
 
     return router
-
-
-# -- the guard: API key and body size, for every route of the app ----------------------------
-
-class Guard:
-    """Pure ASGI middleware: Bearer key on everything but the health probes, and a body cap.
-
-    A body over the cap is refused before the route reads it: by its Content-Length, or,
-    for a chunked body, once the bytes read so far pass the cap.
-    """
-
-    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int, open_paths: set[str]):
-        self.app, self.api_key, self.max_body = app, api_key, max_body_bytes
-        self.open_paths = open_paths
-
-    async def _refuse(self, send: Any, err: APIError) -> None:
-        body = json.dumps(err.body()).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        if err.status == 401:
-            headers.append((b"www-authenticate", b"Bearer"))
-        await send({"type": "http.response.start", "status": err.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.api_key and scope["path"] not in self.open_paths:
-            given = headers.get("authorization", "")
-            scheme, _, token = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
-                return await self._refuse(send, APIError(
-                    401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
-                    type="invalid_request_error", code="invalid_api_key"))
-        too_big = APIError(413, f"the request body is over {self.max_body} bytes", code="request_too_large")
-        length = headers.get("content-length")
-        if length is not None:
-            if not length.isdigit():
-                return await self._refuse(send, APIError(400, "bad Content-Length header"))
-            if int(length) > self.max_body:
-                return await self._refuse(send, too_big)
-            return await self.app(scope, receive, send)
-        if scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
-            return await self.app(scope, receive, send)
-        # A chunked body: read it here (bounded), then hand the route the same bytes.
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                return await self._refuse(send, too_big)
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        return await self.app(scope, replay, send)

@@ -49,6 +49,10 @@ class ServeConfig:
     top_p: float = dataclasses.field(default=0.9, metadata={"help": "Default nucleus sampling mass."})
     repetition_penalty: float = dataclasses.field(default=1.1, metadata={"help": "Default repetition penalty."})
     max_body_bytes: int = dataclasses.field(default=1 << 20, metadata={"help": "Largest request body accepted."})
+    max_instances: int = dataclasses.field(default=32, metadata={"help": "Most instances (v1) or texts (v2) in one :predict/infer request."})
+    read_timeout_s: float = dataclasses.field(default=10.0, metadata={"help": "Seconds a client has to send a request's headers, and again its body."})
+    keep_alive_s: int = dataclasses.field(default=5, metadata={"help": "Seconds an idle kept-alive connection stays open."})
+    max_connections: int = dataclasses.field(default=128, metadata={"help": "Open connections at most; one more is answered 503."})
     dtype: str = dataclasses.field(default="auto", metadata={"help": "torch dtype to load the weights in (auto, float32, bfloat16)."})
     character_prompt: str = dataclasses.field(default="merge", metadata={"help": "With a client system message: merge (profile, then the client's text), client or profile; a request's character_prompt overrides it."})
     allow_untrained_characters: bool = dataclasses.field(default=False, metadata={"help": "Serve characters whose training data was all rejected without the request's allow_untrained."})
@@ -57,7 +61,8 @@ class ServeConfig:
         if not (Path(self.model_dir) / "config.json").is_file():
             raise CharopsError(f"'{self.model_dir}' is not a model directory (no config.json)")
         for key in ("port", "max_batch_size", "max_queue", "max_tokens_cap", "default_max_tokens", "max_body_bytes",
-                    "max_batch_tokens", "prefix_cache_mb", "prefill_chunk"):
+                    "max_batch_tokens", "prefix_cache_mb", "prefill_chunk", "max_instances", "read_timeout_s",
+                    "keep_alive_s", "max_connections"):
             if getattr(self, key) < (0 if key in ("max_queue", "prefix_cache_mb") else 1):
                 raise CharopsError(f"serve: {key} must be positive, not {getattr(self, key)}")
         from charops.serve.prompting import POLICIES
@@ -112,15 +117,65 @@ def build_state(cfg: ServeConfig, on_batch=None):
                         character_prompt=cfg.character_prompt, allow_untrained=cfg.allow_untrained_characters)
 
 
-def _kserve_classes(state):
-    """The kserve.Model subclass and the loopback ModelServer (kserve imported here only)."""
-    import kserve
-    from kserve.errors import InvalidInput
-    from kserve.model_server import FASTAPI_APP_IMPORT_STRING
-    from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-    from kserve.protocol.rest.server import RESTServer
+# -- the KServe routes: v1 :predict and v2 infer -------------------------------------------------
 
+def _instance_body(state, instance: Any) -> dict:
+    """The chat body of one v1 instance or v2 text (a string: one user message)."""
+    from charops.serve.openai_api import APIError
+
+    body = {"messages": [{"role": "user", "content": instance}]} if isinstance(instance, str) else instance
+    if not isinstance(body, dict):
+        raise APIError(400, "each instance is a string or an object with 'messages'", param="instances")
+    return {"model": state.name, **body}
+
+
+def _admit(state, count: int, max_instances: int) -> None:
+    """Refuse a batch of instances before any work starts: more than a request may hold (413),
+    or more than the queue has room for now (429)."""
+    from charops.serve.openai_api import APIError
+
+    if count > max_instances:
+        raise APIError(413, f"{count} instances in one request; this server takes at most {max_instances} "
+                       "(split the request)", param="instances", code="too_many_instances")
+    room = state.engine.max_queue - state.engine.queued
+    if count > room:
+        raise APIError(429, f"the server is busy: {count} instances, room for {max(room, 0)} in the queue; "
+                       "retry shortly", type="rate_limit_error", code="rate_limit_exceeded",
+                       headers={"Retry-After": "1"})
+
+
+async def reply_all(state, instances: list, max_instances: int) -> list[str]:
+    """The replies to a list of instances, all or none: admitted first, prompts built and
+    tokenized off the event loop, every request cancelled when one fails."""
     from charops.serve import openai_api as oa
+
+    _admit(state, len(instances), max_instances)
+
+    def build() -> list:
+        reqs = []
+        for instance in instances:
+            body = _instance_body(state, instance)
+            prompt = oa.chat_prompt(state, body)  # the same policy, persona and checks as the chat route
+            req = oa.gen_request(state, body, prompt.ids)
+            req.logits_processor = prompt.processor()
+            reqs.append(req)
+        return reqs
+
+    reqs = await asyncio.to_thread(build)
+    try:
+        queues = [oa.submit(state, r) for r in reqs]
+        return list(await asyncio.gather(*(oa.run_to_end(r, q) for r, q in zip(reqs, queues, strict=False))))
+    finally:
+        for r in reqs:
+            r.cancelled = True  # a failed or abandoned request frees its rows
+
+
+def chat_model_class(state, max_instances: int) -> type:
+    """The ``kserve.Model`` of the v1/v2 routes, ready while the engine is healthy."""
+    import kserve
+    from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+    from charops.serve.openai_api import APIError
 
     class CharacterChatModel(kserve.Model):
         """v1: ``{"instances": ["text", {"messages": [...], "character": NAME, ...}]}`` ->
@@ -129,51 +184,74 @@ def _kserve_classes(state):
 
         def __init__(self):
             super().__init__(state.name)
+            self.started = False
 
         def load(self) -> bool:
-            state.engine.start()
+            # KServe calls load() again for a model that is not healthy: start the engine once.
+            if not self.started:
+                state.engine.start()
+                self.started = True
             self.ready = True
             return self.ready
+
+        async def healthy(self) -> bool:
+            """Readiness of /v1/models/NAME and /v2/models/NAME/ready: false once the engine
+            cannot serve (its worker died, the model fails, or it is draining)."""
+            return self.ready and state.engine.healthy()
 
         def stop(self) -> None:
             self.ready = False
             state.engine.stop()
 
-        async def _reply(self, instance: Any) -> str:
-            body = {"messages": [{"role": "user", "content": instance}]} if isinstance(instance, str) else instance
-            if not isinstance(body, dict):
-                raise InvalidInput("each instance is a string or an object with 'messages'")
-            body = {"model": state.name, **body}
-            try:
-                prompt = oa.chat_prompt(state, body)  # the same policy, persona and checks as the chat route
-                req = oa.gen_request(state, body, prompt.ids)
-                req.logits_processor = prompt.processor()
-                return await oa.run_to_end(req, oa.submit(state, req))
-            except oa.APIError as exc:
-                raise InvalidInput(exc.message) from None
-
         async def predict(self, payload, headers=None, response_headers=None):
             if isinstance(payload, InferRequest):
                 if len(payload.inputs) != 1 or payload.inputs[0].datatype != "BYTES":
-                    raise InvalidInput("send one BYTES input of user messages")
+                    raise APIError(400, "send one BYTES input of user messages", param="inputs")
                 params = dict(payload.parameters or {})
                 texts = [t.decode() if isinstance(t, bytes) else str(t) for t in payload.inputs[0].data]
-                replies = await asyncio.gather(*(self._reply({**params, "messages": [
-                    {"role": "user", "content": t}]}) for t in texts))
-                out = InferOutput(name="reply", shape=[len(replies)], datatype="BYTES", data=list(replies))
-                return InferResponse(response_id=payload.id or "", model_name=self.name,
-                                     infer_outputs=[out])
+                replies = await reply_all(state, [{**params, "messages": [{"role": "user", "content": t}]}
+                                                  for t in texts], max_instances)
+                out = InferOutput(name="reply", shape=[len(replies)], datatype="BYTES", data=replies)
+                return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=[out])
             instances = payload.get("instances") if isinstance(payload, dict) else None
             if not isinstance(instances, list) or not instances:
-                raise InvalidInput("expected {'instances': [...]} with at least one instance")
-            return {"predictions": list(await asyncio.gather(*(self._reply(i) for i in instances)))}
+                raise APIError(400, "expected {'instances': [...]} with at least one instance", param="instances")
+            return {"predictions": await reply_all(state, instances, max_instances)}
+
+    return CharacterChatModel
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+GRACE_S = 10  # after SIGTERM: running replies get this long, then end with an error
+
+
+def _dataplane_class() -> type:
+    """KServe's DataPlane whose server readiness is every model's (KServe's says True always)."""
+    from kserve.protocol.dataplane import DataPlane
+
+    class HealthyDataPlane(DataPlane):
+        async def ready(self) -> bool:
+            models = list(self.model_registry.get_models().values())
+            return bool(models) and all([await m.healthy() for m in models])
+
+    return HealthyDataPlane
+
+
+def loopback_server_class(state, limits) -> type:
+    """``kserve.ModelServer`` whose REST server binds ``host``, with gRPC off, one worker, the
+    connection limits of :mod:`charops.serve.guard`, and the engine drained on SIGTERM."""
+    import kserve
+    from kserve.model_server import FASTAPI_APP_IMPORT_STRING
+    from kserve.protocol.rest.server import RESTServer
+
+    from charops.serve.guard import guarded_protocol
 
     class LoopbackModelServer(kserve.ModelServer):
-        """kserve.ModelServer whose REST server binds ``host``, with gRPC off and one worker."""
-
         def __init__(self, host: str, url: str, **kwargs: Any):
-            super().__init__(enable_grpc=False, workers=1, **kwargs)
+            super().__init__(enable_grpc=False, workers=1, grace_period=GRACE_S, **kwargs)
             self.host, self.url = host, url
+            self.dataplane = _dataplane_class()(model_registry=self.registered_models)
 
         async def _announce(self) -> None:
             server = self._rest_server._server
@@ -185,8 +263,17 @@ def _kserve_classes(state):
             print(f"charops: serving '{state.name}' at {self.url}/openai/v1 "
                   f"(characters: {', '.join(state.characters) or 'none'})", flush=True)
 
+        async def _drain_on_exit(self) -> None:
+            """On SIGTERM (uvicorn's should_exit): start nothing new, fail the queued requests
+            (503), give the running ones until shortly before uvicorn's grace period ends, then
+            end them with an error, so every stream closes with an error frame and [DONE]."""
+            server = self._rest_server._server
+            while not server.should_exit:
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(state.engine.stop, max(GRACE_S - 3, 1))
+
         async def _serve(self):
-            await asyncio.gather(*self.servers, self._announce())
+            await asyncio.gather(*self.servers, self._announce(), self._drain_on_exit())
 
         def start(self, models: list) -> None:
             self._register_and_check_atleast_one_model_is_ready(models)
@@ -194,42 +281,68 @@ def _kserve_classes(state):
                 FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension,
                 self.http_port, access_log_format=self.access_log_format, workers=1,
                 grace_period=self.grace_period, event_loop=self.event_loop,
-                timeout_keep_alive=self.timeout_keep_alive)
-            self._rest_server.config.host = self.host  # kserve hard-codes 0.0.0.0
+                timeout_keep_alive=limits.keep_alive_s)
+            config = self._rest_server.config
+            config.host = self.host  # kserve hard-codes 0.0.0.0
+            config.http = guarded_protocol(limits)
+            config.h11_max_incomplete_event_size = limits.max_header_bytes
             self.servers.append(self._rest_server.start())
             self.setup_event_loop()
             self.register_signal_handler()
             asyncio.run(self._serve())
 
-    return CharacterChatModel, LoopbackModelServer
+    return LoopbackModelServer
 
 
-def serve(cfg: ServeConfig) -> None:
-    """Load the model and serve it until SIGTERM/SIGINT (blocks)."""
-    cfg.validate()
-    # kserve parses sys.argv at import (parse_known_args, with prefix matching): it must not
-    # see our own flags, e.g. `--model` would be taken as its `--model_name`.
+def _import_kserve_app():
+    """KServe's FastAPI app. kserve parses sys.argv at import (parse_known_args, with prefix
+    matching): it must not see our own flags, e.g. `--model` would be taken as `--model_name`."""
     saved_argv, sys.argv = sys.argv, sys.argv[:1]
     try:
         import kserve  # noqa: F401
         from kserve.model_server import app
     finally:
         sys.argv = saved_argv
-    from prometheus_client import Histogram  # kserve's dependency; its /metrics shows it
+    return app
 
-    from charops.serve.openai_api import Guard, openai_router
+
+def add_routes(app, state, cfg: ServeConfig) -> None:
+    """The OpenAI routes, the guard (key, body size and time) and OpenAI-shaped refusals from
+    the KServe routes too."""
+    from fastapi.responses import JSONResponse
+
+    from charops.serve.guard import Guard
+    from charops.serve.openai_api import APIError, openai_router
+
+    app.include_router(openai_router(state))
+
+    async def api_error(request, exc: APIError) -> JSONResponse:
+        return exc.response()
+
+    app.add_exception_handler(APIError, api_error)
+    open_paths = {"/", "/v2/health/live", "/v2/health/ready", f"/v1/models/{cfg.name}",
+                  f"/v2/models/{cfg.name}/ready"}
+    app.add_middleware(Guard, api_key=cfg.api_key, max_body_bytes=cfg.max_body_bytes, open_paths=open_paths,
+                       read_timeout_s=cfg.read_timeout_s)
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Load the model and serve it until SIGTERM/SIGINT (blocks)."""
+    from charops.serve.guard import HttpLimits
+
+    cfg.validate()
+    app = _import_kserve_app()
+    from prometheus_client import Histogram  # kserve's dependency; its /metrics shows it
 
     batch_sizes = Histogram("charops_serve_batch_size", "Rows per decoding step",
                             buckets=(1, 2, 4, 8, 16, 32, 64))
     state = build_state(cfg, on_batch=batch_sizes.observe)
-    model_cls, server_cls = _kserve_classes(state)
-    model = model_cls()
+    model = chat_model_class(state, cfg.max_instances)()
     model.load()
-    app.include_router(openai_router(state))
-    open_paths = {"/", "/v2/health/live", "/v2/health/ready", f"/v1/models/{cfg.name}",
-                  f"/v2/models/{cfg.name}/ready"}
-    app.add_middleware(Guard, api_key=cfg.api_key, max_body_bytes=cfg.max_body_bytes, open_paths=open_paths)
-    server = server_cls(cfg.host, cfg.url, http_port=cfg.port, grace_period=10)
+    add_routes(app, state, cfg)
+    limits = HttpLimits(read_timeout_s=cfg.read_timeout_s, keep_alive_s=cfg.keep_alive_s,
+                        max_connections=cfg.max_connections, max_body_bytes=cfg.max_body_bytes)
+    server = loopback_server_class(state, limits)(cfg.host, cfg.url, http_port=cfg.port)
     try:
         server.start([model])
     finally:
