@@ -13,7 +13,8 @@ or from the shell: ``charops data validate data/ --rejects rejects.jsonl``.
 Formats: ``native`` (charops JSONL), ``messages`` (OpenAI), ``sharegpt``, ``charactereval``
 (test data), ``charactereval-profiles``, ``characterglm`` (character cards), ``tavern-card``
 (TavernAI/SillyTavern character cards V1-V3: JSON, PNG, CHARX), ``text``, ``trl`` (TRL
-conversational DPO/KTO rows, as ``charops feedback export`` writes them).
+conversational DPO/KTO rows, as ``charops feedback export`` writes them), ``sillytavern-chat``
+(SillyTavern's saved chats, swipes kept).
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from charops.data.cards import is_card
-from charops.data.importers import cards, charactereval, characterglm, messages, native, text, trl
+from charops.data.importers import (
+    cards,
+    charactereval,
+    characterglm,
+    messages,
+    native,
+    sillytavern,
+    text,
+    trl,
+)
 from charops.data.importers.common import (
     DEFAULT_MAX_RECORD_BYTES,
     MAX_RECORD_BYTES,
@@ -52,6 +62,7 @@ PARSERS: dict[str, Callable[..., Parsed]] = {
     "tavern-card": cards.parse,
     "text": text.parse,
     "trl": trl.parse,  # TRL conversational DPO/KTO rows (charops feedback export)
+    sillytavern.FORMAT: sillytavern.parse,  # SillyTavern's saved chats (swipes kept)
 }
 FORMATS: tuple[str, ...] = tuple(PARSERS)
 EXTENSIONS = (".jsonl", ".json", ".txt", ".png", ".charx")
@@ -64,6 +75,8 @@ def _classify_item(obj: dict) -> str:
     """The format a single JSON record belongs to, from its keys."""
     if is_card(obj):
         return "tavern-card"
+    if sillytavern.is_header(obj) or sillytavern.is_message(obj):
+        return sillytavern.FORMAT
     if "context" in obj and "role" in obj:
         return "charactereval"
     if trl.is_trl(obj):
