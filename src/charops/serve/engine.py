@@ -27,7 +27,7 @@ character's rendered profile, a chat's earlier turns)::
   ``[-2**63, 2**64)``: the request gets its own ``torch.Generator``, so seeded sampling gives
   the same reply whatever else is in the batch), ``logits_processor`` (None, or
   ``callable(input_ids_row, scores_row) -> scores_row``: ``input_ids_row`` is the 1-D prompt
-  plus the tokens generated so far, ``scores_row`` the 1-D float32 logits after the repetition
+  plus the tokens generated so far (a read-only view: copy it to keep it), ``scores_row`` the 1-D float32 logits after the repetition
   penalty and ``min_new_tokens``, before temperature and top-p; it may modify them in place.
   Used for ``logit_bias`` and grammar-constrained output; one object per request, as it may
   keep state). Bad values raise :class:`InvalidRequest` at construction.
@@ -144,6 +144,8 @@ class GenRequest:
     submitted_at: float | None = dataclasses.field(default=None, init=False)
     first_token_at: float | None = dataclasses.field(default=None, init=False)
     _sink: Callable[[tuple], None] | None = dataclasses.field(default=None, init=False, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = dataclasses.field(default=None, init=False, repr=False)
+    _queue: asyncio.Queue | None = dataclasses.field(default=None, init=False, repr=False)
     _sync: queue.SimpleQueue | None = dataclasses.field(default=None, init=False, repr=False)
     _ended: bool = dataclasses.field(default=False, init=False, repr=False)
     _group: list | None = dataclasses.field(default=None, init=False, repr=False)  # submitted together
@@ -195,9 +197,9 @@ class GenRequest:
     # -- events -----------------------------------------------------------------------------
     def attach_async(self, loop: asyncio.AbstractEventLoop) -> asyncio.Queue:
         """Deliver events to an asyncio queue on ``loop`` (the server's way)."""
-        q: asyncio.Queue = asyncio.Queue()
-        self._sink = lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev)
-        return q
+        self._loop, self._queue = loop, asyncio.Queue()
+        self._sink = lambda ev: loop.call_soon_threadsafe(self._queue.put_nowait, ev)
+        return self._queue
 
     def attach_sync(self) -> GenRequest:
         """Deliver events to a thread-safe queue read by :meth:`events`."""
@@ -220,7 +222,11 @@ class GenRequest:
             return
         if event[0] in ("done", "error"):
             self._ended = True
-        if self._sink is not None:
+        outbox = getattr(_step_events, "outbox", None)
+        if outbox is not None and self._loop is not None:
+            outbox.append(self)  # delivered with the rest of the step's events (one wake-up)
+            outbox.append(event)
+        elif self._sink is not None:
             try:
                 self._sink(event)
             except RuntimeError:  # the receiving event loop is closed: nobody listens any more
@@ -237,6 +243,36 @@ class GenRequest:
             self._emit(("done", reason))
 
 
+_step_events = threading.local()  # the worker's outbox while it runs a step
+
+
+@contextlib.contextmanager
+def _one_wakeup_per_step() -> Iterator[None]:
+    """Collect the events a step emits to asyncio queues; deliver them with one
+    ``call_soon_threadsafe`` per event loop, not one per token per row: each call wakes the
+    loop, which then competes with the worker for the GIL."""
+    _step_events.outbox = outbox = []
+    try:
+        yield
+    finally:
+        _step_events.outbox = None
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for req, event in zip(outbox[::2], outbox[1::2], strict=True):
+            by_loop.setdefault(req._loop, []).append((req._queue, event))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # that event loop is closed: nobody listens any more
+                for req in outbox[::2]:
+                    if req._loop is loop:
+                        req.cancelled = True
+
+
+def _put_all(items: list[tuple[asyncio.Queue, tuple]]) -> None:
+    for q, event in items:
+        q.put_nowait(event)
+
+
 class _Row:
     """One running reply: its tokens, sampling state, and incremental decoding into text."""
 
@@ -245,7 +281,11 @@ class _Row:
         self.tok = tokenizer
         self.eos_ids = set(eos_ids)
         self.eos_t = torch.tensor(eos_ids, dtype=torch.long, device=device)
-        self.seq: list[int] = list(req.input_ids)  # prompt + generated: the repetition penalty's
+        # Prompt + generated tokens (the repetition penalty's and the logits processor's view),
+        # in a tensor with room for the whole reply: no list-to-tensor conversion per step.
+        self.seen = torch.empty(len(req.input_ids) + req.max_new_tokens, dtype=torch.long, device=device)
+        self.seen[:len(req.input_ids)] = torch.tensor(req.input_ids, dtype=torch.long)
+        self.n_seen = len(req.input_ids)
         self.ids: list[int] = []  # generated
         self.pos = len(req.input_ids)  # position of the next token fed to the model
         self.sent = 0  # characters of the decoded text already streamed
@@ -262,14 +302,14 @@ class _Row:
     def choose(self, scores: torch.Tensor) -> int:
         """The next token from this row's float32 logits ``[vocab]`` (modified in place)."""
         req = self.req
+        seen = self.seen[:self.n_seen]
         if req.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor
-            seen = torch.tensor(self.seq, dtype=torch.long, device=scores.device)
             s = scores.gather(0, seen)
             scores.scatter_(0, seen, torch.where(s < 0, s * req.repetition_penalty, s / req.repetition_penalty))
         if len(self.ids) < req.min_new_tokens:
             scores[self.eos_t] = -math.inf
         if req.logits_processor is not None:
-            scores = req.logits_processor(torch.tensor(self.seq, dtype=torch.long, device=scores.device), scores)
+            scores = req.logits_processor(seen, scores)
         if req.temperature <= 0:
             token = int(scores.argmax())
             if not math.isfinite(float(scores[token])):
@@ -295,7 +335,8 @@ class _Row:
         if token in self.eos_ids and len(self.ids) >= req.min_new_tokens:
             return self._finish("stop")
         self.ids.append(token)
-        self.seq.append(token)
+        self.seen[self.n_seen] = token
+        self.n_seen += 1
         req.completion_tokens = len(self.ids)
         text = self.tok.decode(self.ids, skip_special_tokens=True)
         hits = [i for i in (text.find(s) for s in req.stop) if i >= 0]
@@ -562,7 +603,7 @@ class Engine:
 
     def _iteration(self) -> None:
         """One chunk of prefill (if any request waits for it), then one decoding step."""
-        with torch.inference_mode():
+        with torch.inference_mode(), _one_wakeup_per_step():
             while self._prefilling and self._prefilling[0].req.cancelled:
                 self._prefilling.popleft().req._finish("cancelled")
             if self._prefilling:
