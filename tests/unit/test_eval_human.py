@@ -198,7 +198,7 @@ def test_bad_annotations_are_one_line_errors_naming_file_line_field(exported, tm
         import_human(info["key"], [stray], tmp_path / "o")
     with pytest.raises(DataError, match="rated .* twice"):
         import_human(info["key"], [alice, alice], tmp_path / "o")
-    with pytest.raises(DataError, match="would overwrite an input"):
+    with pytest.raises(DataError, match="overlaps the results directory"):
         import_human(info["key"], [alice], RESULTS)
     with pytest.raises(DataError, match="no such key file"):
         import_human(tmp_path / "nokey.json", [alice], tmp_path / "o")

@@ -47,7 +47,7 @@ from charops.eval.stats import agreement
 from charops.eval.summary import read_eval_summary
 from charops.io import (
     atomic_dir,
-    overlaps,
+    check_output,
     read_jsonl,
     sha256_bytes,
     write_json,
@@ -154,14 +154,11 @@ def _check_export_paths(results: Path, out: Path, key_file: Path, tasks: Sequenc
                         f"(tasks: {', '.join(TASKS)})")
     if not (results / "replies.jsonl").is_file():
         raise DataError(f"{results}: no replies.jsonl; run `charops eval run` first")
-    if overlaps(out, results):
-        raise DataError(f"export-human: --out {out} overlaps the results directory {results}; "
-                        "choose a folder outside it")
+    check_output(out, inputs={"the results directory": results}, option="--out", overwrite_hint=None,
+                 error=DataError)
     if out.resolve() == key_file.resolve() or out.resolve() in key_file.resolve().parents:
         raise DataError(f"export-human: the key file {key_file} must not be inside the task "
                         f"folder {out} (the folder is what annotators get)")
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"export-human: {out} exists and is not empty; choose a new folder")
     if key_file.exists():
         raise DataError(f"export-human: key file {key_file} exists; move it away or choose --key")
 
@@ -463,11 +460,8 @@ def read_key(key_path: str | Path) -> dict:
 
 
 def _check_import_paths(out: Path, results: Path, inputs: Sequence[Path]) -> None:
-    if any(overlaps(out, p) for p in (results, *inputs)):
-        raise DataError(f"import-human: --out {out} would overwrite an input (the results "
-                        "directory, the key or an annotation file); choose a new folder")
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"import-human: {out} exists and is not empty; choose a new folder")
+    check_output(out, inputs=[("the results directory", results), *(("an input", p) for p in inputs)],
+                 option="--out", overwrite_hint=None, error=DataError)
 
 
 def import_human(key_path: str | Path, files: Sequence[str | Path], out_dir: str | Path, *,
