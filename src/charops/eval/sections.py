@@ -34,6 +34,10 @@ DEFAULT_SAMPLES = 40
 JUDGE_NAMES = {"reward_model": "reward model", "openai": "LLM judge (OpenAI-compatible endpoint)",
                "human": "people (human annotation)", "none": "none"}
 
+# Below this held-out pair accuracy a reward-model judge is too weak to trust: the reports and
+# the run's last screen say so next to its verdicts (issue 15).
+WEAK_JUDGE = 0.65
+
 # How each judge reaches a pair-wise verdict, stated above the tables.
 VERDICT_RULE = {
     "openai": "each pair is judged in both orders and two verdicts that disagree count as a tie. ",
@@ -265,8 +269,33 @@ def cut(text: str, limit: int = REPLY_CHARS) -> str:
 # The sections, in page order
 
 
+def judge_accuracy(judge: dict | None) -> float | None:
+    """A reward-model judge's held-out pair accuracy (None for other judges)."""
+    acc = (judge or {}).get("pair_accuracy")
+    return float(acc) if (judge or {}).get("kind") == "reward_model" and isinstance(acc, (int, float)) else None
+
+
 def _judge(summary: dict) -> str:
-    return judge_text(summary.get("judge"))
+    """The judge line next to each verdict table, with a reward model's held-out pair accuracy."""
+    judge = summary.get("judge") or {}
+    text = judge_text(judge)
+    acc = judge_accuracy(judge)
+    if acc is not None:
+        text += f", held-out pair accuracy {acc:.0%}" + (f" on {judge['pairs']} pairs" if judge.get("pairs") else "")
+        if acc < WEAK_JUDGE:
+            text += " (too weak to trust)"
+    return text
+
+
+def weak_judge_callout(summary: dict) -> list[Callout]:
+    """A plain warning when the judge's verdicts cannot be trusted."""
+    acc = judge_accuracy(summary.get("judge"))
+    if acc is None or acc >= WEAK_JUDGE:
+        return []
+    return [Callout("The judge is too weak to trust:", [
+        f"the reward model prefers the chosen reply of only {acc:.0%} of the held-out preference pairs "
+        f"(below {WEAK_JUDGE:.0%}); its win/tie/lose verdicts and scores say little about the models. "
+        "Train it longer, on more pairs, or judge with an LLM (judge=openai)."])]
 
 
 def overview_sections(results: Results) -> list[Section]:
@@ -304,7 +333,7 @@ def pairwise_sections(results: Results) -> list[Section]:
         f"{VERDICT_RULE.get((s.get('judge') or {}).get('kind'), '')}"
         "Win/Tie/Lose are % of judged pairs from the candidate's side; Advantage = Win − Lose; "
         "p: exact two-sided sign test on wins vs. losses (ties excluded); 95% CI: paired "
-        "bootstrap interval of Advantage.")]),
+        "bootstrap interval of Advantage."), *weak_judge_callout(s)]),
         Section("Overall", [Paragraph(f"Judge: {judge}."), Table([Safe(""), *PAIR_HEAD], [pair_row("all", overall)])],
                 level=3)]
     for key, title, name in (("by_category", "Per character category (Table 7)", "category"),
@@ -358,6 +387,17 @@ def _n_text(blocks: list[dict]) -> Safe:
     return Safe(str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}")
 
 
+def _unscored(summary: dict, dims: list[str]) -> list[Paragraph]:
+    """Which of CharacterGLM's dimensions this judge does not score, said, not left out silently."""
+    from charops.eval.rubric import load_rubric
+
+    missing = [d for d in load_rubric("characterglm-v1").keys if d not in dims]
+    if not missing:
+        return []
+    why = (summary.get("judge") or {}).get("pointwise_note")
+    return [Paragraph(f"Not scored by this judge: {', '.join(missing)}" + (f" ({why})." if why else "."))]
+
+
 def pointwise_sections(results: Results) -> list[Section]:
     """CharacterGLM Table 4: each model's mean per dimension, overall, per category, per topic."""
     s = results.summary
@@ -372,7 +412,7 @@ def pointwise_sections(results: Results) -> list[Section]:
     out = [Section("Point-wise scores (CharacterGLM Table 4)", [
         Paragraph(f"Judge: {judge}. Scores 1–5 per reply; cells are the mean and its 95% "
                   "confidence interval; n is the number of scored replies."),
-        ScoreChart(dims, scored), Table(["model", *dims, "n"], rows)])]
+        *_unscored(s, dims), ScoreChart(dims, scored), Table(["model", *dims, "n"], rows)])]
     for key, name in (("by_category", "character category"), ("by_topic", "dialogue topic")):
         for _role, label, side in scored:
             blocks = side.get(key) or {}

@@ -396,11 +396,10 @@ def sample_replies(results_dir: str | Path, label: str = "candidate", count: int
     return out
 
 
-JUDGE_TRUST = 0.65  # below this held-out pair accuracy a reward-model judge is too weak to trust
-
-
 def judge_line(judge: dict) -> str:
     """Which judge gave the verdict and how far it can be trusted (its held-out pair accuracy)."""
+    from charops.eval.sections import WEAK_JUDGE as JUDGE_TRUST
+
     kind = judge.get("kind", "?")
     if kind == "reward_model":
         acc, pairs = judge.get("pair_accuracy"), judge.get("pairs")
