@@ -92,6 +92,8 @@ def test_evaluation_stage_generates_judges_and_reports(full_run):
     assert summary["schema"] == "charops.eval_summary/v1"
     assert summary["candidate"]["model"] == result["outputs"]["dpo"]["trained_model"]
     assert summary["baseline"]["model"] == result["outputs"]["base-model"]["model"]
+    # run.json's final model is the chat model, not the reward model trained after it.
+    assert result["final_model"] == result["outputs"]["dpo"]["trained_model"]
     # The reward model judged, and its held-out pair accuracy travels with the tables.
     judge = summary["judge"]
     assert judge["kind"] == "reward_model" and judge["model"] == result["outputs"]["reward"]["trained_model"]
