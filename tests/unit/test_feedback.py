@@ -280,3 +280,10 @@ def test_write_export_refuses_overlap_and_empty(tmp_path):
     with pytest.raises(Exception, match="none usable"):
         fx.write_export(splits, summary, tmp_path / "fb")
     assert not (tmp_path / "fb").exists()
+    log = tmp_path / "logs" / "feedback.jsonl"
+    log.parent.mkdir()
+    log.write_text("{}\n")
+    for out in (log.parent, tmp_path):  # the folder holding the input, or one above it
+        with pytest.raises(Exception, match="overlaps the input"):
+            fx.write_export(splits, summary, out, overwrite=True, inputs=[log])
+    assert log.read_text() == "{}\n"

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from charops.errors import CharopsError
-from charops.io import atomic_dir, overlaps, write_jsonl
+from charops.io import atomic_dir, check_output, write_jsonl
 
 FORMATS = ("dpo", "kto")
 STAR_GAP = 2
@@ -277,12 +277,8 @@ def write_export(splits: dict[str, list[dict]], summary: dict, out: str | Path, 
     """Write OUT/<format>/{train,validation}.jsonl and OUT/feedback_summary.yaml, all at once."""
     import yaml
 
-    out = Path(out)
-    for src in inputs:
-        if overlaps(src, out):
-            raise CharopsError(f"--out {out} overlaps the input {src}; write the export elsewhere")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise CharopsError(f"--out {out}: already exists and is not empty (pass --overwrite)")
+    out = check_output(out, inputs=[("the input", src) for src in inputs], overwrite=overwrite,
+                       option="--out")
     if sum(len(v) for v in splits.values()) == 0:
         raise CharopsError(f"no {summary['format']} rows: {summary['read']} event(s) read, none usable "
                            f"({json.dumps({s: v['dropped'] for s, v in summary['sources'].items()}, ensure_ascii=False)})")
