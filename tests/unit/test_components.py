@@ -53,7 +53,7 @@ def test_run_local_runs_the_yaml_and_finds_every_output(two_steps_yaml, tmp_path
     summary = json.loads((tmp_path / "r1" / "run.json").read_text())
     assert summary["outputs"]["shout"]["loud"] == str(result.output("shout", "loud"))
     assert summary["version"] == result.version and result.version.startswith("0.1.0-")
-    with pytest.raises(CharopsError, match="already exists"):
+    with pytest.raises(CharopsError, match="r1' exists and is not empty; remove it or choose another --run-name"):
         run_local(two_steps_yaml, [], runs_dir=tmp_path, run_name="r1")
 
 

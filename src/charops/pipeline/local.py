@@ -36,7 +36,7 @@ from typing import Any, TextIO
 import yaml
 
 from charops.errors import CharopsError
-from charops.io import write_json
+from charops.io import check_output, write_json
 from charops.pipeline.spec import load_spec, parse_params
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -288,8 +288,7 @@ def run_local(yaml_path: str | Path, params: list[str] | tuple[str, ...] = (),
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_name):
         raise CharopsError(f"run name '{run_name}': use letters, digits, '.', '_' and '-'")
     run_dir = Path(runs_dir).resolve() / run_name
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise CharopsError(f"{run_dir} already exists; choose another --run-name or remove it")
+    check_output(run_dir, option="--run-name", overwrite_hint="remove it")
     run_dir.mkdir(parents=True, exist_ok=True)
 
     if retries:
