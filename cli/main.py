@@ -20,6 +20,7 @@ from charops.cli import (
     feedback,
     model,
     pipeline,
+    playground,
     promote,
     registry,
     runs,
@@ -74,6 +75,7 @@ app.command("compile")(pipeline.compile)
 app.command("deploy")(deploy.deploy)
 app.command("rollback")(deploy.rollback)
 app.command("chat")(chat.chat)
+app.command("playground")(playground.playground)
 app.command("promote")(promote.promote)
 app.add_typer(data.app, name="data")
 app.add_typer(model.app, name="model")

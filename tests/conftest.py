@@ -469,3 +469,77 @@ def micro_reward_model_dir(tmp_path_factory, micro_model_dir, eval_dataset_dir) 
                                                f"output_dir={out}", "max_steps=3",
                                                "per_device_train_batch_size=2", "max_seq_len=256"]))
     return out / "model"
+
+
+# --- the playground (owner: issue 17, tests/unit/test_playground*.py) -----------------------
+
+class PlaygroundProcess:
+    """`charops playground ...` as a subprocess on a free loopback port."""
+
+    def __init__(self, args: list[str], log: Path, env: dict | None = None):
+        import os
+
+        self.port = _free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        self._log = open(log, "wb")
+        exe = Path(sys.executable).parent / "charops"
+        self.proc = subprocess.Popen([str(exe), "playground", *args, "--port", str(self.port)],
+                                     stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120) -> PlaygroundProcess:
+        deadline = time.monotonic() + timeout
+        while "charops: serving" not in self.log():
+            if self.proc.poll() is not None:
+                pytest.fail(f"playground exited with {self.proc.returncode}: {self.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"playground not ready in {timeout} s: {self.log()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+        return self.proc.returncode
+
+
+# A character whose name and greeting are markup: the page must show them as text.
+XSS_CHARACTER = {"type": "profile", "name": "<script>window.__xss='name'</script>Eve", "language": "en",
+                 "identity": "a test of escaping", "greeting": "<img src=x onerror=\"window.__xss='greeting'\">hi"}
+PLAYGROUND_CHARACTERS = [*SERVE_CHARACTERS, XSS_CHARACTER]
+
+
+def with_characters(src: Path, dest: Path, characters=PLAYGROUND_CHARACTERS) -> Path:
+    shutil.copytree(src, dest)
+    (dest / "characters.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in characters), encoding="utf-8")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def playground(tmp_path_factory, serve_model_dir, micro_ref_model_dir):
+    """`charops playground charops-chat --model A --arena-model B` with a local feedback store
+    (one per test module); A is serve_model_dir's weights, B micro_ref_model_dir's."""
+    from charops.storage import open_store
+
+    base = tmp_path_factory.mktemp("playground")
+    main = with_characters(serve_model_dir, base / "main" / "model")
+    other = with_characters(micro_ref_model_dir, base / "other" / "model")
+    server = PlaygroundProcess(["charops-chat", "--model", str(main), "--arena-model", str(other),
+                         "--store", str(base / "store"), "--max-tokens-cap", "16",
+                         "--default-max-tokens", "8"], base / "server.log")
+    server.wait_ready()
+    server.store = open_store(str(base / "store"))
+    yield server
+    assert server.stop() == 0
