@@ -1,6 +1,8 @@
 """Local serving: a KServe model server with OpenAI-compatible routes for the model's characters.
 
-- ``engine.py``: dynamic batching of ``generate`` calls (bounded queue, per-row stopping).
+- ``engine.py``: continuous batching over ``model(...)`` (bounded queue, token budget,
+  per-request sampling, seeds and logits processors, cancellation, drain, health).
+- ``kvcache.py``: the engine's KV caches: the LRU prefix cache and the left-padded batch cache.
 - ``characters.py``: the profiles in ``<model_dir>/characters.jsonl`` as system prompts.
 - ``openai_api.py``: ``/openai/v1/models``, ``chat/completions``, ``completions`` (+ SSE), the
   API-key / body-size guard, OpenAI-style errors.
