@@ -170,3 +170,31 @@ def test_leaderboard_against_production_hand_checked():
     assert row["advantage"] == pytest.approx(50.0 - 100 / 6)
     assert [r["model"] for r in board["overall"]] == ["m v2", "m v1"]
     assert set(board["by_category"]) == {"daily-life"} and set(board["by_topic"]) == {"chit-chat"}
+
+
+def test_deploy_local_mounts_the_playground_at_root(served):
+    """`charops deploy NAME --local` serves the page at / and files feedback under the registry
+    version it serves; the OpenAI routes beside it answer the openai SDK."""
+    import openai
+
+    r = httpx.get(served.url + "/")
+    assert r.status_code == 200 and "<title>charops playground</title>" in r.text
+    info = httpx.get(served.url + "/playground/api/info").json()
+    assert info["model"]["name"] == "charops-chat" and info["model"]["version"] == 1
+    assert len(info["model"]["sha256"]) == 64 and info["arena"] is False
+    client = openai.OpenAI(base_url=served.url + "/openai/v1", api_key="unused", timeout=60, max_retries=0)
+    reply = client.chat.completions.create(model="charops-chat:Tom", max_tokens=4,
+                                           messages=[{"role": "user", "content": "Hello"}])
+    assert reply.choices[0].message.role == "assistant"
+
+
+def test_openai_sdk_against_the_playground_server(playground):
+    import openai
+
+    client = openai.OpenAI(base_url=playground.url + "/openai/v1", api_key="unused", timeout=60, max_retries=0)
+    ids = [m.id for m in client.models.list().data]
+    assert "charops-chat:Tom" in ids
+    stream = client.chat.completions.create(model="charops-chat:Tom", max_tokens=4, stream=True,
+                                            messages=[{"role": "user", "content": "Hello"}])
+    chunks = list(stream)
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")

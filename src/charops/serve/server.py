@@ -56,6 +56,8 @@ class ServeConfig:
     dtype: str = dataclasses.field(default="auto", metadata={"help": "torch dtype to load the weights in (auto, float32, bfloat16)."})
     character_prompt: str = dataclasses.field(default="merge", metadata={"help": "With a client system message: merge (profile, then the client's text), client or profile; a request's character_prompt overrides it."})
     allow_untrained_characters: bool = dataclasses.field(default=False, metadata={"help": "Serve characters whose training data was all rejected without the request's allow_untrained."})
+    feedback_store: str | None = dataclasses.field(default=None, metadata={"help": "Store of the playground's feedback events (default: the configured store)."})
+    registry_version: str | None = dataclasses.field(default=None, metadata={"help": "The registry version served, recorded in feedback events."})
 
     def validate(self) -> ServeConfig:
         if not (Path(self.model_dir) / "config.json").is_file():
@@ -340,6 +342,10 @@ def serve(cfg: ServeConfig) -> None:
     model = chat_model_class(state, cfg.max_instances)()
     model.load()
     add_routes(app, state, cfg)
+    from charops.serve.playground import mount  # the playground at / (docs/playground.md)
+
+    mount(app, state, name=cfg.name, store=cfg.feedback_store, model_dir=cfg.model_dir,
+          version=int(cfg.registry_version) if cfg.registry_version else None)
     limits = HttpLimits(read_timeout_s=cfg.read_timeout_s, keep_alive_s=cfg.keep_alive_s,
                         max_connections=cfg.max_connections, max_body_bytes=cfg.max_body_bytes)
     server = loopback_server_class(state, limits)(cfg.host, cfg.url, http_port=cfg.port)
