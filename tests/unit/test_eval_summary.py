@@ -131,3 +131,21 @@ def test_the_writer_and_the_reader_share_the_version():
                                   judge={"kind": "none"}, automatic={}, skipped=[],
                                   candidate={"label": "candidate", "model": "m"}, baseline=None)
     assert check_eval_summary(summary, "written") is summary  # what the writer writes, the reader reads
+
+
+def test_promote_checks_the_summary_on_the_card_too(tmp_path, monkeypatch):
+    """The gate reads the card's eval_summary when no --eval-summary is given: same check."""
+    from test_cli_models import _publish, _summary
+    from test_registry_errors import _write_raw
+
+    from charops.storage.local import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    monkeypatch.setenv("CHAROPS_STORE", str(tmp_path / "store"))
+    monkeypatch.setenv("CHAROPS_ACTOR", "tester")
+    _publish(store, tmp_path, 1, _summary(20, 0.01))
+    card = store.get_json("models/chat/1/card.json")
+    card["eval_summary"]["schema"] = "charops.eval_summary/v9"
+    _write_raw(store, "models/chat/1/card.json", json.dumps(card).encode())
+    assert_one_line_error(CliRunner().invoke(app, ["promote", "chat", "1", "--to", "production"]),
+                          "the card of 'chat' v1: eval_summary", "version 'charops.eval_summary/v9'")
