@@ -1,123 +1,90 @@
-"""``charops deploy``: serve a registered model (locally: a KServe model server on 127.0.0.1).
+"""``charops deploy``: serve a registered model on the cluster (a KServe InferenceService).
 
-    charops deploy charops-chat --local                   # the registry's production version
-    charops deploy charops-chat --local --version 3       # a given version
-    charops deploy charops-chat --model runs/dpo/model    # a model directory, no registry
-    charops deploy charops-chat --local --port 9000 --api-key "$KEY"
-    charops deploy charops-chat                           # on the cluster (KServe), production
+    charops deploy charops-chat                           # production, on the kube context's cluster
     charops deploy charops-chat --version 5 --canary 10   # v5 gets 10% of the traffic
     charops deploy charops-chat --dry-run gpus=2          # print the manifests only
     charops rollback charops-chat --reason "v5 breaks character"
 
-It prints the URL once the port is open; Ctrl-C or SIGTERM stops it. Talk to it with
-``charops chat --endpoint http://127.0.0.1:8080 --character NAME`` or any OpenAI client
-(``base_url=http://127.0.0.1:8080/openai/v1``). See docs/serving.md.
+On this machine the server is ``charops serve`` (cli/serve.py); ``charops deploy NAME --local
+[options]`` and ``charops deploy NAME --model DIR [options]`` hand their options to it, so
+they work as before. See docs/cluster.md and docs/serving.md.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from charops.cli.common import JsonOpt, OverridesArg, QuietOpt, ServeQuietOpt
+from charops.cli.serve import StoreOpt
 from charops.errors import CharopsError
 
-StoreOpt = Annotated[str | None, typer.Option(
-    "--store", help="Registry store: s3://BUCKET[/PREFIX], file:///PATH or a directory (default: "
-    "$CHAROPS_STORE, the store config file, ./.charops/store).", show_default=False)]
-
-
 # Cluster deployment (charops.deploy.cluster): the Kubernetes connection and the deploy preset.
-DeployConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Cluster: deploy preset (configs/deploy/NAME.yaml: gpu, cpu) or YAML path.")]
-KubeNamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Cluster: namespace (default: the kube context's, or the pod's).", show_default=False)]
-KubeContextOpt = Annotated[str | None, typer.Option("--context", help="Cluster: kube context (default: the current one).", show_default=False)]
-KubeconfigOpt = Annotated[str | None, typer.Option("--kubeconfig", help="Cluster: kube config file (default: $KUBECONFIG, ~/.kube/config, else in-cluster).", show_default=False)]
+DeployConfigOpt = Annotated[str, typer.Option("--config", "-c", help="Deploy preset (configs/deploy/NAME.yaml: gpu, cpu) or YAML path.")]
+KubeNamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Namespace (default: the kube context's, or the pod's).", show_default=False)]
+KubeContextOpt = Annotated[str | None, typer.Option("--context", help="Kube context (default: the current one).", show_default=False)]
+KubeconfigOpt = Annotated[str | None, typer.Option("--kubeconfig", help="Kube config file (default: $KUBECONFIG, ~/.kube/config, else in-cluster).", show_default=False)]
+# deploy --local hands the options it does not know (--port, --api-key, ...) to charops serve:
+# cli/main.py registers deploy with these settings (click then passes them on as arguments).
+DEPLOY_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-def registry_model_dir(store_url: str | None, name: str, version: str | None) -> tuple[Path, dict]:
-    """A local copy of the registry entry's model (``version``, else production), checked
-    against the entry's sha256."""
-    from charops.io import sha256_tree
-    from charops.model.load import default_cache_dir
-    from charops.registry import get_entry, model_prefix
-    from charops.storage import open_store
+def _serve_locally(target: str, name: str, version: str | None, store: str | None, as_json: bool,
+                   quiet: bool, passed: list[str]) -> None:
+    """``deploy --local`` / ``--model``: run ``charops serve`` with the same options."""
+    from charops.cli.serve import serve
 
-    store = open_store(store_url)
-    if version is None:
-        from charops.registry.stages import production
-
-        entry = production(store, name)
-        if entry is None:
-            raise CharopsError(f"model '{name}' has no production version in {store}; promote one "
-                               "(charops promote NAME VERSION --to production) or pass --version V")
-    else:
-        entry = get_entry(store, name, version)
-    dest = default_cache_dir().parent / "serve" / name / str(entry["version"])
-    if not (dest.is_dir() and sha256_tree(dest) == entry["model_sha256"]):
-        store.download_prefix(model_prefix(name, entry["version"]), dest, overwrite=True)
-        if sha256_tree(dest) != entry["model_sha256"]:
-            raise CharopsError(f"model '{name}' v{entry['version']}: the downloaded files do not match "
-                               "the registry entry's sha256; the store copy is damaged, re-register it")
-    return dest, entry
+    args = [target, *(["--name", name] if target != name else []), *(["--version", version] if version else []),
+            *(["--store", store] if store else []), *(["--json"] if as_json else []), *(["-q"] if quiet else []),
+            *passed]
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    app.command()(serve)
+    typer.main.get_command(app).main(args, prog_name="charops deploy NAME --local", standalone_mode=False)
 
 
 def deploy(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Registered model name (also the served model id).")],
-    local: Annotated[bool, typer.Option("--local", help="Serve on this machine (KServe model server).")] = False,
-    version: Annotated[str | None, typer.Option("--version", help="Registry version to serve (default: the production one).", show_default=False)] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Serve this model directory instead of a registry entry (implies --local).", show_default=False)] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Registry version to serve (default: the newest in --stage).", show_default=False)] = None,
+    stage: Annotated[str, typer.Option("--stage", help="Serve the newest version in this registry stage (production or staging) unless --version is given.")] = "production",
+    canary: Annotated[int | None, typer.Option("--canary", help="Give the --version this percentage of the traffic, the production version the rest.", show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the manifests, change nothing.")] = False,
     store: StoreOpt = None,
-    bind: Annotated[str, typer.Option("--host", help="Address to bind; anything but loopback exposes the model to the network.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8080,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="CHAROPS_API_KEY", help="Require 'Authorization: Bearer KEY' (default: $CHAROPS_API_KEY; none: open).", show_default=False)] = None,
-    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Most replies decoded together (rows of the running batch).")] = 8,
-    max_queue: Annotated[int, typer.Option("--max-queue", help="Waiting requests beyond this are answered 429.")] = 64,
-    max_batch_tokens: Annotated[int, typer.Option("--max-batch-tokens", help="KV-cache budget of the running batch: rows x the longest row's prompt + max_tokens; requests that do not fit wait in the queue.")] = 16384,
-    prefix_cache_mb: Annotated[int, typer.Option("--prefix-cache-mb", help="Memory for cached prompt prefixes (character profiles, earlier turns), least recently used dropped first; 0: off.")] = 256,
-    max_tokens_cap: Annotated[int, typer.Option("--max-tokens-cap", help="Largest max_tokens a request may ask for.")] = 1024,
-    default_max_tokens: Annotated[int | None, typer.Option("--default-max-tokens", help="max_tokens when a request gives none (default: 256, or the cap if lower).", show_default=False)] = None,
-    batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="Longest a request waits for others to batch with while they keep arriving (0: never).")] = 50.0,
-    batch_quiet_ms: Annotated[float, typer.Option("--batch-quiet-ms", help="Stop waiting once no request has arrived for this long.")] = 5.0,
-    character_prompt: Annotated[str, typer.Option("--character-prompt", help="When a request brings its own system message: merge (trained profile, then the client's text), client (the client's only) or profile (the profile only). A request's character_prompt field overrides it.")] = "merge",
-    allow_untrained_characters: Annotated[bool, typer.Option("--allow-untrained-characters", help="Serve characters whose training data was all rejected (otherwise a request needs allow_untrained: true).")] = False,
-    stage: Annotated[str, typer.Option("--stage", help="Cluster: serve the newest version in this registry stage (production or staging) unless --version is given.")] = "production",
-    canary: Annotated[int | None, typer.Option("--canary", help="Cluster: give the --version this percentage of the traffic, the production version the rest.", show_default=False)] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Cluster: print the manifests, change nothing.")] = False,
     deploy_config: DeployConfigOpt = "gpu",
     overrides: OverridesArg = None,
     namespace: KubeNamespaceOpt = None,
     context: KubeContextOpt = None,
     kubeconfig: KubeconfigOpt = None,
+    local: Annotated[bool, typer.Option("--local", help="Serve on this machine instead: the same as 'charops serve NAME', whose options (--port, --api-key, ...) follow.")] = False,
+    model: Annotated[str | None, typer.Option("--model", help="Serve this model directory on this machine as NAME: the same as 'charops serve DIR --name NAME'.", show_default=False)] = None,
     as_json: JsonOpt = False,
     quiet: ServeQuietOpt = False,
 ) -> None:
-    """Serve a model with OpenAI-compatible chat routes, one model id per character."""
+    """Deploy a registered model to the cluster (KServe), or with --local serve it here."""
     from charops.registry import check_name
-    from charops.serve.server import ServeConfig, serve
 
     check_name(name)
     if model is not None and version is not None:
         raise CharopsError("pass --model DIR or --version V, not both")
-    if model is None and not local:
-        return deploy_cluster(name, version=version, stage=stage, canary=canary, dry_run=dry_run,
-                              config=deploy_config, overrides=overrides or [], store_url=store,
-                              namespace=namespace, context=context, kubeconfig=kubeconfig,
-                              as_json=as_json, quiet=quiet)
-    if model is not None:
-        model_dir, what = Path(model), f"{model}"
-    else:
-        model_dir, entry = registry_model_dir(store, name, version)
-        what = f"{name} v{entry['version']} ({'version ' + version if version else 'production'})"
-    if not quiet:
-        typer.echo(f"loading {what} ...", err=True)
-    serve(ServeConfig(model_dir=str(model_dir), name=name, host=bind, port=port, api_key=api_key,
-                      max_batch_size=max_batch_size, max_queue=max_queue, max_batch_tokens=max_batch_tokens,
-                      prefix_cache_mb=prefix_cache_mb, max_tokens_cap=max_tokens_cap,
-                      default_max_tokens=default_max_tokens or min(256, max_tokens_cap), batch_wait_ms=batch_wait_ms,
-                      batch_quiet_ms=batch_quiet_ms, character_prompt=character_prompt,
-                      allow_untrained_characters=allow_untrained_characters))
+    # Options deploy does not know arrive as arguments: in overrides (key=value) and ctx.args.
+    passed = [*(overrides or []), *ctx.args]
+    if local or model is not None:
+        cluster_only = [flag for flag, given in (("--stage", stage != "production"), ("--canary", canary is not None),
+                        ("--dry-run", dry_run), ("--config", deploy_config != "gpu"), ("--namespace", namespace),
+                        ("--context", context), ("--kubeconfig", kubeconfig)) if given]
+        if cluster_only:
+            raise CharopsError(f"{', '.join(cluster_only)}: cluster options, but --local/--model serve on this machine")
+        # --model is always a directory, even one named like a registered model.
+        target = name if model is None else model if "/" in model else f"./{model}"
+        return _serve_locally(target, name, version, store, as_json, quiet, passed)
+    unknown = [a for a in passed if a.startswith("-")]
+    if unknown:
+        raise CharopsError(f"unknown option(s) for a cluster deploy: {' '.join(unknown)} (the options of a "
+                           "local server need --local, or charops serve)")
+    deploy_cluster(name, version=version, stage=stage, canary=canary, dry_run=dry_run, config=deploy_config,
+                   overrides=overrides or [], store_url=store, namespace=namespace, context=context,
+                   kubeconfig=kubeconfig, as_json=as_json, quiet=quiet)
 
 
 def _connect(namespace: str | None, context: str | None, kubeconfig: str | None):

@@ -24,6 +24,7 @@ from charops.cli import (
     promote,
     registry,
     runs,
+    serve,
     store,
     train,
 )
@@ -72,7 +73,8 @@ def version(
 # Command groups, one module each (cli/<group>.py defines `app`); pipeline commands are top level.
 app.command("submit")(pipeline.submit)
 app.command("compile")(pipeline.compile)
-app.command("deploy")(deploy.deploy)
+app.command("serve")(serve.serve)
+app.command("deploy", context_settings=deploy.DEPLOY_CONTEXT)(deploy.deploy)
 app.command("rollback")(deploy.rollback)
 app.command("chat")(chat.chat)
 app.command("playground")(playground.playground)

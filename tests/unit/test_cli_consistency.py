@@ -43,7 +43,7 @@ def _commands(cmd, path: tuple[str, ...] = ()):
 
 def test_every_command_takes_json_and_quiet_by_the_shared_rule():
     commands = dict(_commands(typer.main.get_command(app)))
-    assert {"submit", "deploy", "rollback", "promote", "eval report", "eval export-human",
+    assert {"submit", "deploy", "serve", "rollback", "promote", "eval report", "eval export-human",
             "eval import-human", "eval heldout", "train sft"} <= set(commands)  # the walk sees them
     assert ANSWERS | INTERACTIVE <= set(commands)
     for name, cmd in commands.items():
@@ -57,7 +57,7 @@ def test_every_command_takes_json_and_quiet_by_the_shared_rule():
             assert "-q" not in opts, f"{name}: its output is the answer; -q would print nothing"
             continue
         assert "-q" in opts and "--quiet" in opts, f"{name} prints a summary but has no -q"
-        want = _help(ServeQuietOpt) if name == "deploy" else _help(QuietOpt)
+        want = _help(ServeQuietOpt) if name in ("deploy", "serve") else _help(QuietOpt)
         assert opts["-q"].help == want, name
     assert "errors only" in _help(QuietOpt) and "progress lines" in _help(QuietOpt)
 

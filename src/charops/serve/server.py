@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -56,17 +57,20 @@ class ServeConfig:
     dtype: str = dataclasses.field(default="auto", metadata={"help": "torch dtype to load the weights in (auto, float32, bfloat16)."})
     character_prompt: str = dataclasses.field(default="merge", metadata={"help": "With a client system message: merge (profile, then the client's text), client or profile; a request's character_prompt overrides it."})
     allow_untrained_characters: bool = dataclasses.field(default=False, metadata={"help": "Serve characters whose training data was all rejected without the request's allow_untrained."})
+    ready_json: bool = dataclasses.field(default=False, metadata={"help": "Say 'serving' as one JSON line (name, url, openai_base_url, characters)."})
     feedback_store: str | None = dataclasses.field(default=None, metadata={"help": "Store of the playground's feedback events (default: the configured store)."})
     registry_version: str | None = dataclasses.field(default=None, metadata={"help": "The registry version served, recorded in feedback events."})
 
     def validate(self) -> ServeConfig:
         if not (Path(self.model_dir) / "config.json").is_file():
             raise CharopsError(f"'{self.model_dir}' is not a model directory (no config.json)")
-        for key in ("port", "max_batch_size", "max_queue", "max_tokens_cap", "default_max_tokens", "max_body_bytes",
+        for key in ("max_batch_size", "max_queue", "max_tokens_cap", "default_max_tokens", "max_body_bytes",
                     "max_batch_tokens", "prefix_cache_mb", "prefill_chunk", "max_instances", "read_timeout_s",
                     "keep_alive_s", "max_connections"):
             if getattr(self, key) < (0 if key in ("max_queue", "prefix_cache_mb") else 1):
                 raise CharopsError(f"serve: {key} must be positive, not {getattr(self, key)}")
+        if not 1 <= self.port <= 65535:
+            raise CharopsError(f"serve: port {self.port} is not a TCP port (1 to 65535)")
         from charops.serve.prompting import POLICIES
 
         if self.character_prompt not in POLICIES:
@@ -74,6 +78,31 @@ class ServeConfig:
         if self.default_max_tokens > self.max_tokens_cap:
             raise CharopsError(f"serve: default_max_tokens {self.default_max_tokens} is over max_tokens_cap {self.max_tokens_cap}")
         return self
+
+    def check_bind(self) -> None:
+        """Refuse, in one line and before the model loads, an address this machine cannot listen
+        on: a name that does not resolve, an address that is not its own, a port in use."""
+        import errno
+        import socket
+
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except (socket.gaierror, UnicodeError) as exc:
+            raise CharopsError(f"serve: cannot resolve --host '{self.host}' ({exc}); give an address of "
+                               "this machine, e.g. 127.0.0.1") from None
+        family, kind, proto, _, addr = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            try:
+                sock.bind(addr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise CharopsError(f"serve: port {self.port} on {self.host} is in use (another server?); "
+                                       "stop it or pick another --port") from None
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    raise CharopsError(f"serve: {self.host} is not an address of this machine; bind 127.0.0.1 "
+                                       "(or 0.0.0.0 for every interface)") from None
+                raise CharopsError(f"serve: cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
 
     @property
     def url(self) -> str:
@@ -240,7 +269,7 @@ def _dataplane_class() -> type:
     return HealthyDataPlane
 
 
-def loopback_server_class(state, limits) -> type:
+def loopback_server_class(state, limits, ready_json: bool = False) -> type:
     """``kserve.ModelServer`` whose REST server binds ``host``, with gRPC off, one worker, the
     connection limits of :mod:`charops.serve.guard`, and the engine drained on SIGTERM."""
     import kserve
@@ -262,8 +291,12 @@ def loopback_server_class(state, limits) -> type:
                     return
                 await asyncio.sleep(0.05)
             # The line people (and the tests) wait for: the port is open and the model loaded.
-            print(f"charops: serving '{state.name}' at {self.url}/openai/v1 "
-                  f"(characters: {', '.join(state.characters) or 'none'})", flush=True)
+            if ready_json:
+                print(json.dumps({"name": state.name, "url": self.url, "openai_base_url": f"{self.url}/openai/v1",
+                                  "characters": list(state.characters)}, ensure_ascii=False), flush=True)
+            else:
+                print(f"charops: serving '{state.name}' at {self.url}/openai/v1 "
+                      f"(characters: {', '.join(state.characters) or 'none'})", flush=True)
 
         async def _drain_on_exit(self) -> None:
             """On SIGTERM (uvicorn's should_exit): start nothing new, fail the queued requests
@@ -333,6 +366,7 @@ def serve(cfg: ServeConfig) -> None:
     from charops.serve.guard import HttpLimits
 
     cfg.validate()
+    cfg.check_bind()
     app = _import_kserve_app()
     from prometheus_client import Histogram  # kserve's dependency; its /metrics shows it
 
@@ -348,7 +382,7 @@ def serve(cfg: ServeConfig) -> None:
           version=int(cfg.registry_version) if cfg.registry_version else None)
     limits = HttpLimits(read_timeout_s=cfg.read_timeout_s, keep_alive_s=cfg.keep_alive_s,
                         max_connections=cfg.max_connections, max_body_bytes=cfg.max_body_bytes)
-    server = loopback_server_class(state, limits)(cfg.host, cfg.url, http_port=cfg.port)
+    server = loopback_server_class(state, limits, cfg.ready_json)(cfg.host, cfg.url, http_port=cfg.port)
     try:
         server.start([model])
     finally:

@@ -1,0 +1,120 @@
+"""``charops serve``: serve a model on this machine (a KServe model server on 127.0.0.1).
+
+    charops serve charops-chat                          # the registry's production version
+    charops serve charops-chat --version 3              # a given registry version
+    charops serve runs/dpo/model                        # a model directory, no registry
+    charops serve charops-chat --port 9000 --api-key "$KEY"
+
+``charops deploy NAME --local [...]`` is the same command (it hands its options to this one);
+``charops deploy NAME`` deploys to the cluster. The server prints
+``charops: serving 'NAME' at URL/openai/v1`` once the port is open (with --json, one JSON line
+instead); Ctrl-C or SIGTERM stops it. Talk to it with ``charops chat --endpoint URL`` or any
+OpenAI client. Limits and statuses: docs/serving.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from charops.cli.common import JsonOpt, ServeQuietOpt
+from charops.errors import CharopsError
+
+StoreOpt = Annotated[str | None, typer.Option(
+    "--store", help="Registry store: s3://BUCKET[/PREFIX], file:///PATH or a directory (default: "
+    "$CHAROPS_STORE, the store config file, ./.charops/store).", show_default=False)]
+VersionOpt = Annotated[str | None, typer.Option("--version", help="Registry version to serve (default: the production one).", show_default=False)]
+
+
+def registry_model_dir(store_url: str | None, name: str, version: str | None) -> tuple[Path, dict]:
+    """A local copy of the registry entry's model (``version``, else production), checked
+    against the entry's sha256."""
+    from charops.io import sha256_tree
+    from charops.model.cache import default_cache_dir
+    from charops.registry import get_entry, model_prefix
+    from charops.storage import open_store
+
+    store = open_store(store_url)
+    if version is None:
+        from charops.registry.stages import production
+
+        entry = production(store, name)
+        if entry is None:
+            raise CharopsError(f"model '{name}' has no production version in {store}; promote one "
+                               "(charops promote NAME VERSION --to production) or pass --version V")
+    else:
+        entry = get_entry(store, name, version)
+    dest = default_cache_dir().parent / "serve" / name / str(entry["version"])
+    if not (dest.is_dir() and sha256_tree(dest) == entry["model_sha256"]):
+        store.download_prefix(model_prefix(name, entry["version"]), dest, overwrite=True)
+        if sha256_tree(dest) != entry["model_sha256"]:
+            raise CharopsError(f"model '{name}' v{entry['version']}: the downloaded files do not match "
+                               "the registry entry's sha256; the store copy is damaged, re-register it")
+    return dest, entry
+
+
+def _is_directory(target: str) -> bool:
+    """A model directory rather than a registered name: it exists, or it is written as a path."""
+    return Path(target).is_dir() or "/" in target or target.startswith(".")
+
+
+def serve(
+    target: Annotated[str, typer.Argument(help="A registered model NAME (its production version, or --version) or a model DIRECTORY.", metavar="NAME|DIR")],
+    version: VersionOpt = None,
+    store: StoreOpt = None,
+    name: Annotated[str | None, typer.Option("--name", help="Model id in URLs and the OpenAI 'model' field (default: the registered NAME; charops-chat for a DIRECTORY).", show_default=False)] = None,
+    bind: Annotated[str, typer.Option("--host", help="Address to bind; anything but loopback exposes the model to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTP port (1-65535).")] = 8080,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="CHAROPS_API_KEY", help="Require 'Authorization: Bearer KEY' (default: $CHAROPS_API_KEY; none: open).", show_default=False)] = None,
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Most replies decoded together (rows of the running batch).")] = 8,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="Waiting requests beyond this are answered 429.")] = 64,
+    max_batch_tokens: Annotated[int, typer.Option("--max-batch-tokens", help="KV-cache budget of the running batch: rows x the longest row's prompt + max_tokens; requests that do not fit wait in the queue.")] = 16384,
+    prefix_cache_mb: Annotated[int, typer.Option("--prefix-cache-mb", help="Memory for cached prompt prefixes (character profiles, earlier turns), least recently used dropped first; 0: off.")] = 256,
+    max_tokens_cap: Annotated[int, typer.Option("--max-tokens-cap", help="Largest max_tokens a request may ask for.")] = 1024,
+    default_max_tokens: Annotated[int | None, typer.Option("--default-max-tokens", help="max_tokens when a request gives none (default: 256, or the cap if lower).", show_default=False)] = None,
+    batch_wait_ms: Annotated[float, typer.Option("--batch-wait-ms", help="Longest a request waits for others to batch with while they keep arriving (0: never).")] = 50.0,
+    batch_quiet_ms: Annotated[float, typer.Option("--batch-quiet-ms", help="Stop waiting once no request has arrived for this long.")] = 5.0,
+    max_instances: Annotated[int, typer.Option("--max-instances", help="Most instances (v1 :predict) or texts (v2 infer) in one request; more is a 413.")] = 32,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Largest request body; more is a 413.")] = 1 << 20,
+    read_timeout_s: Annotated[float, typer.Option("--read-timeout-s", help="Seconds a client has to send a request's headers, and again its body (then 408, connection closed).")] = 10.0,
+    keep_alive_s: Annotated[int, typer.Option("--keep-alive-s", help="Seconds an idle kept-alive connection stays open.")] = 5,
+    max_connections: Annotated[int, typer.Option("--max-connections", help="Open connections at most; one more is answered 503 and closed.")] = 128,
+    character_prompt: Annotated[str, typer.Option("--character-prompt", help="When a request brings its own system message: merge (trained profile, then the client's text), client (the client's only) or profile (the profile only). A request's character_prompt field overrides it.")] = "merge",
+    allow_untrained_characters: Annotated[bool, typer.Option("--allow-untrained-characters", help="Serve characters whose training data was all rejected (otherwise a request needs allow_untrained: true).")] = False,
+    as_json: JsonOpt = False,
+    quiet: ServeQuietOpt = False,
+) -> None:
+    """Serve a model on this machine with OpenAI-compatible chat routes, one model id per character.
+
+    With --json the server's ready line is one JSON object (name, url, openai_base_url,
+    characters) on stdout.
+    """
+    from charops.serve.server import ServeConfig, serve
+
+    if _is_directory(target):
+        if version is not None:
+            raise CharopsError(f"'{target}' is a model directory: --version is for registered names")
+        model_dir, what, served = Path(target), target, name or "charops-chat"
+    else:
+        from charops.registry import check_name
+
+        check_name(target)
+        model_dir, entry = registry_model_dir(store, target, version)
+        what = f"{target} v{entry['version']} ({'version ' + version if version else 'production'})"
+        served = name or target
+    cfg = ServeConfig(model_dir=str(model_dir), name=served, host=bind, port=port, api_key=api_key,
+                      max_batch_size=max_batch_size, max_queue=max_queue, max_batch_tokens=max_batch_tokens,
+                      prefix_cache_mb=prefix_cache_mb, max_tokens_cap=max_tokens_cap,
+                      default_max_tokens=default_max_tokens or min(256, max_tokens_cap),
+                      batch_wait_ms=batch_wait_ms, batch_quiet_ms=batch_quiet_ms, max_instances=max_instances,
+                      max_body_bytes=max_body_bytes, read_timeout_s=read_timeout_s, keep_alive_s=keep_alive_s,
+                      max_connections=max_connections, character_prompt=character_prompt,
+                      allow_untrained_characters=allow_untrained_characters, ready_json=as_json,
+                      feedback_store=store, registry_version=None if _is_directory(target) else str(entry["version"]))
+    cfg.validate()  # a bad port or address is one line before the model loads
+    cfg.check_bind()
+    if not quiet:
+        typer.echo(f"loading {what} ...", err=True)
+    serve(cfg)
