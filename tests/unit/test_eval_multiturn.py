@@ -291,3 +291,38 @@ def test_report_shows_the_multiturn_sections_in_markdown_and_html():
     assert "75.0% (3/4)" in md and "66.7% (2/3)" in md and "+25.0" in md
     assert "sum of per-turn rewards" in md and "marker rule" in md
     assert "75.0% (3/4)" in html and "-2.500" in html
+
+
+def test_cli_eval_run_mode_both_and_multiturn(tmp_path, micro_model_dir, micro_ref_model_dir, eval_dataset_dir,
+                                             micro_reward_model_dir):
+    from typer.testing import CliRunner
+
+    from charops.cli.main import app
+    from charops.eval.metrics import headline_metrics
+
+    common = [f"model={micro_model_dir}", f"baseline_model={micro_ref_model_dir}", f"dataset={eval_dataset_dir}",
+              f"reward_model={micro_reward_model_dir}", "max_prompts=2", "max_new_tokens=4", "batch_size=4",
+              "bootstrap_resamples=50", "turns=3", "memory_gap=2", "max_conversations=2", "heldout=false"]
+    both = tmp_path / "both"
+    result = CliRunner().invoke(app, ["eval", "run", *common, f"output_dir={both}", "mode=both", "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((both / "eval_summary.json").read_text())
+    assert summary["pairwise"]["overall"]["n"] == 2  # single replies: two prompts
+    mt = summary["multiturn"]
+    assert mt["conversations"] == 2 and mt["turns"] == 3 and mt["judge"]["kind"] == "reward_model"
+    head = headline_metrics(summary)
+    assert head["multiturn_advantage"] == mt["pairwise"]["overall"]["advantage"]
+    assert head["multiturn_memory_recall"] == mt["memory"]["candidate"]["rate"]
+    assert "Multi-turn: whole conversations" in (both / "report.md").read_text()
+
+    only = tmp_path / "only"
+    result = CliRunner().invoke(app, ["eval", "run", *common, f"output_dir={only}", "mode=multiturn", "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((only / "eval_summary.json").read_text())
+    assert summary["pairwise"] is None and summary["multiturn"]["pairwise"]["overall"]["n"] == 2
+    assert any("mode=multiturn" in s for s in summary["skipped"])
+    assert not (only / "replies.jsonl").exists() and (only / "conversations.jsonl").is_file()
+
+    bad = CliRunner().invoke(app, ["eval", "run", *common, f"output_dir={tmp_path / 'bad'}", "mode=multiturn",
+                                   "turns=2", "memory_gap=3", "-q"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: ") and "memory probe" in bad.output

@@ -18,7 +18,8 @@ def _finite(value: object) -> bool:
 
 def headline_metrics(summary: dict) -> dict[str, float]:
     """The scalars for the KFP ``Metrics`` artifact: overall pair-wise result, each model's
-    point-wise Overall mean, and the candidate's automatic signals (baseline loss too)."""
+    point-wise Overall mean, the candidate's automatic signals (baseline loss too) and, with a
+    multi-turn evaluation, its conversation-level result, memory recall and boundary score."""
     out: dict[str, float] = {}
     pair = (summary.get("pairwise") or {}).get("overall") or {}
     for key in ("win", "tie", "lose", "advantage", "sign_test_p", "n"):
@@ -36,6 +37,16 @@ def headline_metrics(summary: dict) -> dict[str, float]:
                 out[f"{prefix}{key}"] = float(value)
     if "loss" in out and "baseline_loss" in out:
         out["loss_delta"] = out["loss"] - out["baseline_loss"]
+    mt = summary.get("multiturn") or {}
+    conv = (mt.get("pairwise") or {}).get("overall") or {}
+    for key in ("win", "tie", "lose", "advantage", "sign_test_p", "n"):
+        if _finite(conv.get(key)):
+            out[f"multiturn_{key}"] = float(conv[key])
+    cand = (mt.get("models") or ["candidate"])[0]
+    for block, name in (("memory", "memory_recall"), ("boundary", "boundary_score")):
+        rate = ((mt.get(block) or {}).get(cand) or {}).get("rate")
+        if _finite(rate):
+            out[f"multiturn_{name}"] = float(rate)
     return out
 
 

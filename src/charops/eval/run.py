@@ -35,7 +35,7 @@ from typing import ClassVar, Literal
 
 from charops.config import stage_main, to_dict
 from charops.errors import ConfigError, DataError
-from charops.io import read_jsonl, write_json, write_jsonl
+from charops.io import check_output, read_jsonl, write_json, write_jsonl
 
 RESULT_FILES = ("replies.jsonl", "pointwise.jsonl", "pairwise.jsonl", "eval_summary.json")
 
@@ -162,15 +162,9 @@ class EvalConfig:
 
 def _check_output(cfg: EvalConfig) -> Path:
     """Results may not land inside (or over) an input: the dataset or a local model directory."""
-    out = Path(cfg.output_dir).resolve()
-    for name in ("dataset", "model", "baseline_model", "reward_model"):
-        ref = getattr(cfg, name)
-        if not ref or "://" in ref or not Path(ref).exists():
-            continue
-        src = Path(ref).resolve()
-        if out == src or src in out.parents or out in src.parents:
-            raise ConfigError(f"output_dir '{cfg.output_dir}' overlaps {name} '{ref}'; choose another output_dir")
-    return Path(cfg.output_dir)
+    refs = [(name, getattr(cfg, name)) for name in ("dataset", "model", "baseline_model", "reward_model")]
+    return check_output(cfg.output_dir, inputs=[(name, ref) for name, ref in refs if ref and "://" not in ref],
+                        overwrite=True, option="output_dir", error=ConfigError)
 
 
 def _automatic(loaded, dataset: Path, manifest: dict, cfg: EvalConfig, skipped: list[str], label: str) -> dict:
@@ -364,14 +358,23 @@ def run(cfg: EvalConfig) -> dict:
     models = models_of(cfg, skipped)
     settings = generation_settings(cfg)
 
-    if cfg.reuse_replies:
-        replies, models = reuse_replies(out / "replies.jsonl", models, skipped)
-        heldout_parts, generation = {}, {}
+    if cfg.mode != "single" and cfg.judge == "openai":
+        load_rubric(cfg.conversation_rubric)  # a bad conversation rubric fails before generating too
+
+    if cfg.mode == "multiturn":
+        replies, heldout_parts, generation = [], {}, {}
+        skipped.append("single replies (the CharacterGLM protocol): mode=multiturn")
+        automatic = None
+        result = {"pointwise": [], "pairwise": [], "info": {"kind": "none", "model": None, "rubric": None}}
     else:
-        replies, heldout_parts, generation = generate(cfg, models, settings, dataset, manifest, skipped)
-        write_jsonl(out / "replies.jsonl", replies)  # before judging: a judge can be re-run on exactly these
-    automatic = automatic_part(replies, models, heldout_parts)
-    result = judge(cfg, replies, models, rubric, skipped)
+        if cfg.reuse_replies:
+            replies, models = reuse_replies(out / "replies.jsonl", models, skipped)
+            heldout_parts, generation = {}, {}
+        else:
+            replies, heldout_parts, generation = generate(cfg, models, settings, dataset, manifest, skipped)
+            write_jsonl(out / "replies.jsonl", replies)  # before judging: a judge can be re-run on exactly these
+        automatic = automatic_part(replies, models, heldout_parts)
+        result = judge(cfg, replies, models, rubric, skipped)
     write_jsonl(out / "pointwise.jsonl", result["pointwise"])
     write_jsonl(out / "pairwise.jsonl", result["pairwise"])
 
@@ -382,6 +385,10 @@ def run(cfg: EvalConfig) -> dict:
         baseline={"label": baseline[0], "model": baseline[1]} if baseline else None,
         others=[{"label": label, "model": ref} for label, ref in models.others],
         dimensions=result["info"].get("dimensions"), resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+    if cfg.mode != "single":
+        from charops.eval.multiturn import evaluate_conversations
+
+        summary["multiturn"] = evaluate_conversations(cfg, dataset, models.all(), settings)
     summary["generation"] = {"settings": settings.recorded(), "models": generation}
     summary["dataset"] = {"path": str(dataset), "content_sha256": manifest.get("content_sha256")}
     summary["config"] = to_dict(cfg)
@@ -397,6 +404,10 @@ def main(argv: list[str] | None = None) -> None:
     if pair:
         line += (f"  win {pair['win']:.1f}% tie {pair['tie']:.1f}% lose {pair['lose']:.1f}%  "
                  f"advantage {pair['advantage']:+.1f} (p={pair['sign_test_p']:.3g})")
+    conv = ((summary.get("multiturn") or {}).get("pairwise") or {}).get("overall")
+    if conv:
+        line += (f"  conversations: win {conv['win']:.1f}% tie {conv['tie']:.1f}% lose {conv['lose']:.1f}%  "
+                 f"advantage {conv['advantage']:+.1f} (p={conv['sign_test_p']:.3g})")
     print(f"{line}  wrote {Path(summary['config']['output_dir']) / 'eval_summary.json'}")
 
 
