@@ -81,16 +81,17 @@ def report(
 ) -> None:
     """Re-render report.md, report.html, headline.json and metrics.json from a results directory (no
     generating or judging)."""
-    from charops.eval.report import headline_metrics, load_results, write_reports
+    from charops.eval.report import headline_metrics, write_reports
+    from charops.eval.summary import read_eval_summary
 
     paths = write_reports(results_dir, out, max_samples=samples)
+    summary = read_eval_summary(results_dir / "eval_summary.json")
     if as_json:
-        echo_json({"paths": {k: str(v) for k, v in paths.items()},
-                   "headline": headline_metrics(load_results(results_dir).summary)})
+        echo_json({"paths": {k: str(v) for k, v in paths.items()}, "headline": headline_metrics(summary)})
         return
     if quiet:
         return
-    _headline(load_results(results_dir).summary)
+    _headline(summary)
     typer.echo(f"report: {paths['markdown']}  {paths['html']}")
 
 
