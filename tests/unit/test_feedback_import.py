@@ -113,7 +113,7 @@ def test_cli_import_then_export(tmp_path):
     # an existing --out is never replaced without --overwrite
     res = runner.invoke(app, ["feedback", "export", "--model", "charops-chat", "--out", str(out),
                               "--store", str(store)])
-    assert res.exit_code == 2 and "already exists" in res.output
+    assert res.exit_code == 2 and "exists and is not empty; pass --overwrite" in res.output
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
