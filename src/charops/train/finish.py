@@ -39,12 +39,14 @@ REWARD_KEYS = ("chosen", "rejected", "margins", "accuracies")
 
 
 def reward_metrics(curve: list[dict], eval_metrics: dict) -> dict:
-    """DPO's implicit-reward metrics: last step, mean over the logged steps, validation ({} otherwise)."""
+    """DPO's (and KTO's) implicit-reward metrics: last step, mean over the logged steps, validation
+    ({} otherwise). KTO logs no rewards/accuracies: only the keys a stage logs are reported."""
     if not curve or "rewards/margins" not in curve[-1]:
         return {}
+    keys = [k for k in REWARD_KEYS if all(f"rewards/{k}" in e for e in curve)]
     return {"rewards": {
-        "final": {k: curve[-1][f"rewards/{k}"] for k in REWARD_KEYS},
-        "mean": {k: sum(e[f"rewards/{k}"] for e in curve) / len(curve) for k in REWARD_KEYS},
+        "final": {k: curve[-1][f"rewards/{k}"] for k in keys},
+        "mean": {k: sum(e[f"rewards/{k}"] for e in curve) / len(curve) for k in keys},
         "eval": {k: eval_metrics[f"eval_rewards/{k}"] for k in REWARD_KEYS if f"eval_rewards/{k}" in eval_metrics},
     }}
 

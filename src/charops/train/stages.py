@@ -59,6 +59,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           "DPO against the SFT model (ref_model); logs rewards/chosen, rejected, margins, accuracies."),
     Stage("reward", "RewardConfig", "trl.RewardConfig", "Reward model",
           "Reward model on the preference pairs (TRL RewardTrainer): the eval stage's local judge."),
+    Stage("kto", "KTOConfig", "trl.KTOConfig", "Kahneman-Tversky optimisation",
+          "KTO on unpaired feedback (liked/disliked replies, TRL KTOTrainer): charops feedback export --format kto."),
 )}
 
 
