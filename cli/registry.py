@@ -78,7 +78,9 @@ def list_(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
         echo_json(out)
         return
     if not out:
-        typer.echo(f"no models registered in {st.url}")
+        root = getattr(st, "root", None)
+        missing = " (no store there yet: the directory does not exist)" if root and not root.exists() else ""
+        typer.echo(f"no models registered in {st.url}{missing}")
         return
     rows = [[m["name"], str(len(m["versions"])), str(m["latest"]),
              str(m["production"] or "-"), ",".join(map(str, m["staging"])) or "-",

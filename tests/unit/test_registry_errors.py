@@ -181,6 +181,8 @@ def test_a_store_that_is_a_file_says_so(tmp_path, monkeypatch):
         line = assert_one_line_error(runner.invoke(app, [*args, "--store", str(not_a_store)]),
                                      str(not_a_store), "not a store")
         assert "no models registered" not in line
+    res = runner.invoke(app, ["registry", "list", "--store", str(tmp_path / "nowhere")])
+    assert res.exit_code == 0 and "the directory does not exist" in res.stdout
 
 
 # --- the old group name ------------------------------------------------------------------------
