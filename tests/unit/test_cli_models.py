@@ -1,4 +1,4 @@
-"""`charops models list|show|history` and `charops promote` on a local registry.
+"""`charops registry list|show|history` (formerly `charops models`) and `charops promote` on a local registry.
 
     .venv/bin/python -m pytest tests/unit/test_cli_models.py -x -q
 """
