@@ -302,17 +302,44 @@ def submit(state: ServingState, *reqs: GenRequest) -> asyncio.Queue | list[async
     return queues[0] if len(reqs) == 1 else queues
 
 
-async def run_to_end(req: GenRequest, events: asyncio.Queue) -> str:
-    """Wait for the whole reply of a submitted request; the finish reason is left on ``req``."""
+DISCONNECT_POLL_S = 0.25  # how often a non-streaming request checks that its client is still there
+
+
+def engine_error(req: GenRequest, message: str) -> APIError:
+    """The API error for an engine ``("error", message)`` event: 503 when the engine is
+    shutting down (or its worker is gone), else 500."""
+    if isinstance(req.error, EngineStopped):
+        return APIError(503, message, type="server_error", code="shutting_down")
+    return APIError(500, message, type="server_error")
+
+
+async def run_to_end(req: GenRequest, events: asyncio.Queue, request: Request | None = None) -> str:
+    """Wait for the whole reply of a submitted request; the finish reason is left on ``req``.
+
+    With ``request``, a client that disconnects cancels the request: the engine stops its
+    row at the next decoding step (streaming requests stop when their generator is closed)."""
+    loop = asyncio.get_running_loop()
+    check_at = loop.time() + DISCONNECT_POLL_S
+    getter = asyncio.ensure_future(events.get())
     try:
         while True:
-            kind, value = await events.get()
+            timeout = None if request is None else max(0.0, check_at - loop.time())
+            done, _ = await asyncio.wait({getter}, timeout=timeout)
+            if request is not None and loop.time() >= check_at:
+                check_at = loop.time() + DISCONNECT_POLL_S
+                if not req.cancelled and await request.is_disconnected():
+                    req.cancel()
+            if not done:
+                continue
+            kind, value = getter.result()
             if kind == "error":
-                raise APIError(500, value, type="server_error")
+                raise engine_error(req, value)
             if kind == "done":
                 return req.text
+            getter = asyncio.ensure_future(events.get())
     finally:
-        req.cancelled = True  # a client that went away frees its batch row
+        getter.cancel()
+        req.cancel()  # a client that went away frees its batch row
 
 
 def _usage(req: GenRequest) -> dict:
@@ -479,7 +506,7 @@ def _event_stream(reqs: list[GenRequest], queues: list[asyncio.Queue], body: dic
                     continue
                 open_ -= 1
                 if kind == "error":
-                    yield _sse(APIError(500, value, type="server_error").body())
+                    yield _sse(engine_error(reqs[i], value).body())
                     break
                 yield _sse({**head, "choices": [{**route.delta(None, _finish(reqs[i])), "index": i}]})
             else:
@@ -527,7 +554,7 @@ async def complete(state: ServingState, request: Request, route: Route):
         if body.get("stream"):
             return _event_stream(reqs, queues, body, {**head, "object": route.chunk_object}, route,
                                  prompt.headers)
-        texts = await asyncio.gather(*(run_to_end(r, q) for r, q in zip(reqs, queues, strict=True)))
+        texts = await asyncio.gather(*(run_to_end(r, q, request) for r, q in zip(reqs, queues, strict=True)))
     except APIError as exc:
         for r in reqs:
             r.cancelled = True
