@@ -101,34 +101,34 @@ ENTRY_SHAPES = [b"[1, 2]", b'{"version": 1}', b'{"name": "chat", "version": 1, "
                 b'"text"']
 
 
-@pytest.mark.parametrize("data", ENTRY_SHAPES)
-def test_an_entry_of_the_wrong_shape_is_one_line_in_every_command(tmp_path, store, data):
-    _publish(store, tmp_path, 1, _summary(20, 0.01))
-    _write_raw(store, "registry/chat/1.json", data)
-    for args in (["registry", "list"], ["registry", "show", "chat"], ["registry", "history", "chat"],
-                 ["promote", "chat", "1", "--to", "staging"],
-                 ["deploy", "chat", "--local", "--version", "1"]):
-        assert_one_line_error(runner.invoke(app, args), "registry/chat/1.json", "not a charops registry entry")
-    # a new registration reads the existing entries too
-    with pytest.raises(RegistryError, match="not a charops registry entry"):
-        register(store, _model(tmp_path / "x"), "chat", {}, LINEAGE)
-
-
 EVENT_SHAPES = [b"[]", b'{"seq": 1}', b'{"seq": 1, "id": "a", "kind": "promote", "version": 1, '
                 b'"from": "none", "to": "staging", "changes": "all", "stages": {"1": "staging"}, '
                 b'"actor": "x", "reason": "", "force": false, "at": "t", "parent": null, "gate": null}',
                 b'{"seq": 1, "id": "a", "kind": "promote", "version": 1, "from": "none", '
                 b'"to": "staging", "changes": [{"version": 1, "from": "none", "to": "staging"}], '
                 b'"stages": ["staging"], "actor": "x", "reason": "", "force": false, "at": "t"}']
+REGISTRY_COMMANDS = (["registry", "list"], ["registry", "show", "chat"], ["registry", "history", "chat"],
+                     ["promote", "chat", "1", "--to", "staging"], ["deploy", "chat", "--local", "--version", "1"],
+                     ["deploy", "chat", "--local"])
 
 
-@pytest.mark.parametrize("data", EVENT_SHAPES)
-def test_a_stage_event_of_the_wrong_shape_is_one_line_in_every_command(tmp_path, store, data):
+@pytest.mark.parametrize(("key", "data", "what"), [
+    *(("registry/chat/1.json", d, "not a charops registry entry") for d in ENTRY_SHAPES),
+    *(("registry/chat/stages/00000001.json", d, "not a charops stage event") for d in EVENT_SHAPES)])
+def test_an_entry_or_stage_event_of_the_wrong_shape_is_one_line_in_every_command(tmp_path, store, key,
+                                                                                 data, what):
     _publish(store, tmp_path, 1, _summary(20, 0.01))
-    _write_raw(store, "registry/chat/stages/00000001.json", data)
-    for args in (["registry", "list"], ["registry", "show", "chat"], ["registry", "history", "chat"],
-                 ["promote", "chat", "1", "--to", "staging"], ["deploy", "chat", "--local"]):
-        assert_one_line_error(runner.invoke(app, args), "stages/00000001.json", "not a charops stage event")
+    if "stages" in key:  # a real history first, then its event replaced
+        assert runner.invoke(app, ["promote", "chat", "1", "--to", "staging"]).exit_code == 0
+    _write_raw(store, key, data)
+    # deploy reads the entry it is given (--version) or the production one (the stage history)
+    skip = ["deploy", "chat", "--local"] if "stages" not in key else ["deploy", "chat", "--local", "--version", "1"]
+    for args in REGISTRY_COMMANDS:
+        if args != skip:
+            assert_one_line_error(runner.invoke(app, args), key, what)
+    if "stages" not in key:  # a new registration reads the existing entries too
+        with pytest.raises(RegistryError, match=what):
+            register(store, _model(tmp_path / "x"), "chat", {}, LINEAGE)
 
 
 @pytest.mark.parametrize("data", [b"\xff\xfe\x00\x01binary\x80", b"[]", b'{"name": "chat"}',
