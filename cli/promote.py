@@ -53,7 +53,7 @@ def promote(
     from charops.storage import open_store
 
     cfg = load_config(GateConfig, config, list(overrides or []))
-    summary = _read_summary(eval_summary, read_eval_summary) if eval_summary is not None else None
+    summary = read_eval_summary(eval_summary) if eval_summary is not None else None
     st = open_store(store)
     already = stage_of(st, check_name(name), version) == to
     decision, event = gated_promote(st, check_name(name), version, to,
@@ -80,17 +80,3 @@ def promote(
                    + (f"; {', '.join(others)}" if others else "")
                    + f" (event {event['seq']}, by {printable(event['actor'])})")
 
-
-def _read_summary(path: Path, reader) -> dict:
-    """``--eval-summary`` read by ``reader``; what is not a readable JSON text file is one line."""
-    from charops.registry import RegistryError
-
-    hint = "give the eval stage's eval_summary.json"
-    try:
-        return reader(path)
-    except IsADirectoryError:
-        raise RegistryError(f"{path}: is a directory; {hint}") from None
-    except UnicodeDecodeError:
-        raise RegistryError(f"{path}: not a text file (not UTF-8 JSON); {hint}") from None
-    except OSError as exc:
-        raise RegistryError(f"{path}: cannot be read ({exc.strerror or exc}); {hint}") from None
