@@ -16,6 +16,7 @@ from test_cli_models import _publish, _summary
 from typer.testing import CliRunner
 
 from charops.cli.main import app
+from charops.errors import CharopsError
 from charops.registry import RegistryError, list_versions, register
 from charops.storage import StorageError
 from charops.storage.local import LocalStore
@@ -85,6 +86,19 @@ def test_a_successful_registration_keeps_its_claim_and_numbers_stay_consecutive(
     register(store, _model(tmp_path / "b", b"b"), "m", {}, LINEAGE)
     assert list_versions(store, "m") == [1, 2]
     assert sorted(_claims(store)) == ["registry/m/claims/1.json", "registry/m/claims/2.json"]
+
+
+@pytest.mark.parametrize(("name", "data", "words"), [
+    ("training_summary.json", b"\xff\xfe\x00binary", "not UTF-8"),
+    ("training_summary.json", b"[1, 2]", "not a training summary"),
+    ("characters.jsonl", b'{"name": "a"}\n\x80\x81\n', "not UTF-8")])
+def test_a_model_directory_with_binary_or_misshapen_files_is_refused_before_any_upload(tmp_path, store, name,
+                                                                                        data, words):
+    model = _model(tmp_path / "m")
+    (model / name).write_bytes(data)
+    with pytest.raises(CharopsError, match=words):
+        register(store, model, "m", {}, LINEAGE)
+    assert store.list("") == []
 
 
 # --- wrong shapes: one line, exit 2 ---------------------------------------------------------

@@ -31,9 +31,17 @@ _TRAINING_FIELDS = ("stage", "config", "base_model", "dataset", "steps", "epochs
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
         raise CharopsError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CharopsError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); is it the "
+                           "file the training step wrote?") from None
 
 
 def read_characters(model_dir: Path) -> list[dict]:
@@ -42,7 +50,7 @@ def read_characters(model_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -67,6 +75,9 @@ def read_training(model_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     summary = _read_json(path)
+    if not isinstance(summary, dict):
+        raise CharopsError(f"{path}: not a training summary (a JSON {type(summary).__name__}, not "
+                           "an object); register the output of a training step")
     return {k: summary[k] for k in _TRAINING_FIELDS if k in summary}
 
 
