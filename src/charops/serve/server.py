@@ -230,6 +230,10 @@ def chat_model_class(state, max_instances: int) -> type:
             cannot serve (its worker died, the model fails, or it is draining)."""
             return self.ready and state.engine.healthy()
 
+        def worker_alive(self) -> bool:
+            """Liveness: the engine's worker thread runs (or has not been started yet)."""
+            return not self.started or state.engine.alive
+
         def stop(self) -> None:
             self.ready = False
             state.engine.stop()
@@ -259,12 +263,20 @@ GRACE_S = 10  # after SIGTERM: running replies get this long, then end with an e
 
 def _dataplane_class() -> type:
     """KServe's DataPlane whose server readiness is every model's (KServe's says True always)."""
+    from kserve.errors import ServerNotLive
     from kserve.protocol.dataplane import DataPlane
 
     class HealthyDataPlane(DataPlane):
         async def ready(self) -> bool:
             models = list(self.model_registry.get_models().values())
             return bool(models) and all([await m.healthy() for m in models])
+
+        async def live(self) -> dict[str, str]:
+            """Liveness (``/``, ``/v2/health/live``): 503 once a model's generate worker is gone,
+            which no request can bring back, so Kubernetes restarts the pod."""
+            if not all(getattr(m, "worker_alive", lambda: True)() for m in self.model_registry.get_models().values()):
+                raise ServerNotLive()
+            return {"status": "alive"}
 
     return HealthyDataPlane
 
@@ -307,6 +319,21 @@ def loopback_server_class(state, limits, ready_json: bool = False) -> type:
                 await asyncio.sleep(0.05)
             await asyncio.to_thread(state.engine.stop, max(GRACE_S - 3, 1))
 
+        async def _start_rest(self) -> None:
+            """RESTServer.start, plus 503s for a probe that says "not ready" without the
+            traceback KServe's own handlers log for each (a probe asks every few seconds)."""
+            from fastapi.responses import JSONResponse
+            from kserve.errors import ModelNotReady, ServerNotLive, ServerNotReady
+            from kserve.model_server import app
+
+            async def unavailable(request, exc: Exception) -> JSONResponse:
+                return JSONResponse({"error": str(exc)}, status_code=503)
+
+            self._rest_server.create_application()
+            for exc in (ServerNotReady, ModelNotReady, ServerNotLive):
+                app.add_exception_handler(exc, unavailable)
+            await self._rest_server._server.serve()
+
         async def _serve(self):
             await asyncio.gather(*self.servers, self._announce(), self._drain_on_exit())
 
@@ -321,7 +348,7 @@ def loopback_server_class(state, limits, ready_json: bool = False) -> type:
             config.host = self.host  # kserve hard-codes 0.0.0.0
             config.http = guarded_protocol(limits)
             config.h11_max_incomplete_event_size = limits.max_header_bytes
-            self.servers.append(self._rest_server.start())
+            self.servers.append(self._start_rest())
             self.setup_event_loop()
             self.register_signal_handler()
             asyncio.run(self._serve())
