@@ -66,9 +66,9 @@ PARSERS: dict[str, Callable[..., Parsed]] = {
 }
 FORMATS: tuple[str, ...] = tuple(PARSERS)
 EXTENSIONS = (".jsonl", ".json", ".txt", ".png", ".charx")
-_SCAN_LINES = 50
+_SCAN_LINES = 50  # how many lines format detection may look at for a parseable object
 # Keys that make a JSON object one record rather than an object keyed by character name.
-_RECORD_KEYS = {"type", "turns", "chosen", "rejected", "text", "messages", "conversations", "context", "prompt"}  # how many lines format detection may look at for a parseable object
+_RECORD_KEYS = {"type", "turns", "chosen", "rejected", "text", "messages", "conversations", "context", "prompt"}
 
 
 def _classify_item(obj: dict) -> str:
