@@ -218,3 +218,13 @@ def test_errors_and_registry_output_escape_controls(tmp_path, store, capsys):
     assert "\x1b" not in history and printable(EVIL) in history
     echo_json({"k": EVIL})
     assert "\x9b" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("meta", [b"\xff\xfe binary", b"[1]", b'{"size": "3"}', b"{"])
+def test_a_damaged_checksum_record_is_one_line(tmp_path, store, meta):
+    store.put_file(_file(tmp_path, "abc"), "a/b.txt")
+    (store.root / ".meta" / "a" / "b.txt.json").write_bytes(meta)
+    for args in (["get", "a/b.txt", str(tmp_path / "o")],):
+        assert_one_line_error(runner.invoke(app, ["store", *args]), "checksum record", "damaged")
+    with pytest.raises(StorageError, match="damaged"):
+        store.get_json("a/b.txt")

@@ -77,11 +77,19 @@ class LocalStore:
         path = self._path(key)
         if not path.is_file():
             raise StorageError(f"{self.url_for(key)}: no such object")
+        meta_path = self._meta_path(key)
         try:
-            meta = json.loads(self._meta_path(key).read_text(encoding="utf-8"))
+            meta = json.loads(meta_path.read_bytes())
         except FileNotFoundError:  # written by hand into the store: size only, no checksum
             return ObjectInfo(clean_key(key), path.stat().st_size, "")
-        return ObjectInfo(clean_key(key), int(meta["size"]), meta["sha256"])
+        except (ValueError, RecursionError):  # not JSON, not UTF-8
+            meta = None
+        if not (isinstance(meta, dict) and isinstance(meta.get("size"), int)
+                and isinstance(meta.get("sha256"), str)):
+            raise StorageError(f"{self.url_for(key)}: its checksum record {meta_path} is damaged; "
+                               "delete that file (the object is then read unchecked) or upload the "
+                               "object again")
+        return ObjectInfo(clean_key(key), meta["size"], meta["sha256"])
 
     @_os_errors
     def put_file(self, local: str | os.PathLike, key: str) -> ObjectInfo:
