@@ -15,6 +15,15 @@ attention, dominate, so this is where the LoRA/full and packing/padding ratios m
 
     .venv/bin/python bench/train_throughput.py --model smollm2 --steps 3 --batch 2
 
+Precision (``--model smollm2 --precision``): float32 against bfloat16 autocast on this CPU
+(``bf16=true``: the Trainer's ``use_cpu`` + ``bf16``, i.e. ``torch.autocast("cpu", bfloat16)``,
+float32 master weights), LoRA and full fine-tuning, each on the SFT preset's layout (one
+dialogue per row, no packing), the same data, seed and steps: supervised tokens/s, final training
+loss and the validation loss at the end. A CPU without avx512_bf16/amx_bf16 runs both in float32
+(and the result says so)::
+
+    .venv/bin/python bench/train_throughput.py --model smollm2 --precision --steps 6
+
 GPU (``--gpu``): a config-initialised ~0.5B Qwen2 model (Qwen2.5-0.5B shape, random weights,
 the tiny model's tokenizer) in bf16: tokens/s/GPU and MFU of SFT (packed) and DPO (reference
 log-probs precomputed, so only the policy's forward and backward are timed)::
@@ -23,7 +32,8 @@ log-probs precomputed, so only the policy's forward and backward are timed)::
 
 MFU = 6 * N * tokens/s / peak bf16 FLOP/s of the GPU, N = parameters without the input
 embedding (the tied LM head still counts): the usual 6N estimate, attention FLOPs left out.
-Results are printed and saved to bench/results/train_throughput.json (or --out).
+Results are printed and saved to bench/results/train_throughput.json (or --out), one key per
+variant (cpu, cpu_smollm2, cpu_smollm2_precision, gpu).
 """
 
 from __future__ import annotations
@@ -68,9 +78,12 @@ def sft_run(model: Path, data: Path, out: Path, packing: bool, args, extra: list
 
 
 def figures(s: dict) -> dict:
-    return {k: s[k] for k in ("steps", "train_seconds", "tokens_this_run", "supervised_tokens_this_run",
-                               "tokens_per_second", "supervised_tokens_per_second", "non_padding_fraction",
-                               "final_loss")}
+    out = {k: s[k] for k in ("steps", "train_seconds", "tokens_this_run", "supervised_tokens_this_run",
+                              "tokens_per_second", "supervised_tokens_per_second", "non_padding_fraction",
+                              "final_loss")}
+    if "eval_loss" in s.get("eval", {}):
+        out["eval_loss"] = s["eval"]["eval_loss"]
+    return out
 
 
 def cpu_bench(args, work: Path) -> dict:
@@ -100,16 +113,8 @@ def cpu_bench(args, work: Path) -> dict:
 def smollm2_bench(args, work: Path) -> dict:
     import torch
 
-    from charops.config import load_config
-    from charops.data.prepare import PrepareConfig
-    from charops.data.prepare import run as prepare
-    from charops.model.load import resolve_model
-
     torch.set_num_threads(args.threads)
-    model = resolve_model("charops:smollm2-135m")
-    data = work / "data"
-    prepare(load_config(PrepareConfig, "smollm2-cpu", [f"model={model}", f"output_dir={data}", "progress=false",
-                                                        *([f"inputs={','.join(args.inputs)}"] if args.inputs else [])]))
+    model, data = smollm2_data(args, work)
     runs = {}
     for method, lora in (("lora", True), ("full", False)):
         for mode, packing in (("packing", True), ("padding", False)):
@@ -125,6 +130,51 @@ def smollm2_bench(args, work: Path) -> dict:
         "lora_over_full_supervised_tokens_per_second": {m: sup[f"lora_{m}"] / sup[f"full_{m}"] for m in ("packing", "padding")},
         "packing_over_padding_supervised_tokens_per_second": {m: sup[f"{m}_packing"] / sup[f"{m}_padding"] for m in ("lora", "full")},
     }
+
+
+def precision_bench(args, work: Path) -> dict:
+    """fp32 against bf16 autocast, LoRA and full SFT of SmolLM2, in one run on this CPU."""
+    import torch
+
+    from charops.train.arguments import cpu_bf16_supported
+
+    torch.set_num_threads(args.threads)
+    model, data = smollm2_data(args, work)
+    runs = {}
+    for method, lora in (("lora", True), ("full", False)):
+        for precision in ("fp32", "bf16"):
+            extra = [f"lora.enabled={str(lora).lower()}", "learning_rate=1e-4", "evaluate=true",
+                     f"bf16={str(precision == 'bf16').lower()}"]
+            runs[f"{method}_{precision}"] = figures(
+                sft_run(model, data, work / f"{method}-{precision}", False, args, extra))
+    out = {
+        "device": f"cpu ({torch.get_num_threads()} threads)", "cpu_bf16": cpu_bf16_supported(),
+        "model": "SmolLM2-135M-Instruct (charops:smollm2-135m)", "steps": args.steps,
+        "per_device_train_batch_size": args.batch, "max_seq_len": args.max_seq_len, "packing": False,
+        "sft": runs,
+    }
+    for method in ("lora", "full"):
+        fp32, bf16 = runs[f"{method}_fp32"], runs[f"{method}_bf16"]
+        out[f"{method}_bf16_over_fp32_supervised_tokens_per_second"] = (
+            bf16["supervised_tokens_per_second"] / fp32["supervised_tokens_per_second"])
+        if "eval_loss" in fp32 and "eval_loss" in bf16:
+            out[f"{method}_bf16_eval_loss_relative_difference"] = (
+                (bf16["eval_loss"] - fp32["eval_loss"]) / fp32["eval_loss"])
+    return out
+
+
+def smollm2_data(args, work: Path) -> tuple[Path, Path]:
+    """SmolLM2 (resolved into the model cache) and the English samples prepared for it."""
+    from charops.config import load_config
+    from charops.data.prepare import PrepareConfig
+    from charops.data.prepare import run as prepare
+    from charops.model.load import resolve_model
+
+    model = resolve_model("charops:smollm2-135m")
+    data = work / "data"
+    prepare(load_config(PrepareConfig, "smollm2-cpu", [f"model={model}", f"output_dir={data}", "progress=false",
+                                                        *([f"inputs={','.join(args.inputs)}"] if args.inputs else [])]))
+    return model, data
 
 
 def gpu_model(base: Path, out: Path) -> tuple[Path, int]:
@@ -184,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpu", action="store_true", help="GPU variant: ~0.5B model, bf16, SFT and DPO, MFU")
     ap.add_argument("--model", choices=("tiny", "smollm2"), default="tiny",
                     help="CPU: the embedded tiny model (packing vs padding) or SmolLM2 (LoRA/full x packing/padding)")
+    ap.add_argument("--precision", action="store_true",
+                    help="with --model smollm2: float32 against bfloat16 autocast (LoRA and full), no packing")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 10 CPU tiny, 3 SmolLM2, 30 GPU)")
     ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: 8; 2 for SmolLM2)")
     ap.add_argument("--max-seq-len", type=int, default=None, help="packed row length (default: 512 CPU, 2048 GPU)")
@@ -202,14 +254,16 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="charops-bench-") as tmp:
         try:
-            bench = gpu_bench if args.gpu else smollm2_bench if smol else cpu_bench
+            bench = (gpu_bench if args.gpu else precision_bench if smol and args.precision
+                     else smollm2_bench if smol else cpu_bench)
             result = bench(args, Path(tmp))
         except CharopsError as exc:
             raise SystemExit(f"error: {exc}") from None
     out = Path(args.out)
     # One file for every variant: each run replaces only its own key (cpu, cpu_smollm2, gpu).
     previous = json.loads(out.read_text()) if out.is_file() else {}
-    key = "gpu" if args.gpu else "cpu_smollm2" if smol else "cpu"
+    key = "gpu" if args.gpu else "cpu_smollm2_precision" if smol and args.precision else \
+        "cpu_smollm2" if smol else "cpu"
     result = {**previous, key: result}
     write_json(out, result)
     print(json.dumps(result, indent=2))

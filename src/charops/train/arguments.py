@@ -11,8 +11,10 @@ Public names::
     peft = arguments.peft_config(cfg)                    # None when LoRA is off
 
 ``training_arguments`` gives every stage the same arguments, of the class its entry in
-``charops.train.stages.STAGES`` names (``TrainingArguments`` or a TRL config): checkpoints under ``output_dir/checkpoints``, a log entry every step, CPU
-without CUDA, bf16 on GPUs, a DeepSpeed JSON from ``configs/deepspeed/<name>.json``.
+``charops.train.stages.STAGES`` names (``TrainingArguments`` or a TRL config): checkpoints
+under ``output_dir/checkpoints``, a log entry every step, CPU without CUDA, bf16 on GPUs (and,
+when asked, on CPUs with bfloat16 instructions), a DeepSpeed JSON from
+``configs/deepspeed/<name>.json``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -67,9 +70,7 @@ def training_arguments(cfg: TrainConfig, **stage_kwargs: Any):
     gpu = cuda_available()
     if cfg.deepspeed is not None:
         setup_single_process_distributed(run_dir)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (gpu and _bf16_supported())
-    if bf16 and not gpu:
-        raise ConfigError("bf16: needs a CUDA GPU with bfloat16 support; set bf16=false on this machine")
+    bf16 = resolve_bf16(cfg.bf16, gpu, cfg.deepspeed)
     return STAGES[cfg.stage].arguments(
         output_dir=str(run_dir / CHECKPOINTS),
         max_steps=cfg.max_steps,
@@ -102,10 +103,38 @@ def training_arguments(cfg: TrainConfig, **stage_kwargs: Any):
     )
 
 
-def _bf16_supported() -> bool:
-    import torch
+def resolve_bf16(bf16: bool | None, gpu: bool, deepspeed: str | None) -> bool:
+    """Whether to train in bfloat16 mixed precision.
 
-    return torch.cuda.is_bf16_supported()
+    GPU: ``bf16`` as asked (null: when the GPU supports it). CPU: ``bf16=true`` is autocast to
+    bfloat16 (the Trainer's ``use_cpu`` + ``bf16``) when the CPU has bfloat16 dot-product
+    instructions; without them (oneDNN would emulate them, slower than float32) it trains in
+    float32 and says so in one line. null on a CPU is float32.
+    """
+    if gpu:
+        import torch
+
+        return bool(bf16) if bf16 is not None else torch.cuda.is_bf16_supported()
+    if not bf16:
+        return False
+    if deepspeed is not None:
+        raise ConfigError("bf16: DeepSpeed on a CPU runs in float32 here; set bf16=false or use a GPU")
+    if not cpu_bf16_supported():
+        if int(os.environ.get("RANK", "0")) == 0:
+            print("note: bf16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); "
+                  "training in float32", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def cpu_bf16_supported(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """The CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16), read from its flags (Linux)."""
+    try:
+        flags = set(" ".join(line.split(":", 1)[1] for line in Path(cpuinfo).read_text().splitlines()
+                             if line.startswith("flags")).split())
+    except (OSError, IndexError):
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def load_model(model_dir: Path, cfg: TrainConfig, bf16: bool):

@@ -91,7 +91,8 @@ class TrainConfig:
         "help": "DeepSpeed config name (configs/deepspeed/NAME.json: zero2, zero3, zero3_offload) or a JSON path; "
                 "null: no DeepSpeed."})
     bf16: bool | None = field(default=None, metadata={
-        "help": "bfloat16 mixed precision; null: on when a CUDA GPU with bf16 support is present."})
+        "help": "bfloat16 mixed precision; null: on when a CUDA GPU with bf16 support is present. On a CPU, "
+                "true autocasts to bf16 when it has avx512_bf16 or amx_bf16, else trains in float32 with a note."})
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "Recompute activations in the backward pass (less memory, ~20% slower)."})
     attn_implementation: str = field(default="sdpa", metadata={

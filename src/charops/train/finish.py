@@ -83,6 +83,7 @@ def finish(trainer, cfg: TrainConfig, inputs: Inputs, recorder: RunRecorder, res
         "loss_curve": curve,
         "eval": eval_metrics,
         "world_size": trainer.accelerator.num_processes,
+        "bf16": bool(trainer.args.bf16),  # what ran: bf16=true falls back to float32 on a CPU without it
         "deepspeed": ({"config": cfg.deepspeed, "zero_stage": trainer.accelerator.state.deepspeed_plugin.zero_stage}
                       if trainer.is_deepspeed_enabled else None),
         **reward_metrics(curve, eval_metrics),
