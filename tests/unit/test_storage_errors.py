@@ -228,3 +228,14 @@ def test_a_damaged_checksum_record_is_one_line(tmp_path, store, meta):
         assert_one_line_error(runner.invoke(app, ["store", *args]), "checksum record", "damaged")
     with pytest.raises(StorageError, match="damaged"):
         store.get_json("a/b.txt")
+
+
+@pytest.mark.parametrize("manifest", [{"files": {"a": "x"}}, {"files": {"a": {"size": 1}}}, {"files": []}])
+def test_a_manifest_of_the_wrong_shape_is_one_line(tmp_path, store, manifest):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a").write_text("x")
+    store.put_dir(d, "p")
+    store.put_json("p/_SUCCESS", manifest)
+    assert_one_line_error(runner.invoke(app, ["store", "get", "p", str(tmp_path / "o")]), "not a charops manifest")
+    assert not (tmp_path / "o").exists()

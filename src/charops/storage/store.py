@@ -400,8 +400,11 @@ def read_manifest(store: Store, prefix: str) -> dict:
         raise StorageError(f"{store.url_for(prefix)}: not found (no {MARKER} marker: never "
                            "published, or an upload is still running or failed)")
     manifest = store.get_json(marker)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-        raise StorageError(f"{store.url_for(marker)}: not a charops manifest")
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) or not all(
+            isinstance(m, dict) and isinstance(m.get("size"), int) and isinstance(m.get("sha256"), str)
+            for m in manifest["files"].values()):
+        raise StorageError(f"{store.url_for(marker)}: not a charops manifest (a 'files' object of "
+                           "{size, sha256} records); publish the directory again")
     return manifest
 
 
