@@ -11,8 +11,9 @@ Layout inside a store (``charops.storage.open_store``: a local directory or any 
                                            run id), where the model, reports and card are
     registry/<name>/stages/<seq>.json      stage history (charops.registry.stages)
 
-Versions are increasing integers per name (1, 2, ...; consecutive unless a registration died
-after claiming its number), so "the latest" is obvious to people and to ``charops deploy``. Registering content that is already registered (same model
+Versions are increasing integers per name (1, 2, ...; a failed registration releases the number
+it claimed, so only one killed outright leaves a gap), so "the latest" is obvious to people and
+to ``charops deploy``. Registering content that is already registered (same model
 sha256) returns the existing entry instead of minting a new version: a retried or cached
 pipeline step does not create duplicates. The entry is written last, after every file of the
 model: an upload that died half-way has no entry and is invisible to readers. Names become
@@ -25,8 +26,10 @@ Kubernetes names (an InferenceService per model), so they are DNS-1035 labels::
                      {"dataset_sha256": "...", "base_model": "charops:tiny"})
     get_entry(store, "charops-chat")["version"]      # latest
 
-Stages (``transition``, ``production``, ``rollback``, ...) are in :mod:`charops.registry.stages`,
-the promotion gate in :mod:`charops.registry.gate`; both are re-exported here.
+Entries (``register``, ``get_entry``, ...) are in :mod:`charops.registry.entries`, stages
+(``transition``, ``production``, ``rollback``, ...) in :mod:`charops.registry.stages`, both
+re-exported here; the promotion gate is :mod:`charops.registry.gate`, model cards
+:mod:`charops.registry.card`.
 """
 
 from charops.registry.entries import (
