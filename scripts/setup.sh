@@ -38,4 +38,9 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 \
     && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# node and npm run SillyTavern, the real client of tests/unit/test_sillytavern.py (it unpacks
+# ../shared/clients/SillyTavern-*.tar.gz and runs npm ci once; it skips without node).
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
 echo "setup: ok ($(.venv/bin/charops version | head -1), torch ${TORCH_VERSION})"
