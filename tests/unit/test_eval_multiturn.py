@@ -326,3 +326,73 @@ def test_cli_eval_run_mode_both_and_multiturn(tmp_path, micro_model_dir, micro_r
     bad = CliRunner().invoke(app, ["eval", "run", *common, f"output_dir={tmp_path / 'bad'}", "mode=multiturn",
                                    "turns=2", "memory_gap=3", "-q"])
     assert bad.exit_code == 2 and bad.output.startswith("error: ") and "memory probe" in bad.output
+
+
+# --- the LLM path against charops's own server -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def llm_server(tmp_path_factory, serve_model_dir):
+    """The micro model behind `charops deploy --model` (a subprocess on a free loopback port), as
+    the simulated user and as the judge; its structured output (response_format json_schema)
+    makes even random weights answer in the rubric's shape. Positions are extended because the
+    conversation rubric's prompts are long in the micro tokenizer (English is nearly per letter)."""
+    import shutil
+
+    from conftest import ServerProcess
+
+    base = tmp_path_factory.mktemp("multiturn_live")
+    model = base / "model"
+    shutil.copytree(serve_model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 32768}))
+    server = ServerProcess(["charops-judge", "--model", str(model), "--max-tokens-cap", "1024",
+                            "--max-batch-size", "8"], base / "server.log")
+    server.wait_ready()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_llm_user_and_llm_judge_against_charops_deploy(tmp_path, llm_server, micro_model_dir, micro_ref_model_dir,
+                                                        eval_dataset_dir, monkeypatch):
+    from charops.eval.multiturn import evaluate_conversations
+    from charops.eval.rubric import load_rubric
+    from charops.io import read_jsonl
+
+    monkeypatch.delenv("CHAROPS_JUDGE_API_KEY", raising=False)
+    url = f"{llm_server.url}/openai/v1"
+    cfg = _cfg(tmp_path, judge="openai", user_simulator="openai", judge_base_url=url, judge_model="charops-judge",
+               user_base_url=None, user_model=None, judge_timeout_s=120.0, judge_max_retries=3, judge_backoff_s=0.2,
+               judge_concurrency=4, judge_rate_limit=0.0, judge_max_tokens=1024, turns=2, memory_gap=1,
+               max_conversations=2)
+    block = evaluate_conversations(cfg, eval_dataset_dir, [("candidate", str(micro_model_dir)),
+                                                           ("baseline", str(micro_ref_model_dir))])
+    convs = list(read_jsonl(tmp_path / "conversations.jsonl"))
+    # The LLM wrote the user's lines (not the script) in every conversation.
+    assert {(t["user_source"], t.get("user_error")) for c in convs for t in c["turns"]
+            if t["probe"] != "memory_question"} == {("llm", None)}
+    assert block["user"] == {"kind": "openai", "model": "charops-judge", "base_url": url}
+    # Verdicts and scores parsed in both orders, on the conversation rubric.
+    rubric = load_rubric("characterbench-v1")
+    for row in read_jsonl(tmp_path / "conversation_pairwise.jsonl"):
+        assert row["error"] is None and row["verdict"] in ("win", "tie", "lose"), row
+    for row in read_jsonl(tmp_path / "conversation_pointwise.jsonl"):
+        assert row["error"] is None and set(row["scores"]) == set(rubric.keys), row
+    assert block["pairwise"]["overall"]["n"] == 2 and block["pairwise"]["overall"]["unjudged"] == 0
+    # Boundary questions written by the LLM where it answered, judged by it.
+    boundary = list(read_jsonl(tmp_path / "boundary.jsonl"))
+    assert {b["judged_by"] for b in boundary} == {"openai:charops-judge"}
+    assert all(b["deflected"] in (True, False) for b in boundary)
+    assert {b["source"] for b in boundary} <= {"llm", "template"}
+    assert block["boundary"]["candidate"]["judged_by"] == ["openai:charops-judge"]
+
+
+def test_user_line_parsing():
+    from charops.eval.multiturn.users import parse_user_line
+    from charops.eval.rubric import AnswerError
+
+    assert parse_user_line('{"message": "  How was\\nyour day? "}') == "How was your day?"
+    assert parse_user_line('"Plain text from an endpoint without structured output"') == \
+        "Plain text from an endpoint without structured output"
+    with pytest.raises(AnswerError):
+        parse_user_line('{"message": "   "}')

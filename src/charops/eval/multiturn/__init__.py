@@ -71,7 +71,11 @@ def question_writer(cfg: Any):
     if cfg.user_simulator != "openai" and cfg.judge != "openai":
         return None
     from charops.eval.llm import JudgeCache, ask_all, cache_key
-    from charops.eval.multiturn.probes import llm_boundary_prompt, parse_boundary_questions
+    from charops.eval.multiturn.probes import (
+        QUESTIONS_SCHEMA,
+        llm_boundary_prompt,
+        parse_boundary_questions,
+    )
 
     endpoint = user_endpoint(cfg, max_tokens=256)
     cache = JudgeCache(Path(cfg.output_dir) / "user_cache.jsonl")
@@ -79,7 +83,7 @@ def question_writer(cfg: Any):
     def ask(profile: dict, system: str) -> dict | None:
         prompt = llm_boundary_prompt(profile, system)
         [answer] = ask_all([(cache_key("boundary-questions@1", endpoint.model, prompt), prompt,
-                             parse_boundary_questions)], endpoint, cache)
+                             parse_boundary_questions, QUESTIONS_SCHEMA)], endpoint, cache)
         return answer.value  # None when the LLM failed: the templates stand
     return ask
 

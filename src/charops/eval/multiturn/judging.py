@@ -41,6 +41,8 @@ from charops.eval.judges import (
 from charops.eval.llm import JudgeCache, ask_all, cache_key, usage_of
 from charops.eval.multiturn.probes import deflects
 from charops.eval.rubric import (
+    PAIRWISE_SCHEMA,
+    REASON,
     AnswerError,
     Rubric,
     json_object,
@@ -48,6 +50,7 @@ from charops.eval.rubric import (
     parse_pairwise,
     parse_pointwise,
     pointwise_prompt,
+    pointwise_schema,
     render_context,
 )
 
@@ -121,7 +124,7 @@ def openai_conversations(convs: list[dict], pairs: list[tuple[dict, dict]], cfg:
             view = _view(rec)
             prompt = pointwise_prompt(rubric, view, dims)
             point_items.append((cache_key(rubric.ident, endpoint.model, prompt, view["reply"]), prompt,
-                                partial(parse_pointwise, rubric, dims=dims)))
+                                partial(parse_pointwise, rubric, dims=dims), pointwise_schema(rubric, dims)))
     point_answers = ask_all(point_items, endpoint, cache, progress=cfg.progress,
                             desc="judging conversations point-wise") if point_items else []
     pair_items = []
@@ -130,7 +133,7 @@ def openai_conversations(convs: list[dict], pairs: list[tuple[dict, dict]], cfg:
         for first, second in ((ta, tb), (tb, ta)):
             prompt = pairwise_prompt(rubric, _view(a), first, second)
             pair_items.append((cache_key(rubric.ident, endpoint.model, prompt, first + "\x00" + second), prompt,
-                               parse_pairwise))
+                               parse_pairwise, PAIRWISE_SCHEMA))
     pair_answers = ask_all(pair_items, endpoint, cache, progress=cfg.progress,
                            desc="judging conversations pair-wise") if pair_items else []
     pointwise = [{"id": rec["id"], "model": rec["model"], "judge": label, "rubric": rubric.ident,
@@ -170,6 +173,10 @@ the question back. A bad reply invents an answer as if the character knew.
 Answer with one JSON object and nothing else: {{"verdict": "deflect" | "invent", "reason": "<one sentence>"}}"""
 
 
+BOUNDARY_SCHEMA = {"type": "object", "properties": {"verdict": {"enum": ["deflect", "invent"]}, "reason": REASON},
+                   "required": ["verdict"], "additionalProperties": False}
+
+
 def parse_boundary(text: str) -> bool:
     """True for a deflection, False for an invented answer (else :class:`AnswerError`)."""
     verdict = str(json_object(text).get("verdict", "")).strip().lower()
@@ -189,7 +196,7 @@ def judge_boundary(records: list[dict], cfg: Any) -> list[dict]:
     for r in records:
         system = next((m["content"] for m in r["messages"] if m["role"] == "system"), "(no profile given)")
         prompt = _BOUNDARY_PROMPT.format(profile=system, question=r["question"], reply=r["reply"] or "(empty reply)")
-        items.append((cache_key("boundary@1", endpoint.model, prompt), prompt, parse_boundary))
+        items.append((cache_key("boundary@1", endpoint.model, prompt), prompt, parse_boundary, BOUNDARY_SCHEMA))
     answers = ask_all(items, endpoint, cache, progress=cfg.progress, desc="judging boundary probes")
     return [{**r, "deflected": ans.value, "judged_by": f"openai:{endpoint.model}", "raw": ans.raw,
              "error": ans.error} for r, ans in zip(records, answers, strict=True)]

@@ -138,6 +138,11 @@ def llm_boundary_prompt(profile: dict, system: str) -> str:
                               profile=system or profile.get("name", ""))
 
 
+QUESTIONS_SCHEMA = {"type": "object", "properties": {k: {"type": "string", "minLength": 5, "maxLength": 200}
+                                                    for k in BOUNDARY_KINDS},
+                    "required": list(BOUNDARY_KINDS), "additionalProperties": False}
+
+
 def parse_boundary_questions(text: str) -> dict[str, str]:
     """The LLM's questions by kind (every kind, non-empty), else :class:`AnswerError`."""
     from charops.eval.rubric import AnswerError, json_object

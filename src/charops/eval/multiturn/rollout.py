@@ -20,7 +20,8 @@ Records (``conversations.jsonl``, one per model and start, written before any ju
 
     {"id", "model", "model_ref", "character", "category", "topic", "language", "system",
      "messages": [... the whole conversation, system prompt and greeting included ...],
-     "turns": [{"user", "user_source", "reply", "probe", "dropped_turns", "new_tokens", "stopped"}],
+     "turns": [{"user", "user_source", ["user_error"], "reply", "probe", "dropped_turns", "new_tokens",
+                "stopped"}],
      "memory": {"thing", "answer", "stated_turn", "asked_turn", "recalled"} | null, "settings": {...}}
 """
 
@@ -112,7 +113,7 @@ def rollout(loaded, label: str, starts: list[dict], user, turns: int, settings: 
     for t in range(turns):
         said = user.next_turns(starts, conversations, t)
         probes = []
-        for i, (text, _) in enumerate(said):
+        for i, (text, _, _) in enumerate(said):
             probe = None
             if facts[i] is not None and t == memory[0]:
                 text, probe = f"{text} {facts[i]['statement']}", "memory_statement"
@@ -124,6 +125,7 @@ def rollout(loaded, label: str, starts: list[dict], user, turns: int, settings: 
         for i, ans in enumerate(answers):
             conversations[i].append({"role": "assistant", "content": ans["reply"]})
             records[i]["turns"].append({"user": conversations[i][-2]["content"], "user_source": said[i][1],
+                                        **({"user_error": said[i][2]} if said[i][2] else {}),
                                         "reply": ans["reply"], "probe": probes[i], **{k: ans[k] for k in (
                                             "dropped_turns", "new_tokens", "stopped")}})
             if probes[i] == "memory_question":

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from charops.errors import DataError
 from charops.eval.llm import Endpoint, JudgeCache, ask_all, cache_key
-from charops.eval.rubric import AnswerError, render_context
+from charops.eval.rubric import AnswerError, json_object, render_context
 from charops.io import read_jsonl
 
 PERSONAS = {
@@ -103,22 +103,34 @@ class ScriptedUser:
     def describe(self) -> dict:
         return {"kind": self.kind, "note": "replays the user turns of held-out dialogues"}
 
-    def next_turns(self, starts: list[dict], conversations: list[list[dict]], turn: int) -> list[tuple[str, str]]:
-        """(user message, source) of each conversation's turn ``turn`` (0-based)."""
-        return [(s["script"][turn % len(s["script"])], "script") for s in starts]
+    def next_turns(self, starts: list[dict], conversations: list[list[dict]], turn: int) -> list[tuple[str, str, str | None]]:
+        """(user message, source, error) of each conversation's turn ``turn`` (0-based)."""
+        return [(s["script"][turn % len(s["script"])], "script", None) for s in starts]
 
 
 _USER_PROMPT = {
     "en": ("You play a USER chatting with the character {character} in a role-play app. You are {persona}; "
            "your goal: {goal}. Write only your next message to {character}: one or two short sentences, "
-           "in English, no quotes, no name prefix.\n\n## Conversation so far\n{context}"),
+           "in English, no name prefix. Answer with one JSON object and nothing else: "
+           '{{"message": "<your message>"}}\n\n## Conversation so far\n{context}'),
     "zh": ("你在一个角色扮演应用里扮演用户，正在和角色{character}聊天。你是{persona}；你的目标：{goal}。"
-           "只写你对{character}说的下一句话：一两句，中文，不要引号，不要加名字前缀。\n\n## 目前的对话\n{context}"),
+           "只写你对{character}说的下一句话：一两句，中文，不要加名字前缀。只回答一个 JSON 对象："
+           '{{"message": "<你的话>"}}\n\n## 目前的对话\n{context}'),
 }
+# Sent as response_format: a server with structured output (charops deploy, vLLM, OpenAI) then
+# always writes a non-empty message; an endpoint without it answers in plain text, also accepted.
+USER_SCHEMA = {"type": "object", "properties": {"message": {"type": "string", "minLength": 2, "maxLength": 300}},
+               "required": ["message"], "additionalProperties": False}
 
 
-def _user_line(text: str) -> str:
-    line = " ".join(text.strip().strip('"').split())
+def parse_user_line(text: str) -> str:
+    """The user's message: the ``message`` of a JSON answer, else the plain text; one line."""
+    try:
+        obj = json_object(text)
+    except AnswerError:
+        obj = None
+    line = str(obj.get("message", "")) if isinstance(obj, dict) else text
+    line = " ".join(line.strip().strip('"').split())
     if not line:
         raise AnswerError("empty user message")
     return line[:500]
@@ -135,15 +147,18 @@ class LLMUser:
     def describe(self) -> dict:
         return {"kind": self.kind, "model": self.endpoint.model, "base_url": self.endpoint.base_url}
 
-    def next_turns(self, starts: list[dict], conversations: list[list[dict]], turn: int) -> list[tuple[str, str]]:
-        """(user message, source) of each conversation's turn ``turn``: source ``llm``, or
-        ``script`` where the endpoint failed after its retries (the script's line stands in)."""
+    def next_turns(self, starts: list[dict], conversations: list[list[dict]], turn: int) -> list[tuple[str, str, str | None]]:
+        """(user message, source, error) of each conversation's turn ``turn``: source ``llm``, or
+        ``script`` where the endpoint failed after its retries (the script's line stands in and
+        the error says why)."""
         items = []
         for s, msgs in zip(starts, conversations, strict=True):
             prompt = _USER_PROMPT[s["language"]].format(
                 character=s["character"] or "the character", persona=s["persona"], goal=s["goal"],
                 context=render_context(msgs, s["character"]))
-            items.append((cache_key("user-simulator@1", self.endpoint.model, prompt), prompt, _user_line))
+            items.append((cache_key("user-simulator@1", self.endpoint.model, prompt), prompt, parse_user_line,
+                          USER_SCHEMA))
         answers = ask_all(items, self.endpoint, self.cache, progress=self.progress, desc=f"user turn {turn + 1}")
-        return [(ans.value, "llm") if ans.error is None else (s["script"][turn % len(s["script"])], "script")
+        return [(ans.value, "llm", None) if ans.error is None else (s["script"][turn % len(s["script"])], "script",
+                                                                     ans.error)
                 for s, ans in zip(starts, answers, strict=True)]
