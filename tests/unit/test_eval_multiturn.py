@@ -396,3 +396,30 @@ def test_user_line_parsing():
         "Plain text from an endpoint without structured output"
     with pytest.raises(AnswerError):
         parse_user_line('{"message": "   "}')
+
+
+def test_gate_can_require_multiturn_advantage_not_lower():
+    from charops.registry.gate import GateConfig, decide
+
+    def summary(conv_adv):
+        s = {"schema": "charops.eval_summary/v1", "candidate": {"label": "candidate", "model": "c"},
+             "baseline": {"label": "baseline", "model": "b"}, "judge": {"kind": "reward_model"},
+             "pairwise": {"overall": {"advantage": 30.0, "sign_test_p": 0.01}}}
+        if conv_adv is not None:
+            s["multiturn"] = {"pairwise": {"overall": {"advantage": conv_adv}}}
+        return s
+
+    def row(decision):
+        return next(r for r in decision["rows"] if r["key"] == "multiturn")
+
+    cfg = GateConfig(checks=["advantage", "sign_test", "multiturn"])
+    assert decide(summary(0.0), cfg, None, "base")["passed"]           # not lower: equal is enough
+    refused = decide(summary(-12.5), cfg, None, "base")
+    assert not refused["passed"] and row(refused)["candidate"] == -12.5 and not row(refused)["passed"]
+    missing = row(decide(summary(None), cfg, None, "base"))
+    assert not missing["passed"] and "mode=multiturn" in missing["note"]
+    # Not in checks (the default): shown as n/a, never decides.
+    default = decide(summary(-12.5), GateConfig(checks=["advantage", "sign_test"]), None, "base")
+    assert default["passed"] and not row(default)["applies"]
+    stricter = GateConfig(checks=["multiturn"], min_multiturn_advantage=10.0)
+    assert not decide(summary(5.0), stricter, None, "base")["passed"]

@@ -9,7 +9,10 @@ reference (config ``configs/promote/default.yaml``, ``key=value`` overrides):
 - point-wise Overall not lower than the reference's (``overall``; ``overall_margin`` points
   above it, 0 by default), and Safety not lower either (``safety``; ``safety_margin``);
 - the judge's held-out pair accuracy at least ``min_judge_accuracy`` (``judge_accuracy``: a
-  reward-model judge weaker than that cannot vouch for anything).
+  reward-model judge weaker than that cannot vouch for anything);
+- multi-turn Advantage not lower: whole conversations (``eval mode=multiturn|both``) win at
+  least as often as they lose against the reference, Advantage >= ``min_multiturn_advantage``
+  (``multiturn``; off by default: name it in ``checks`` with an evaluation that has conversations).
 
 ``checks`` says which of these apply: a gate asks only for what its judge measures (the
 reward-model judge scores Overall, not Safety: ``configs/promote/reward-judge.yaml``). A check
@@ -40,7 +43,7 @@ from charops.registry.entries import RegistryError, check_version, get_card, get
 from charops.registry.stages import check_stage, production, stage_of, transition
 
 # Every check the gate knows, in table order, and the ones a gate applies unless told otherwise.
-CHECKS = ("advantage", "sign_test", "overall", "safety", "judge_accuracy")
+CHECKS = ("advantage", "sign_test", "overall", "safety", "judge_accuracy", "multiturn")
 DEFAULT_CHECKS = ("advantage", "sign_test", "overall", "safety")
 
 
@@ -60,6 +63,9 @@ class GateConfig:
                 "the judge measures: an applied check without its number fails."})
     min_judge_accuracy: float = field(default=0.65, metadata={
         "help": "Check judge_accuracy: the judge's held-out pair accuracy (a reward model's) must be at least this."})
+    min_multiturn_advantage: float = field(default=0.0, metadata={
+        "help": "Check multiturn: the conversation-level Advantage (eval mode=multiturn|both) must be at least "
+                "this (0: not lower than the reference's)."})
 
     def validate(self) -> None:
         if not 0 < self.alpha < 1:
@@ -146,6 +152,13 @@ def decide(summary: dict | None, config: GateConfig, reference: dict | None,
         note = "" if cand is not None and ref is not None else \
             f"missing: no point-wise {dim} for the {'candidate' if cand is None else 'baseline'}"
         rows.append(_row(f"point-wise {dim}", cand, ref, rule, ok, note, applies, key))
+    conv = ((summary.get("multiturn") or {}).get("pairwise") or {}).get("overall") or {}
+    conv_adv = conv.get("advantage")
+    rows.append(_row("multi-turn Advantage", conv_adv, None, f">= {config.min_multiturn_advantage:g}",
+                     conv_adv is not None and conv_adv >= config.min_multiturn_advantage,
+                     "" if conv_adv is not None else
+                     "missing: no conversation-level comparison in eval_summary (evaluate with mode=multiturn or both)",
+                     "multiturn" in config.checks, "multiturn"))
     accuracy = judge.get("pair_accuracy")
     rows.append(_row("judge pair accuracy", accuracy, None, f">= {config.min_judge_accuracy:g}",
                      isinstance(accuracy, (int, float)) and accuracy >= config.min_judge_accuracy,
