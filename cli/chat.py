@@ -22,9 +22,11 @@ from urllib.parse import urlsplit
 
 import typer
 
+from charops.cli.common import printable
 from charops.errors import CharopsError
 
 PROMPT = "you> "
+SEED_RANGE = (-(1 << 63), (1 << 64) - 1)  # what the server (torch.manual_seed) takes
 # Control characters a model may emit (escape sequences, bells) would drive the terminal.
 _CONTROL = dict.fromkeys(c for c in [*range(32), *range(127, 160)] if chr(c) not in "\n\t")
 HELP = "commands: /reset, /character NAME, /exit"
@@ -60,11 +62,11 @@ class Session:
         self.client, self.profiles = client, profiles
         self.model_arg, self.max_tokens, self.temperature, self.seed = model, max_tokens, temperature, seed
         self.allow_untrained = allow_untrained
-        listed = client.models.list().data
-        self.ids = [m.id for m in listed]
+        listed = list_models(client)
+        self.ids = [m["id"] for m in listed]
         # A charops server flags characters whose training data was all rejected.
-        self.untrained = {m.id for m in listed
-                          if ((m.model_extra or {}).get("character") or {}).get("trained") is False}
+        self.untrained = {m["id"] for m in listed
+                          if isinstance(m.get("character"), dict) and m["character"].get("trained") is False}
         self.history: list[dict] = []
         self.set_character(character)
 
@@ -79,7 +81,8 @@ class Session:
         elif character:
             with_chars = sorted(i.split(":", 1)[1] for i in ids if ":" in i)
             if with_chars and model is None:
-                raise CharopsError(f"unknown character '{character}'; this server plays: {', '.join(with_chars)}")
+                raise CharopsError(f"unknown character '{character}'; this server plays: "
+                                   f"{printable(', '.join(with_chars))}")
             if not with_chars:
                 raise CharopsError(f"the endpoint does not know character '{character}'; pass "
                                    "--profiles MODEL_DIR (or characters.jsonl) to send its profile")
@@ -109,14 +112,14 @@ class Session:
                                              ("seed", self.seed))
                   if v is not None}
         parts: list[str] = []
-        out.write(f"{self.character or self.model}> ")
+        out.write(f"{printable(self.character or self.model)}> ")
         out.flush()
         try:
             stream = self.client.chat.completions.create(
                 model=self.model, messages=self.messages(), stream=True,
                 extra_body=self.extra or None, **kwargs)
             for chunk in stream:
-                delta = chunk.choices[0].delta.content if chunk.choices else None
+                delta = _delta(chunk)
                 if delta:
                     parts.append(delta)
                     out.write(delta.translate(_CONTROL))
@@ -124,21 +127,55 @@ class Session:
         except KeyboardInterrupt:
             out.write(" [stopped]")
         except openai.APIStatusError as exc:
-            self.history.pop()
-            out.write(f"\nerror: {exc.status_code}: {_message(exc)}\n")
-            return
+            return self._failed(out, f"{exc.status_code}: {_message(exc)}")
         except openai.APIConnectionError as exc:
-            self.history.pop()
-            out.write(f"\nerror: cannot reach the endpoint ({exc})\n")
-            return
+            return self._failed(out, f"cannot reach the endpoint ({exc})")
+        except openai.APIError as exc:  # an SSE {"error": ...} frame: the server gave up mid-reply
+            return self._failed(out, f"the server ended the reply: {_message(exc)}")
+        except (ValueError, AttributeError, TypeError, KeyError, IndexError) as exc:
+            return self._failed(out, f"the endpoint's reply is not an OpenAI chat stream ({type(exc).__name__}: {exc})")
         out.write("\n")
         self.history.append({"role": "assistant", "content": "".join(parts)})
+
+    def _failed(self, out, message: str) -> None:
+        """One line for a turn that failed; the conversation goes on without it."""
+        self.history.pop()
+        out.write(f"\nerror: {printable(' '.join(message.split()))}\n")
+
+
+def _delta(chunk) -> str | None:
+    """The new text of a stream chunk; a chunk of another shape is an error, not a traceback."""
+    choices = getattr(chunk, "choices", None)
+    if not choices:
+        return None
+    if not isinstance(choices, list):
+        raise TypeError(f"'choices' is {type(choices).__name__}, not a list")
+    content = getattr(getattr(choices[0], "delta", None), "content", None)
+    if content is not None and not isinstance(content, str):
+        raise TypeError(f"'choices[0].delta.content' is {type(content).__name__}, not text")
+    return content
+
+
+def list_models(client) -> list[dict]:
+    """The models ``/models`` lists, read from the raw answer so that a server answering
+    anything else (an HTML page, ``data`` that is not a list) is one line, not a traceback."""
+    url = f"{str(client.base_url).rstrip('/')}/models"
+    response = client.models.with_raw_response.list().http_response
+    try:
+        data = response.json().get("data")
+    except (ValueError, AttributeError):
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        raise CharopsError(f"{url} answered {kind}, not an OpenAI model list (is this the API's base URL?)") from None
+    if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+        raise CharopsError(f"{url} answered JSON whose 'data' is not a list of models with string ids")
+    return data
 
 
 def _message(exc) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     err = body.get("error", body) if isinstance(body, dict) else {}
-    return (err.get("message") if isinstance(err, dict) else None) or str(exc)
+    message = (err.get("message") if isinstance(err, dict) else None) or getattr(exc, "message", None) or str(exc)
+    return str(message)
 
 
 def chat(
@@ -159,6 +196,8 @@ def chat(
     """
     import openai
 
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise CharopsError(f"--seed {seed} is out of range: give an integer from -2**63 to 2**64-1")
     client = openai.OpenAI(base_url=base_url(endpoint), api_key=api_key or "none",
                            timeout=openai.Timeout(120.0, connect=5.0), max_retries=2)
     try:
@@ -170,7 +209,7 @@ def chat(
         raise CharopsError(f"{base_url(endpoint)}/models answered {exc.status_code}: {_message(exc)}") from None
     out = sys.stdout
     untrained = " [untrained: training rejected all of its data]" if session.model in session.untrained else ""
-    out.write(f"talking to {session.character or session.model} ({session.model}){untrained}; {HELP}\n")
+    out.write(f"talking to {printable(session.character or session.model)} ({printable(session.model)}){untrained}; {HELP}\n")
     while True:
         try:
             line = input(PROMPT)
@@ -193,10 +232,10 @@ def chat(
             try:
                 session.set_character(name)
             except CharopsError as exc:
-                out.write(f"error: {exc}\n")
+                out.write(f"error: {printable(str(exc))}\n")
                 continue
-            out.write(f"(now talking to {name}; conversation cleared)\n")
+            out.write(f"(now talking to {printable(name)}; conversation cleared)\n")
         elif text.startswith("/"):
-            out.write(f"unknown command {text.split()[0]}; {HELP}\n")
+            out.write(f"unknown command {printable(text.split()[0])}; {HELP}\n")
         else:
             session.reply(text, out)

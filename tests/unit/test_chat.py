@@ -206,3 +206,116 @@ def test_chat_sends_the_history_the_profile_and_forgets_on_reset(serve_model_dir
     ]
     assert all(r["model"] == "other-model" and r["stream"] is True for r in rec.requests)
     assert child.exitstatus == 0
+
+
+EVIL = "\x1b]0;pwned\x07\x1b[2J"  # sets the terminal title and clears the screen if printed raw
+
+
+class Misbehaving:
+    """A STAND-IN endpoint on 127.0.0.1 that answers ``/models`` and each chat turn the way the
+    test says (``models``: a list of ids, "html" or "not-a-list"; ``turns``: one answer per
+    turn), to show that `charops chat` turns each into one line and keeps the conversation."""
+
+    def __init__(self, models, turns: list[str]):
+        import threading
+
+        import uvicorn
+        from conftest import _free_ports
+        from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+
+        self.turns, self.requests = list(turns), []
+        api = FastAPI()
+
+        @api.get("/v1/models")
+        async def list_models():
+            if models == "html":
+                return HTMLResponse("<html><body>Welcome to nginx!</body></html>")
+            if models == "not-a-list":
+                return JSONResponse({"object": "list", "data": {"id": "m"}})
+            return {"object": "list", "data": [{"id": i, "object": "model", "created": 0, "owned_by": "x"}
+                                               for i in models]}
+
+        @api.post("/v1/chat/completions")
+        async def chat(request: Request):
+            body = await request.json()
+            self.requests.append(body)
+            how = self.turns.pop(0)
+            if how == "status":
+                return JSONResponse({"error": {"message": f"bad request {EVIL}", "type": "invalid_request_error"}},
+                                    status_code=400)  # (a 5xx would be retried by the SDK)
+
+            def chunk(choices) -> str:
+                return "data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "created": 0,
+                                              "model": body["model"], "choices": choices}) + "\n\n"
+
+            def frames():
+                yield chunk([{"index": 0, "delta": {"content": "partial "}, "finish_reason": None}])
+                if how == "ok":
+                    yield chunk([{"index": 0, "delta": {"content": f"reply {len(self.requests)}"},
+                                  "finish_reason": "stop"}])
+                elif how == "bad-json":
+                    yield "data: {not json\n\n"
+                elif how == "bad-choices":
+                    yield chunk("oops")
+                elif how == "bad-content":
+                    yield chunk([{"index": 0, "delta": {"content": 42}}])
+                elif how == "error-frame":  # what charops' own server sends when a stream fails
+                    yield "data: " + json.dumps({"error": {"message": f"generation failed {EVIL}",
+                                                           "type": "server_error"}}) + "\n\n"
+                yield "data: [DONE]\n\n"
+            return StreamingResponse(frames(), media_type="text/event-stream")
+
+        self.port = _free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+
+    def close(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize("models,message", [
+    ("html", "/v1/models answered text/html, not an OpenAI model list"),
+    ("not-a-list", "'data' is not a list of models"),
+])
+def test_a_models_answer_of_the_wrong_kind_is_one_line(models, message):
+    end = Misbehaving(models, [])
+    try:
+        r = CliRunner().invoke(app, ["chat", "--endpoint", end.url], input="/exit\n")
+    finally:
+        end.close()
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+
+def test_server_text_is_printed_with_its_controls_escaped_and_bad_turns_do_not_end_the_chat():
+    """Issue 19: model ids and error messages came out raw (escape sequences reached the
+    terminal); a malformed stream, a wrong `choices` shape and an SSE error frame were tracebacks."""
+    end = Misbehaving([f"m{EVIL}"], ["ok", "bad-json", "bad-choices", "bad-content", "error-frame", "status", "ok"])
+    try:
+        r = CliRunner().invoke(app, ["chat", "--endpoint", end.url],
+                               input="one\ntwo\nthree\nfour\nfive\nsix\nseven\n/exit\n")
+    finally:
+        end.close()
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output
+    assert "talking to m\\x1b]0;pwned\\x07\\x1b[2J" in r.output  # the id, visibly escaped
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 5, r.output
+    assert "not an OpenAI chat stream (JSONDecodeError" in errors[0]
+    assert "'choices' is str, not a list" in errors[1]
+    assert "'choices[0].delta.content' is int, not text" in errors[2]
+    assert errors[3].startswith("error: the server ended the reply: generation failed \\x1b]0;pwned")
+    assert errors[4].startswith("error: 400: bad request \\x1b]0;pwned")
+    # The conversation survived: the last turn carries the first exchange and none of the failed ones.
+    assert [m["content"] for m in end.requests[-1]["messages"]] == ["one", "partial reply 1", "seven"]
+
+
+def test_a_seed_out_of_range_is_refused_before_connecting():
+    for seed in (str(2**64), str(-2**63 - 1)):
+        r = CliRunner().invoke(app, ["chat", "--endpoint", "http://127.0.0.1:9", "--seed", seed])
+        assert r.exit_code == 2 and "--seed" in r.output and "out of range" in r.output, r.output
