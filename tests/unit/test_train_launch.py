@@ -47,14 +47,31 @@ STEPS = ["max_steps=2", "save_steps=2", "per_device_train_batch_size=1", "packin
          "evaluate=false"]
 
 
+def kto_export(out) -> str:
+    """A feedback export in KTO form (kto/train.jsonl: liked and disliked replies)."""
+    from charops.feedback import export as fx
+    from charops.feedback.events import check_event
+
+    events = [check_event({
+        "id": f"vote-{i:04d}", "at": "2026-12-04T10:00:00Z", "model": {"name": "m"},
+        "conversation": f"c{i}", "turn": 0, "messages": [{"role": "user", "content": f"你好{i}"}],
+        "candidates": [{"text": f"（微笑）你好{i}", "position": 0}, {"text": f"嗯{i}。", "position": 1}],
+        "action": {"kind": "vote", "winner": "a"}}) for i in range(4)]
+    splits, summary = fx.export_rows(events, "kto", validation_fraction=0.0)
+    return str(fx.write_export(splits, summary, out))
+
+
 def one_step_config(name: str, tmp_path, model_dir, dataset_dir):
-    """``name``'s tiny-cpu preset cut to one optimizer step of one row on the micro model."""
+    """``name``'s tiny-cpu preset cut to one optimizer step of one row on the micro model (two
+    rows for KTO, whose KL term pairs a prompt with another row's reply, on a feedback export)."""
     stage = STAGES[name]
+    if name == "kto":
+        dataset_dir = kto_export(tmp_path / "kto_export")
     paths = [f"model={model_dir}", f"dataset={dataset_dir}", f"output_dir={tmp_path / name}"]
     if "ref_model" in stage.config.__dataclass_fields__:  # DPO: against the model it starts from
         paths.append(f"ref_model={model_dir}")
     return load_config(stage.config, "tiny-cpu", [*paths, "max_steps=1", "save_steps=1",
-                                                 "per_device_train_batch_size=1", "evaluate=false",
+                                                 f"per_device_train_batch_size={2 if name == 'kto' else 1}", "evaluate=false",
                                                  "max_seq_len=256", "progress=false"])
 
 
