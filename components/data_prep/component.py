@@ -22,7 +22,20 @@ from charops.pipeline.image import default_image
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def data_prep(model: Input[Model], data: str, config: str, overrides: list,
               dataset: Output[Dataset], metrics: Output[Metrics], summary: Output[Markdown]):
-    """Prepare ``data`` (or the bundled samples) with ``model``'s tokenizer."""
+    """Prepare ``data`` (or the bundled samples) with ``model``'s tokenizer.
+
+    Args:
+        model: whose tokenizer and chat template are used (from ``base_model``)
+        data: empty: the bundled samples; else a file or directory path, or an
+            ``s3://bucket/prefix`` published to the store (downloaded first)
+        config: ``configs/data/`` preset (``default``)
+        overrides: ``key=value`` overrides of ``PrepareConfig`` (``model``, ``output_dir`` and
+            ``inputs`` are set from the artifacts and refused here)
+        dataset: the dataset directory (``manifest.json``, ``sft/``, ``dpo/``, ``pretrain/``,
+            ``eval/``); metadata: ``content_sha256``, ``tokenizer_sha256``, ``data``
+        metrics: record counts (read/accepted/rejected, per split) and token statistics
+        summary: the same numbers and the config
+    """
     from charops.components.common import (
         fetch_data,
         log_metrics,

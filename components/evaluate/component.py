@@ -36,6 +36,35 @@ def evaluate(model: Input[Model], dataset: Input[Dataset], config: str, override
     ``baseline_policy="production"``: when ``model_name`` has a production version in ``store``,
     that model is the baseline instead (what the promotion gate compares with); ``"given"``:
     always ``baseline``.
+
+    Args:
+        model: the candidate
+        dataset: the prepared dataset (prepared with the candidate's tokenizer)
+        config: ``configs/eval/`` preset (``default``)
+        overrides: ``key=value`` overrides (e.g. ``["max_prompts=40", "judge_model=gpt-4o-mini"]``);
+            ``model``, ``baseline_model``, ``dataset``, ``output_dir``, ``judge``, ``reward_model``,
+            ``progress`` are set by the pipeline
+        judge: ``reward_model`` (local), ``openai`` (any OpenAI-compatible endpoint) or ``none``
+            (automatic part only)
+        baseline: what the candidate is compared with (the pipelines pass the base model); none:
+            no pair-wise part
+        reward_model: the ``reward`` step's model, for ``judge=reward_model``
+        baseline_policy: ``given``: always ``baseline``; ``production``: ``model_name``'s
+            production version in ``store`` when there is one
+        model_name: registry name whose production version ``baseline_policy=production`` reads
+        store: store URL of that registry; empty: ``charops.storage.open_store``'s default
+        results: the results directory: ``replies.jsonl``, ``pointwise.jsonl``, ``pairwise.jsonl``,
+            ``eval_summary.json``, ``report.md``, ``report.html``, ``headline.json``,
+            ``metrics.json`` (what ``register`` files with the entry); metadata ``dataset_sha256``,
+            ``judge``
+        metrics: headline scalars: ``pairwise_win/tie/lose/advantage/sign_test_p/n``,
+            ``pointwise_overall_candidate/baseline``, the candidate's automatic signals,
+            ``baseline_loss``, ``loss_delta``
+        report: point-wise table (Table 4), pair-wise per category (Table 7) and topic (Table 8)
+            with sign-test p and bootstrap interval, the judge named in every table, what was
+            skipped, sample replies
+        html_report: the same with SVG charts and replies side by side; no scripts or external
+            files, for the UI's sandboxed iframe
     """
     import shutil
     from pathlib import Path

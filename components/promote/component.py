@@ -29,7 +29,20 @@ from charops.pipeline.image import default_image
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def promotion_gate(entry: Input[Artifact], store: str, to: str, config: str, overrides: list,
                    report: Output[Markdown]) -> NamedTuple("Outputs", [("Output", str)]):
-    """Decide whether the registered version in ``entry`` may move to stage ``to``."""
+    """Decide whether the registered version in ``entry`` may move to stage ``to``.
+
+    Args:
+        entry: the ``entry`` output of ``register`` (name, version)
+        store: store URL; empty: ``charops.storage.open_store``'s default
+        to: ``staging`` or ``production``
+        config: ``configs/promote/`` gate preset (``default``)
+        overrides: ``key=value`` overrides of the gate config
+        report: the decision table
+
+    Returns:
+        Output: ``promote`` or ``refuse`` (named so because kfp.local resolves conditions on
+            ``Output`` only)
+    """
     import json
     from collections import namedtuple
     from pathlib import Path
@@ -67,7 +80,17 @@ def promotion_gate(entry: Input[Artifact], store: str, to: str, config: str, ove
 @dsl.component(base_image=default_image(), install_kfp_package=False)
 def promote(entry: Input[Artifact], store: str, to: str, config: str, overrides: list,
             run_name: str, event: Output[Artifact]):
-    """Move the registered version in ``entry`` to ``to`` (gate checked again), record it."""
+    """Move the registered version in ``entry`` to ``to`` (gate checked again), record it.
+
+    Args:
+        entry: the ``entry`` output of ``register`` (name, version)
+        store: store URL; empty: ``charops.storage.open_store``'s default
+        to: ``staging`` or ``production``
+        config: ``configs/promote/`` gate preset (``default``)
+        overrides: ``key=value`` overrides of the gate config
+        run_name: the run, recorded as the actor (``pipeline:<run name>``)
+        event: the stage event recorded
+    """
     import json
     from pathlib import Path
 

@@ -28,7 +28,26 @@ def register(model: Input[Model], dataset: Input[Dataset], evaluation: Input[Art
              name: str, store: str, base_model: str, pipeline_version: str, run_id: str,
              run_name: str, entry: Output[Artifact], report: Output[Markdown],
              ) -> NamedTuple("Outputs", [("version", int), ("model_uri", str)]):
-    """Register ``model`` as the next version of ``name`` in ``store``."""
+    """Register ``model`` as the next version of ``name`` in ``store``.
+
+    Args:
+        model: the model to publish
+        dataset: for lineage: its ``manifest.json`` content hash
+        evaluation: the ``results`` of ``evaluate`` (metrics.json is read, the folder published)
+        name: registry name (``model_name`` pipeline parameter)
+        store: store URL; empty: ``charops.storage.open_store``'s default (``./.charops/store``
+            here, the KFP object store in a cluster)
+        base_model: lineage: the base model reference
+        pipeline_version: lineage: the compiled pipeline's version
+        run_id: lineage: the KFP run id (the pipelines pass the placeholder)
+        run_name: lineage: the KFP run name (the pipelines pass the placeholder)
+        entry: the registry entry JSON; metadata: name, version, model_uri, sha256
+        report: the model card (``README.md``)
+
+    Returns:
+        version: the version registered, for a following deploy step
+        model_uri: where the model was published, for a following deploy step
+    """
     import json
     from collections import namedtuple
     from pathlib import Path

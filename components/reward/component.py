@@ -22,7 +22,19 @@ from charops.pipeline.image import default_image
 def reward(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
            trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown],
            gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
-    """Train a reward model from ``model`` on the dataset's chosen/rejected replies."""
+    """Train a reward model from ``model`` on the dataset's chosen/rejected replies.
+
+    Args:
+        model: the model the reward model starts from
+        dataset: the prepared dataset (its ``dpo/train.jsonl``, ``dpo/validation.jsonl``)
+        config: ``configs/reward/`` preset (``tiny-cpu``)
+        overrides: ``key=value`` overrides (e.g. ``["max_steps=10"]``); ``model``, ``dataset``,
+            ``output_dir`` are set from the artifacts
+        trained_model: sequence-classification model with ``training_summary.json``
+            (``reward.pair_accuracy``, ``reward.calibration``, ``reward.tie_margin``)
+        metrics: steps, losses, held-out pair accuracy
+        report: the same numbers and the full config
+    """
     from charops.components.common import run_training
 
     run_training("reward", config, overrides, model, dataset, trained_model, metrics, report,

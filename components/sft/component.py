@@ -20,7 +20,19 @@ from charops.pipeline.image import default_image
 def sft(model: Input[Model], dataset: Input[Dataset], config: str, overrides: list,
         trained_model: Output[Model], metrics: Output[Metrics], report: Output[Markdown],
         gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
-    """Fine-tune ``model`` on the dataset's multi-turn dialogues (every assistant turn)."""
+    """Fine-tune ``model`` on the dataset's multi-turn dialogues (every assistant turn).
+
+    Args:
+        model: the model to train
+        dataset: the prepared dataset (from ``data_prep``)
+        config: ``configs/sft/`` preset (``tiny-cpu``, ``smollm2-cpu``, ``qwen2-7b-zero3``, ...)
+        overrides: ``key=value`` overrides (e.g. ``["max_steps=20", "lora.enabled=true"]``);
+            ``model``, ``dataset``, ``output_dir`` are set from the artifacts
+        trained_model: the trained Hugging Face directory (with ``training_summary.json``);
+            metadata: ``sha256``, ``stage``, ``config``, ``overrides``, ``base_model``
+        metrics: steps, final loss, validation loss, tokens and throughput, wall time
+        report: the same numbers and the full config
+    """
     from charops.components.common import run_training
 
     run_training("sft", config, overrides, model, dataset, trained_model, metrics, report,
