@@ -24,6 +24,7 @@ from charops.cli import (
     promote,
     registry,
     runs,
+    schedule,
     serve,
     store,
     train,
@@ -86,6 +87,7 @@ app.add_typer(evaluate.app, name="eval")
 app.add_typer(runs.app, name="runs")
 app.add_typer(store.app, name="store")
 app.add_typer(feedback.app, name="feedback")
+app.add_typer(schedule.app, name="schedule")
 app.add_typer(registry.app, name="registry")
 app.add_typer(registry.deprecated_app, name="models", hidden=True)
 
