@@ -128,7 +128,7 @@ def csv_value(cell: Any) -> Any:
 
 def fingerprint(task: str, row: dict) -> str:
     """sha256 (16 hex digits) of the texts the annotator saw in ``row``, line ends normalised
-    (a spreadsheet may save ``\r\n``)."""
+    (a spreadsheet may save CRLF) and trailing white space dropped."""
     shown = [str(row.get(k) or "").replace("\r\n", "\n").rstrip() for k in SHOWN[task]]
     return sha256_bytes(json.dumps(shown, ensure_ascii=False).encode("utf-8"))[:16]
 
