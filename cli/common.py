@@ -25,19 +25,22 @@ STATE = _State()
 # Characters that drive a terminal rather than show: C0 (ESC starts colour, cursor, title and
 # clear-screen sequences), DEL, C1 (0x9b is a one-byte CSI), and the bidi controls that make a
 # line display in another order than it reads ("Trojan source").
+# Lone surrogates are no characters at all (a file name that is not UTF-8 decodes to them):
+# printed raw they make the write fail with UnicodeEncodeError.
 _TERMINAL_CONTROLS = [*range(0x20), *range(0x7f, 0xa0), 0x200e, 0x200f, *range(0x202a, 0x202f),
-                      *range(0x2066, 0x206a)]
+                      *range(0x2066, 0x206a), *range(0xd800, 0xe000)]
+_ESCAPES = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}") for c in _TERMINAL_CONTROLS}
 
 
 def printable(text: str, keep: str = "") -> str:
-    """``text`` safe to print on a terminal: every control character becomes a visible escape
-    (ESC -> ``\\x1b``), except those in ``keep`` (e.g. ``"\\n"`` for multi-line text).
+    """``text`` safe to print on a terminal: every control character (and lone surrogate)
+    becomes a visible escape (ESC -> ``\\x1b``), except those in ``keep`` (e.g. ``"\\n"`` for
+    multi-line text).
 
     Use it on everything printed that came from outside: store keys, registry content, a
     server's model ids and error messages.
     """
-    table = {c: (f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}")
-             for c in _TERMINAL_CONTROLS if chr(c) not in keep}
+    table = {c: e for c, e in _ESCAPES.items() if chr(c) not in keep} if keep else _ESCAPES
     return text.translate(table)
 
 
@@ -85,7 +88,7 @@ NamespaceOpt = Annotated[str | None, typer.Option("--namespace", "-n", help="Kub
 
 
 # json.dumps escapes C0 itself; these it would write raw (ensure_ascii=False keeps the text).
-_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in _TERMINAL_CONTROLS if c >= 0x7f}
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in _TERMINAL_CONTROLS if c >= 0x7f}  # \\udcff is valid JSON
 
 
 def echo_json(obj: Any) -> None:

@@ -239,3 +239,14 @@ def test_a_manifest_of_the_wrong_shape_is_one_line(tmp_path, store, manifest):
     store.put_json("p/_SUCCESS", manifest)
     assert_one_line_error(runner.invoke(app, ["store", "get", "p", str(tmp_path / "o")]), "not a charops manifest")
     assert not (tmp_path / "o").exists()
+
+
+def test_a_key_that_is_not_utf8_is_listed_escaped(tmp_path, store):
+    """A file put into a local store by hand under a name that is not UTF-8 decodes to a lone
+    surrogate, which no terminal or JSON writer accepts raw."""
+    store.root.mkdir(parents=True)
+    Path(os.fsdecode(bytes(store.root) + b"/w\xff.bin")).write_bytes(b"x")
+    res = runner.invoke(app, ["store", "ls"])
+    assert res.exit_code == 0 and res.stdout == "w\\udcff.bin\n"
+    res = runner.invoke(app, ["store", "ls", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout) == ["w\udcff.bin"]
