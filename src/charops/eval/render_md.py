@@ -12,16 +12,15 @@ out, and sample replies stop before :data:`MARKDOWN_LIMIT` with a note saying ho
 from __future__ import annotations
 
 from charops.eval.sections import (
+    CHARTS,
     DEFAULT_SAMPLES,
     REPLY_CHARS,
     Callout,
     Paragraph,
     Safe,
     SampleList,
-    ScoreChart,
     Section,
     Table,
-    WinTieLoseChart,
     build_sections,
     cut,
 )
@@ -87,7 +86,7 @@ def render_sections(sections: list[Section], *, limit: int = MARKDOWN_LIMIT) -> 
                 lines += [f"**{md_text(block.label)}**", "", *(f"- {md_text(i)}" for i in block.items), ""]
             elif isinstance(block, SampleList):
                 lines += _samples(block, len("\n".join(lines)), limit)
-            elif not isinstance(block, (WinTieLoseChart, ScoreChart)):
+            elif not isinstance(block, CHARTS):
                 raise TypeError(f"render_markdown: no rendering for {type(block).__name__}")
             # Charts are left out: the UI's Markdown shows no images; the numbers are in the tables.
     return "\n".join(lines).rstrip() + "\n"

@@ -100,6 +100,7 @@ class SampleList:
 
 
 Block = Paragraph | Table | Callout | WinTieLoseChart | ScoreChart | SampleList
+CHARTS = (WinTieLoseChart, ScoreChart)  # blocks only the HTML report draws
 
 
 @dataclass
