@@ -46,3 +46,28 @@ def test_training_the_top_layer_changes_nothing_below_it(tmp_path, micro_model_d
     assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
     moved = [k for k in before if k.startswith(f"model.layers.{top}.") and not torch.equal(before[k], after[k])]
     assert moved  # the top layer did train
+
+
+def test_scoring_with_shared_prefixes_gives_the_full_scores(micro_model_dir):
+    """Conversations that start alike (two replies to one context, one profile) are scored on a
+    shared cache: the same rewards as scoring each in full, in the input order."""
+    from transformers import AutoModelForSequenceClassification
+
+    from charops.model.load import load_tokenizer
+    from charops.train.reward import score_conversations
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(micro_model_dir, num_labels=1)
+    tok = load_tokenizer(micro_model_dir)
+    system = {"role": "system", "content": "You are Mara, a lighthouse keeper on a windy island. " * 4}
+    convs = [[system, {"role": "user", "content": f"question {q}"},
+              {"role": "assistant", "content": reply}]
+             for q in range(3) for reply in ("(smiles) The lamp never sleeps.", "As an AI, I cannot.")]
+    convs.append([{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}])
+    full = score_conversations(model, tok, convs, batch_size=8, share_prefix=False)
+    shared = score_conversations(model, tok, convs, batch_size=8, share_prefix=True)
+    torch.testing.assert_close(torch.tensor(shared), torch.tensor(full), rtol=1e-4, atol=1e-5)
+    assert len(set(full)) > 1  # the rewards differ, so a mix-up of the order would show
+    # In batches of two, each batch of one context's two replies shares it.
+    torch.testing.assert_close(torch.tensor(score_conversations(model, tok, convs, batch_size=2)),
+                               torch.tensor(full), rtol=1e-4, atol=1e-5)

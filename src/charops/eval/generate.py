@@ -185,6 +185,10 @@ def load_model(ref: str):
     return path, model, tokenizer
 
 
+def _system_of(messages: list[dict]) -> str:
+    return messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+
+
 def _encode(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                          return_dict=True)["input_ids"]
@@ -205,9 +209,53 @@ def generate_batch(model, prompts: list[list[int]], pad_id: int, gen_cfg) -> lis
     return [row[length:].tolist() for row in out]
 
 
+# A shared prefix shorter than this is not worth a separate forward pass.
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix(seqs: list[list[int]]) -> int:
+    """Length of the longest token prefix every sequence starts with, leaving each at least one
+    token of its own (generation starts from the last prompt token)."""
+    limit = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    k = 0
+    while k < limit and all(s[k] == first[k] for s in seqs):
+        k += 1
+    return k
+
+
+def generate_batch_shared(model, prompts: list[list[int]], prefix_len: int, pad_id: int, gen_cfg) -> list[list[int]]:
+    """:func:`generate_batch` for prompts that share their first ``prefix_len`` tokens (the
+    character's profile as system prompt, ~800 tokens of SmolLM2's ~900): the prefix goes
+    through the model once, its key/value cache is copied to every row, and only each prompt's
+    own tokens are computed. The padding sits between the prefix and each prompt's own tokens,
+    hidden by the attention mask; positions come from the mask, so each row sees the positions
+    it would see alone."""
+    prefix = torch.tensor([prompts[0][:prefix_len]], dtype=torch.long)
+    with torch.no_grad():
+        cache = model(input_ids=prefix.to(model.device), use_cache=True).past_key_values
+    cache.batch_repeat_interleave(len(prompts))
+    tails = [p[prefix_len:] for p in prompts]
+    length = max(len(t) for t in tails)
+    ids = torch.full((len(prompts), prefix_len + length), pad_id, dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    ids[:, :prefix_len] = prefix
+    attn[:, :prefix_len] = 1
+    for row, tail in enumerate(tails):
+        ids[row, prefix_len + length - len(tail):] = torch.tensor(tail)
+        attn[row, prefix_len + length - len(tail):] = 1
+    with torch.no_grad():
+        out = model.generate(input_ids=ids.to(model.device), attention_mask=attn.to(model.device),
+                             cache=cache, generation_config=gen_cfg).cpu()
+    return [row[prefix_len + length:].tolist() for row in out]
+
+
 def generate_replies(ref_or_loaded, label: str, prompts: list[dict], settings: GenerationSettings,
-                     progress: bool = False) -> tuple[list[dict], dict]:
+                     progress: bool = False, share_prefix: bool = True) -> tuple[list[dict], dict]:
     """One reply record per prompt (``replies.jsonl`` shape) and generation statistics.
+
+    Prompts are batched by system prompt, then length; with ``share_prefix`` a batch whose
+    prompts start with the same tokens computes them once (:func:`generate_batch_shared`).
 
     ``ref_or_loaded`` is a model reference or the ``(path, model, tokenizer)`` of :func:`load_model`.
     """
@@ -237,7 +285,9 @@ def generate_replies(ref_or_loaded, label: str, prompts: list[dict], settings: G
         truncated = max(0, len(ids) - budget)
         fitted.append((msgs, dropped, ids[truncated:], truncated))
 
-    order = sorted(range(len(prompts)), key=lambda i: len(fitted[i][2]))
+    # Same system prompt together (one character's prompts share it), shortest first within it.
+    order = sorted(range(len(prompts)), key=lambda i: (_system_of(fitted[i][0]), len(fitted[i][2])))
+    shared_tokens = 0
     replies: list[dict | None] = [None] * len(prompts)
     new_tokens = 0
     torch.manual_seed(settings.seed)
@@ -245,7 +295,13 @@ def generate_replies(ref_or_loaded, label: str, prompts: list[dict], settings: G
     bar = tqdm(total=len(prompts), desc=f"generating ({label})", unit="reply", disable=not progress)
     for start in range(0, len(order), max(1, settings.batch_size)):
         batch = order[start:start + settings.batch_size]
-        generated = generate_batch(model, [fitted[i][2] for i in batch], pad_id, gen_cfg)
+        seqs = [fitted[i][2] for i in batch]
+        common = shared_prefix(seqs) if share_prefix and len(seqs) > 1 else 0
+        if common >= MIN_SHARED_PREFIX:
+            generated = generate_batch_shared(model, seqs, common, pad_id, gen_cfg)
+            shared_tokens += common * (len(seqs) - 1)
+        else:
+            generated = generate_batch(model, seqs, pad_id, gen_cfg)
         for i, gen in zip(batch, generated, strict=True):
             cut = next((k for k, t in enumerate(gen) if t in stops), None)
             stopped = "end_of_turn" if cut is not None else "max_new_tokens"
@@ -266,5 +322,6 @@ def generate_replies(ref_or_loaded, label: str, prompts: list[dict], settings: G
     return [r for r in replies if r is not None], {
         "model": str(path), "replies": len(prompts), "new_tokens": new_tokens, "seconds": seconds,
         "tokens_per_second": new_tokens / seconds if seconds > 0 else None, "batch_size": settings.batch_size,
+        "shared_prefix_tokens_saved": shared_tokens,
         "window": window, "dropped_turns": sum(f[1] for f in fitted),
         "prompts_with_dropped_turns": sum(1 for f in fitted if f[1]), "truncated_prompts": sum(1 for f in fitted if f[3])}

@@ -62,29 +62,54 @@ class RewardConfig(TrainConfig):
                               "with the body); set lora.enabled=false")
 
 
-def score_conversations(model, tokenizer, conversations: list[list[dict]], batch_size: int = 8) -> list[float]:
-    """Reward of each conversation (its last assistant message being the reply scored)."""
+def score_conversations(model, tokenizer, conversations: list[list[dict]], batch_size: int = 8,
+                        share_prefix: bool = True) -> list[float]:
+    """Reward of each conversation (its last assistant message being the reply scored).
+
+    Conversations are batched in token order, so the ones that start alike (a character's
+    profile, a pair's chosen and rejected reply to the same context, two models' replies to
+    the same prompt) sit together; with ``share_prefix`` a batch's common prefix goes through
+    the model once and only each conversation's own tokens are computed on top of its cache.
+    """
     import torch
+
+    from charops.eval.generate import MIN_SHARED_PREFIX, shared_prefix
 
     pad = tokenizer.pad_token_id  # charops.model.load.load_tokenizer always sets one
     model.config.pad_token_id = pad
     encoded = [tokenizer.apply_chat_template(c, tokenize=True, return_dict=True)["input_ids"] for c in conversations]
     device = next(model.parameters()).device
-    out: list[float] = []
+    scores: dict[int, float] = {}
     model.eval()
-    for start in range(0, len(encoded), batch_size):
-        batch = encoded[start:start + batch_size]
-        length = max(len(e) for e in batch)
+    order = sorted(range(len(encoded)), key=lambda i: encoded[i])
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = [encoded[i] for i in rows]
+        common = shared_prefix(batch) if share_prefix and len(batch) > 1 else 0
+        # The head reads each row's last non-pad token: a tail of pad ids alone would point it
+        # into the prefix, so such a batch is scored in full.
+        if common < MIN_SHARED_PREFIX or any(all(t == pad for t in e[common:]) for e in batch):
+            common = 0
+        cache = None
+        if common:
+            with torch.no_grad():
+                cache = model.base_model(input_ids=torch.tensor([batch[0][:common]], device=device),
+                                         use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(batch))
+        tails = [e[common:] for e in batch]
+        length = max(len(t) for t in tails)
         # Right padding: the classification head reads the last non-pad token of each row.
         ids = torch.full((len(batch), length), pad, dtype=torch.long)
-        attn = torch.zeros((len(batch), length), dtype=torch.long)
-        for i, e in enumerate(batch):
-            ids[i, :len(e)] = torch.tensor(e)
-            attn[i, :len(e)] = 1
+        attn = torch.zeros((len(batch), common + length), dtype=torch.long)
+        attn[:, :common] = 1
+        for i, t in enumerate(tails):
+            ids[i, :len(t)] = torch.tensor(t)
+            attn[i, common:common + len(t)] = 1
         with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
-        out.extend(float(v) for v in logits[:, 0].float().cpu())
-    return out
+            logits = model(input_ids=ids.to(device), attention_mask=attn.to(device), cache=cache).logits
+        for i, v in zip(rows, logits[:, 0].float().cpu(), strict=True):
+            scores[i] = float(v)
+    return [scores[i] for i in range(len(encoded))]
 
 
 def calibrate(chosen: list[float], rejected: list[float]) -> dict:
