@@ -354,9 +354,14 @@ def _check_output(cfg: PrepareConfig, inputs: list[str]) -> Path:
 
 
 def run(cfg: PrepareConfig) -> dict[str, Any]:
-    """Prepare the dataset directory; return its manifest (plus ``output_dir``)."""
+    """Prepare the dataset directory; return its manifest (plus ``output_dir``).
+
+    The steps, in order: refuse an output that would destroy anything, resolve the model and its
+    tokenizer, load and check the records, tokenize every split (records unusable there become
+    rejects), refuse what cannot be written (nothing accepted, ``strict``, an empty split), pack
+    the pretraining blocks, and write the directory atomically with its manifest.
+    """
     from charops.data.validate import load_and_check
-    from charops.model import tokenizer_sha256
     from charops.model.load import load_tokenizer, resolve_model
 
     inputs = cfg.inputs or [str(SAMPLES_DIR)]
@@ -367,21 +372,61 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
     result, duplicates = load_and_check(inputs, fmt=cfg.format, character=cfg.character,
                                         max_record_bytes=cfg.max_record_bytes)
     _check_holdout(cfg, result)
-
     builder = _Builder(cfg, tokenizer, _characters(result.profiles))
+    splits, result = _tokenize(cfg, builder, result)
+    summary = _check_accepted(cfg, result, inputs)
+    warnings = _empty_splits(cfg, splits.sft, splits.dpo)
+    if warnings and not cfg.allow_empty_split:
+        raise EmptySplitError(warnings[0])
+    splits.docs = dict(zip(SPLITS, _split(result.documents, cfg, False), strict=True))
+    splits.pretrain = {s: builder.pretrain(splits.docs[s]) for s in SPLITS}
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "charops_version": __version__,
+        "content_sha256": "",  # of the files written, filled in by _write
+        "sources": [{k: s[k] for k in ("path", "sha256", "format", "read", "accepted", "rejected")}
+                    for s in summary["sources"]],
+        "counts": _counts(summary, duplicates, result, splits),
+        "tokens": _token_stats(cfg, splits),
+        "tokenizer": _tokenizer_record(cfg, model_dir, tokenizer, builder),
+        "config": {k: v for k, v in _config_dict(cfg).items() if k not in _NOT_CONTENT},
+        "warnings": warnings,
+    }
+    _write(out, cfg, result, splits, manifest)
+    return {"output_dir": str(out), **manifest}
+
+
+@dataclasses.dataclass
+class _Splits:
+    """What the builder made of the records, per split (``SPLITS``)."""
+
+    sft: dict[str, list[dict]]
+    dpo: dict[str, list[dict]]
+    dpo_lengths: dict[str, list[int]]
+    eval_rows: list[dict]
+    docs: dict[str, list] = dataclasses.field(default_factory=dict)
+    pretrain: dict[str, tuple[list[dict], dict]] = dataclasses.field(default_factory=dict)
+
+
+def _tokenize(cfg: PrepareConfig, builder: _Builder, result: LoadResult) -> tuple[_Splits, LoadResult]:
+    """Split the dialogues and pairs, tokenize them; the result with the newly unusable rejected."""
     # Split records first (by id hash or character, independent of what gets rejected later).
     sft_split = dict(zip(SPLITS, _split([d for d in result.dialogues if not d.is_eval_prompt], cfg, True), strict=True))
     dpo_split = dict(zip(SPLITS, _split(result.preferences, cfg, True), strict=True))
-    eval_dialogues = [d for d in result.dialogues if d.is_eval_prompt]
     total = sum(len(v) for v in (*sft_split.values(), *dpo_split.values()))
     with _progress(total, "tokenizing", cfg.progress) as bar:
         sft = {s: builder.sft(sft_split[s], bar) for s in SPLITS}
         dpo = {s: builder.dpo(dpo_split[s], bar) for s in SPLITS}
-    eval_rows = builder.eval_prompts(eval_dialogues)
+    eval_rows = builder.eval_prompts([d for d in result.dialogues if d.is_eval_prompt])
     # Records found unusable here become rejects at their file and line, like importer rejects.
     if builder.reject:
         result = result.derive(lambda r: builder.reject.get(id(r), r))
+    dpo_lengths = {s: [r.pop("_length") for r in dpo[s]] for s in SPLITS}
+    return _Splits(sft, dpo, dpo_lengths, eval_rows), result
 
+
+def _check_accepted(cfg: PrepareConfig, result: LoadResult, inputs: list[str]) -> dict:
+    """The load summary, or a DataError when nothing was accepted or ``strict`` meets a reject."""
     summary = result.summary()
     if summary["accepted"] == 0:
         raise DataError(f"no record accepted from {', '.join(inputs)}; see the reasons with "
@@ -390,16 +435,11 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
         reasons = ", ".join(f"{n} {r}" for r, n in summary["rejected_by_reason"].items())
         raise DataError(f"{summary['rejected']} of {summary['read']} records rejected ({reasons}); "
                         "nothing written (--strict)")
+    return summary
 
-    warnings = _empty_splits(cfg, sft, dpo)
-    if warnings and not cfg.allow_empty_split:
-        raise EmptySplitError(warnings[0])
 
-    docs = dict(zip(SPLITS, _split(result.documents, cfg, False), strict=True))
-    pretrain = {s: builder.pretrain(docs[s]) for s in SPLITS}
-    dpo_lengths = {s: [r.pop("_length") for r in dpo[s]] for s in SPLITS}
-
-    counts = {
+def _counts(summary: dict, duplicates: int, result: LoadResult, splits: _Splits) -> dict:
+    return {
         "read": summary["read"], "accepted": summary["accepted"], "rejected": summary["rejected"],
         "accepted_by_type": summary["accepted_by_type"],
         "rejected_by_reason": summary["rejected_by_reason"],
@@ -407,48 +447,48 @@ def run(cfg: PrepareConfig) -> dict[str, Any]:
         "duplicates_dropped": duplicates,
         "characters": len(result.profiles),
         "characters_without_profile": summary.get("characters_without_profile", []),
-        "sft": {s: len(sft[s]) for s in SPLITS},
-        "dpo": {s: len(dpo[s]) for s in SPLITS},
-        "pretrain_documents": {s: len(docs[s]) for s in SPLITS},
-        "pretrain_blocks": {s: len(pretrain[s][0]) for s in SPLITS},
-        "eval_prompts": len(eval_rows),
+        "sft": {s: len(splits.sft[s]) for s in SPLITS},
+        "dpo": {s: len(splits.dpo[s]) for s in SPLITS},
+        "pretrain_documents": {s: len(splits.docs[s]) for s in SPLITS},
+        "pretrain_blocks": {s: len(splits.pretrain[s][0]) for s in SPLITS},
+        "eval_prompts": len(splits.eval_rows),
     }
-    tokens = {
+
+
+def _token_stats(cfg: PrepareConfig, splits: _Splits) -> dict:
+    sft = splits.sft
+    return {
         "sft": {s: _stats([len(r["input_ids"]) for r in sft[s]],
                           [len(r["labels"]) - r["labels"].count(IGNORE_INDEX) for r in sft[s]]) for s in SPLITS},
-        "dpo": {s: _stats(dpo_lengths[s]) for s in SPLITS},
-        "pretrain": {s: pretrain[s][1] for s in SPLITS},
+        "dpo": {s: _stats(splits.dpo_lengths[s]) for s in SPLITS},
+        "pretrain": {s: splits.pretrain[s][1] for s in SPLITS},
         "max_seq_len": cfg.max_seq_len,
         "block_size": cfg.block_size,
     }
-    config = {k: v for k, v in _config_dict(cfg).items() if k not in _NOT_CONTENT}
 
+
+def _tokenizer_record(cfg: PrepareConfig, model_dir: Path, tokenizer, builder: _Builder) -> dict:
+    from charops.model import tokenizer_sha256
+
+    return {"sha256": tokenizer_sha256(model_dir), "model": cfg.model,
+            "chat_template_fast_path": builder.encoder.fast_chatml,
+            "pad_token_id": tokenizer.pad_token_id,
+            "document_separator_id": document_separator_id(tokenizer)}
+
+
+def _write(out: Path, cfg: PrepareConfig, result: LoadResult, splits: _Splits, manifest: dict) -> None:
+    """The dataset directory, written whole or not at all; ``manifest`` gets its content hash."""
     with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
         os.chmod(tmp, 0o755)  # datasets are read by other users and pods; mkdtemp made it 0700
         write_jsonl(tmp / "characters.jsonl", (p.model_dump(mode="json") for p in result.profiles))
         for s in SPLITS:
-            write_jsonl(tmp / "sft" / f"{s}.jsonl", sft[s])
-            write_jsonl(tmp / "dpo" / f"{s}.jsonl", dpo[s])
-            write_jsonl(tmp / "pretrain" / f"{s}.jsonl", pretrain[s][0])
-        write_jsonl(tmp / "eval" / "prompts.jsonl", eval_rows)
+            write_jsonl(tmp / "sft" / f"{s}.jsonl", splits.sft[s])
+            write_jsonl(tmp / "dpo" / f"{s}.jsonl", splits.dpo[s])
+            write_jsonl(tmp / "pretrain" / f"{s}.jsonl", splits.pretrain[s][0])
+        write_jsonl(tmp / "eval" / "prompts.jsonl", splits.eval_rows)
         write_jsonl(tmp / "rejects.jsonl", (vars(r) for r in result.rejects))
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "charops_version": __version__,
-            "content_sha256": sha256_tree(tmp),
-            "sources": [{k: s[k] for k in ("path", "sha256", "format", "read", "accepted", "rejected")}
-                        for s in summary["sources"]],
-            "counts": counts,
-            "tokens": tokens,
-            "tokenizer": {"sha256": tokenizer_sha256(model_dir), "model": cfg.model,
-                          "chat_template_fast_path": builder.encoder.fast_chatml,
-                          "pad_token_id": tokenizer.pad_token_id,
-                          "document_separator_id": document_separator_id(tokenizer)},
-            "config": config,
-            "warnings": warnings,
-        }
+        manifest["content_sha256"] = sha256_tree(tmp)  # the files above, before the manifest
         write_json(tmp / "manifest.json", manifest)
-    return {"output_dir": str(out), **manifest}
 
 
 def _config_dict(cfg: PrepareConfig) -> dict:
