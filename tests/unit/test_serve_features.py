@@ -392,3 +392,34 @@ def test_chat_refuses_an_untrained_character_unless_allowed(served):
     session.reply("Hi", out)
     assert "error" not in out.getvalue() and session.history[-1]["role"] == "assistant"
     assert Session(sdk, None, "Mara", {}, 4, 0.0).extra == {}
+
+
+def test_sft_on_a_dataset_that_rejected_a_characters_data_records_it_untrained(tmp_path, micro_model_dir):
+    """End to end: data prepare rejects Mara's only dialogue (longer than max_seq_len), SFT
+    trains on the rest, and the served model flags Mara as untrained."""
+    from conftest import train_records
+
+    from charops.config import load_config
+    from charops.data.prepare import PrepareConfig
+    from charops.data.prepare import run as prepare
+    from charops.io import write_jsonl
+    from charops.train.sft import SFTConfig
+    from charops.train.sft import run as sft
+
+    records = [*train_records(), {"type": "profile", "name": "Mara", "language": "en", "identity": "a keeper"},
+               {"type": "dialogue", "id": "mara-long", "character": "Mara",
+                "turns": [{"role": "user", "content": "Tell me everything. " * 400},
+                          {"role": "assistant", "content": "No."}]}]
+    write_jsonl(tmp_path / "records.jsonl", records)
+    data = tmp_path / "data"
+    manifest = prepare(load_config(PrepareConfig, None, [
+        f"inputs={tmp_path / 'records.jsonl'}", f"model={micro_model_dir}", f"output_dir={data}",
+        "block_size=32", "validation_fraction=0.3", "progress=false", "allow_empty_split=true"]))
+    assert manifest["counts"]["rejected_by_reason"], manifest["counts"]  # Mara's dialogue is a reject
+    sft(load_config(SFTConfig, "tiny-cpu", ["max_steps=1", "per_device_train_batch_size=2", "evaluate=false",
+                                            "save_steps=100", f"model={micro_model_dir}", f"dataset={data}",
+                                            f"output_dir={tmp_path / 'run'}"]))
+    model = tmp_path / "run" / "model"
+    assert json.loads((model / TRAINED_FILE).read_text()) == {"trained": ["Tom", "小明"]}
+    chars = load_characters(model)
+    assert chars["Mara"].trained is False and chars["Tom"].trained and chars["小明"].trained
