@@ -122,8 +122,8 @@ function renderTurn(turn, i) {
     const edit = el("button", { class: "edit" }, "✎ edit");
     edit.disabled = turn.pending;
     edit.onclick = () => startEdit(node, turn);
-    const up = el("button", { class: "up", title: "good reply" }, "👍");
-    const down = el("button", { class: "down", title: "bad reply" }, "👎");
+    const up = el("button", { class: "up", title: "thumbs up: a good reply" }, "+1");
+    const down = el("button", { class: "down", title: "thumbs down: a bad reply" }, "−1");
     const reason = el("input", { class: "reason", placeholder: "reason (optional)", maxlength: "2000" });
     const cand = turn.candidates[turn.shown];
     if (cand.thumbs === true) up.classList.add("on");
@@ -139,7 +139,7 @@ function renderTurn(turn, i) {
     }
     tools.append(stars);
   }
-  const branch = el("button", { class: "branch", title: "new conversation from here" }, "⑂ branch");
+  const branch = el("button", { class: "branch", title: "new conversation from here" }, "branch");
   branch.onclick = () => branchAt(i);
   tools.append(branch);
   node.append(tools);
