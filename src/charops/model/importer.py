@@ -76,59 +76,94 @@ def import_model(src: str | Path, output: str | Path, *, dtype: str = "float32",
                  chat_template: str | None = None, chat_template_file: str | Path | None = None,
                  overwrite: bool = False, catalog: dict | None = None, progress: bool = True) -> dict:
     """Import ``src`` (GGUF file or HF directory) into ``output``; return the summary written as
-    ``charops_import.json``. ``chat_template`` (text) or ``chat_template_file`` replaces the model's own."""
+    ``charops_import.json``. ``chat_template`` (text) or ``chat_template_file`` replaces the model's own.
+
+    The steps: check the arguments and the output, load the tokenizer and patch its chat
+    template (``_load_tokenizer``), load the weights (``_load_model``), set the generation
+    settings (``_generation_settings``), write the directory atomically (``_save``).
+    """
     if dtype not in DTYPES:
         raise CharopsError(f"dtype must be one of {', '.join(DTYPES)}, got '{dtype}'")
     src, out = Path(src).expanduser(), Path(output).expanduser()
     kind, folder, gguf_name = _source(src)
     # out must not be src, hold it (the GGUF's folder) or lie inside it
     check_output(out, inputs={"the source": src}, overwrite=overwrite)
+    template_origin = "model" if chat_template is None and chat_template_file is None else \
+        "file" if chat_template_file is not None else "catalog"
     if chat_template_file is not None:
         chat_template = _read_template(chat_template_file)
 
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
     from transformers.utils import logging as hf_logging
-
-    from charops.model import tokenizer_sha256
-    from charops.model.template_patch import check_assistant_mask, patch_chat_template
 
     source_sha = sha256_file(src) if kind == "gguf" else sha256_tree(src)
     kwargs = {"gguf_file": gguf_name} if gguf_name else {}
     if not progress:
         hf_logging.disable_progress_bar()
     try:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-        except ImportError as exc:  # the gguf package is missing
-            raise CharopsError(f"loading '{src}' needs a package that is not installed: {exc}") from None
-        except (ValueError, OSError) as exc:
-            raise CharopsError(f"cannot read the tokenizer of '{src}': {str(exc).splitlines()[0]}") from None
-        if not tokenizer.is_fast:
-            raise CharopsError(f"'{src}': charops needs a fast (Rust) tokenizer")
-        special = dict(tokenizer.special_tokens_map)
-        if chat_template is not None:
-            template, family = patch_chat_template(chat_template, **special)
-            template_origin = "file" if chat_template_file is not None else "catalog"
-        else:
-            template, family = patch_chat_template(tokenizer.chat_template, **special)
-            template_origin = "model"
-        tokenizer.chat_template = template
-        end_of_turn = check_assistant_mask(tokenizer)
-
-        try:
-            model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kwargs)
-        except (ValueError, OSError, KeyError) as exc:
-            raise CharopsError(f"cannot load the weights of '{src}': {str(exc).splitlines()[0]}") from None
+        tokenizer, template, family, end_of_turn = _load_tokenizer(src, folder, kwargs, chat_template)
+        model = _load_model(src, folder, kwargs, dtype)
     finally:
         if not progress:
             hf_logging.enable_progress_bar()
+    eos_ids, pad_id = _generation_settings(model, tokenizer, end_of_turn)
+    summary: dict[str, Any] = {
+        "source": {"kind": kind, "path": str(src.resolve()), "sha256": source_sha, **(catalog or {})},
+        "architecture": model.config.architectures[0] if model.config.architectures else type(model).__name__,
+        "model_type": model.config.model_type,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": dtype,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": getattr(model.config, "max_position_embeddings", None),
+        "chat_template": {"family": family, "from": template_origin, "end_of_turn": end_of_turn},
+        "generation": {"eos_token_id": eos_ids, "pad_token_id": pad_id, **GENERATION_DEFAULTS},
+    }
+    _save(out, overwrite, model, tokenizer, template, summary)
+    return {"output_dir": str(out), **summary}
+
+
+def _load_tokenizer(src: Path, folder: Path, kwargs: dict, chat_template: str | None):
+    """The fast tokenizer with its chat template (``chat_template`` when given) patched with
+    ``{% generation %}`` markers and checked; also the template family and end-of-turn token."""
+    from transformers import AutoTokenizer
+
+    from charops.model.template_patch import check_assistant_mask, patch_chat_template
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+    except ImportError as exc:  # the gguf package is missing
+        raise CharopsError(f"loading '{src}' needs a package that is not installed: {exc}") from None
+    except (ValueError, OSError) as exc:
+        raise CharopsError(f"cannot read the tokenizer of '{src}': {str(exc).splitlines()[0]}") from None
+    if not tokenizer.is_fast:
+        raise CharopsError(f"'{src}': charops needs a fast (Rust) tokenizer")
+    special = dict(tokenizer.special_tokens_map)
+    template, family = patch_chat_template(chat_template if chat_template is not None else tokenizer.chat_template,
+                                           **special)
+    tokenizer.chat_template = template
+    return tokenizer, template, family, check_assistant_mask(tokenizer)
+
+
+def _load_model(src: Path, folder: Path, kwargs: dict, dtype: str):
+    """The causal LM in ``dtype``, as a plain (saveable) model even when read from a GGUF file."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype), **kwargs)
+    except (ValueError, OSError, KeyError) as exc:
+        raise CharopsError(f"cannot load the weights of '{src}': {str(exc).splitlines()[0]}") from None
     # A GGUF-loaded model remembers its quantised origin and refuses to save; its tensors are
     # already dequantised, so dropping the marker is all it takes.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config.dtype = dtype
+    return model
+
+
+def _generation_settings(model, tokenizer, end_of_turn: str) -> tuple[list[int], int]:
+    """Stop at the end of a turn (and at EOS); pad with the pad token, else the end of turn."""
+    from transformers import GenerationConfig
 
     eot_id = tokenizer.convert_tokens_to_ids(end_of_turn)
     eos_ids = [eot_id] + [i for i in (tokenizer.eos_token_id,) if i is not None and i != eot_id]
@@ -137,19 +172,15 @@ def import_model(src: str | Path, output: str | Path, *, dtype: str = "float32",
         tokenizer.pad_token = end_of_turn
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=eos_ids, pad_token_id=pad_id, **GENERATION_DEFAULTS)
-    n_params = sum(p.numel() for p in model.parameters())
+    return eos_ids, pad_id
 
-    summary: dict[str, Any] = {
-        "source": {"kind": kind, "path": str(src.resolve()), "sha256": source_sha, **(catalog or {})},
-        "architecture": model.config.architectures[0] if model.config.architectures else type(model).__name__,
-        "model_type": model.config.model_type,
-        "parameters": n_params,
-        "dtype": dtype,
-        "vocab_size": len(tokenizer),
-        "max_position_embeddings": getattr(model.config, "max_position_embeddings", None),
-        "chat_template": {"family": family, "from": template_origin, "end_of_turn": end_of_turn},
-        "generation": {"eos_token_id": eos_ids, "pad_token_id": pad_id, **GENERATION_DEFAULTS},
-    }
+
+def _save(out: Path, overwrite: bool, model, tokenizer, template: str, summary: dict) -> None:
+    """The model directory, written whole or not at all, with ``charops_import.json``."""
+    from transformers.utils import logging as hf_logging
+
+    from charops.model import tokenizer_sha256
+
     with atomic_dir(out, overwrite=overwrite) as tmp:
         os.chmod(tmp, 0o755)  # a model dir is shared (serving pods, other users); mkdtemp made it 0700
         hf_logging.disable_progress_bar()
@@ -164,4 +195,3 @@ def import_model(src: str | Path, output: str | Path, *, dtype: str = "float32",
             os.chmod(f, FILE_MODE)
         summary["tokenizer_sha256"] = tokenizer_sha256(tmp)
         write_json(tmp / "charops_import.json", summary)
-    return {"output_dir": str(out), **summary}
