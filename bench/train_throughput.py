@@ -23,6 +23,8 @@ loss and the validation loss at the end. A CPU without avx512_bf16/amx_bf16 runs
 (and the result says so)::
 
     .venv/bin/python bench/train_throughput.py --model smollm2 --precision --steps 6
+    .venv/bin/python bench/train_throughput.py --model smollm2 --precision --steps 2 --batch 1 \
+        --eval-rows 3          # what a busy shared 2-core machine can afford
 
 GPU (``--gpu``): a config-initialised ~0.5B Qwen2 model (Qwen2.5-0.5B shape, random weights,
 the tiny model's tokenizer) in bf16: tokens/s/GPU and MFU of SFT (packed) and DPO (reference
@@ -140,6 +142,11 @@ def precision_bench(args, work: Path) -> dict:
 
     torch.set_num_threads(args.threads)
     model, data = smollm2_data(args, work)
+    validation = data / "sft" / "validation.jsonl"
+    rows = validation.read_text(encoding="utf-8").splitlines(keepends=True)
+    if args.eval_rows:  # the same first rows for every run: a cheaper, still paired, comparison
+        rows = rows[:args.eval_rows]
+        validation.write_text("".join(rows), encoding="utf-8")
     runs = {}
     for method, lora in (("lora", True), ("full", False)):
         for precision in ("fp32", "bf16"):
@@ -151,7 +158,7 @@ def precision_bench(args, work: Path) -> dict:
         "device": f"cpu ({torch.get_num_threads()} threads)", "cpu_bf16": cpu_bf16_supported(),
         "model": "SmolLM2-135M-Instruct (charops:smollm2-135m)", "steps": args.steps,
         "per_device_train_batch_size": args.batch, "max_seq_len": args.max_seq_len, "packing": False,
-        "sft": runs,
+        "validation_dialogues": len(rows), "sft": runs,
     }
     for method in ("lora", "full"):
         fp32, bf16 = runs[f"{method}_fp32"], runs[f"{method}_bf16"]
@@ -236,6 +243,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="CPU: the embedded tiny model (packing vs padding) or SmolLM2 (LoRA/full x packing/padding)")
     ap.add_argument("--precision", action="store_true",
                     help="with --model smollm2: float32 against bfloat16 autocast (LoRA and full), no packing")
+    ap.add_argument("--eval-rows", type=int, default=0,
+                    help="--precision: validate on the first N validation dialogues only (0: all)")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 10 CPU tiny, 3 SmolLM2, 30 GPU)")
     ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: 8; 2 for SmolLM2)")
     ap.add_argument("--max-seq-len", type=int, default=None, help="packed row length (default: 512 CPU, 2048 GPU)")
