@@ -235,8 +235,11 @@ def chat_model_class(state, max_instances: int) -> type:
             return not self.started or state.engine.alive
 
         def stop(self) -> None:
+            # Called from KServe's SIGTERM handler on the event loop: drain (start nothing
+            # new, queued requests get 503) without blocking the loop, so running replies keep
+            # streaming through the grace period; serve() stops the engine once the server exits.
             self.ready = False
-            state.engine.stop()
+            state.engine.drain()
 
         async def predict(self, payload, headers=None, response_headers=None):
             if isinstance(payload, InferRequest):
