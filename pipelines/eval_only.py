@@ -48,6 +48,7 @@ def build(cluster: ClusterConfig):
         reward_overrides: list = [],
         eval_config: str = "default",
         eval_overrides: list = [],
+        eval_mode: str = "both",
         accelerator_type: str = cluster.accelerator_type,
         accelerator_limit: int = cluster.accelerator_limit,
         node_selector: dict = cluster.node_selector,
@@ -69,6 +70,6 @@ def build(cluster: ClusterConfig):
                           dataset=prep.outputs["dataset"], baseline=baseline.outputs["model"],
                           reward_base=candidate.outputs["model"], judge=judge,
                           reward_config=reward_config, reward_overrides=reward_overrides,
-                          eval_config=eval_config, eval_overrides=eval_overrides)
+                          eval_config=eval_config, eval_overrides=eval_overrides, eval_mode=eval_mode)
 
     return eval_only

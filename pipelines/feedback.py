@@ -57,7 +57,7 @@ def build(cluster: ClusterConfig):
                       model_name=p.model_name, store=p.store, base_model=p.model_name,
                       pipeline_version=p.pipeline_version, promote_to=p.promote_to,
                       promote_config=p.promote_config, promote_overrides=p.promote_overrides,
-                      eval_baseline=p.eval_baseline)
+                      eval_baseline=p.eval_baseline, eval_mode=p.eval_mode)
         # Each branch evaluates its own model: kfp.local cannot resolve dsl.OneOf of artifacts.
         with dsl.If(p.feedback_format == "kto", "unpaired feedback: KTO"):
             tuned = train(kto, "kto", p, cluster, where, model=production, dataset=fb.outputs["dataset"])

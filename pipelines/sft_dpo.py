@@ -48,6 +48,6 @@ def build(cluster: ClusterConfig):
                               model_name=p.model_name, store=p.store, base_model=p.base_model,
                               pipeline_version=p.pipeline_version, promote_to=p.promote_to,
                               promote_config=p.promote_config, promote_overrides=p.promote_overrides,
-                              eval_baseline=p.eval_baseline)
+                              eval_baseline=p.eval_baseline, eval_mode=p.eval_mode)
 
     return sft_dpo

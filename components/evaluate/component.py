@@ -30,7 +30,7 @@ def evaluate(model: Input[Model], dataset: Input[Dataset], config: str, override
              html_report: Output[HTML],
              baseline: Optional[Input[Model]] = None,  # noqa: UP045 (KFP reads typing.Optional)
              reward_model: Optional[Input[Model]] = None,  # noqa: UP045
-             baseline_policy: str = "given", model_name: str = "", store: str = ""):
+             baseline_policy: str = "given", model_name: str = "", store: str = "", mode: str = "single"):
     """Evaluate ``model`` against ``baseline`` (when given) with ``judge``.
 
     ``baseline_policy="production"``: when ``model_name`` has a production version in ``store``,
@@ -53,6 +53,8 @@ def evaluate(model: Input[Model], dataset: Input[Dataset], config: str, override
             production version in ``store`` when there is one
         model_name: registry name whose production version ``baseline_policy=production`` reads
         store: store URL of that registry; empty: ``charops.storage.open_store``'s default
+        mode: ``single`` (one reply per prompt: the CharacterGLM protocol), ``multiturn`` (whole
+            conversations with a simulated user, memory and knowledge-boundary probes) or ``both``
         results: the results directory: ``replies.jsonl``, ``pointwise.jsonl``, ``pairwise.jsonl``,
             ``eval_summary.json``, ``report.md``, ``report.html``, ``headline.json``,
             ``metrics.json`` (what ``register`` files with the entry); metadata ``dataset_sha256``,
@@ -78,7 +80,7 @@ def evaluate(model: Input[Model], dataset: Input[Dataset], config: str, override
     paths = {"model": model.path, "dataset": dataset.path, "output_dir": results.path,
              "baseline_model": baseline.path if baseline is not None else None, "judge": judge,
              "reward_model": reward_model.path if reward_model is not None else None,
-             "progress": False}
+             "progress": False, "mode": mode}
     if baseline_policy not in ("given", "production"):
         from charops.errors import ConfigError
 

@@ -17,7 +17,7 @@ from charops.pipeline.tasks import load_cluster_config
 from charops.pipeline.version import compute_version, read_version
 
 ROOT = Path(__file__).resolve().parents[2]
-PIPELINES = ["eval_only", "full", "sft_dpo"]
+PIPELINES = ["eval_only", "feedback", "full", "sft_dpo"]
 # Training steps; evaluate-2 is the evaluation without a reward model (the judge's Else branch).
 TRAINING = {"full": ["pretrain", "sft", "dpo", "reward", "evaluate", "evaluate-2"],
             "sft_dpo": ["sft", "dpo", "reward", "evaluate", "evaluate-2"],

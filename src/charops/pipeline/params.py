@@ -52,6 +52,7 @@ def recipe_parameters(cluster: ClusterConfig, stages: Sequence[str]) -> list[ins
         _param("eval_config", str, "default"),
         _param("eval_overrides", list, []),
         _param("eval_baseline", str, "production"),
+        _param("eval_mode", str, "both"),
         _param("model_name", str, "charops-chat"),
         _param("promote_to", str, ""),
         _param("promote_config", str, "default"),

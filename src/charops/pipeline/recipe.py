@@ -34,7 +34,8 @@ def base_and_data(cluster: ClusterConfig, where: Placement, *, base_model, model
 def judged_evaluation(cluster: ClusterConfig, where: Placement, *, model, dataset, baseline,
                       reward_base, judge, reward_config, reward_overrides, eval_config,
                       eval_overrides, then: Callable[[Any], None] | None = None,
-                      eval_baseline: Any = "given", model_name: Any = "", store: Any = "") -> None:
+                      eval_baseline: Any = "given", model_name: Any = "", store: Any = "",
+                      eval_mode: Any = "single") -> None:
     """The evaluate step with its judge, and ``then(results)`` (the steps that use the results).
 
     ``judge`` is a run-time parameter, so the choice is a condition in the pipeline: with
@@ -42,8 +43,9 @@ def judged_evaluation(cluster: ClusterConfig, where: Placement, *, model, datase
     and handed to the evaluation; otherwise (``openai``, ``none``) the evaluation runs alone and
     no GPU time goes to a reward model nobody reads. ``eval_baseline="production"`` makes
     ``model_name``'s production version in ``store`` the baseline when there is one (the
-    promotion gate compares with production), ``baseline`` otherwise. ``then`` is added inside each branch rather
-    than after both through ``dsl.OneOf``, which kfp.local cannot resolve for artifacts
+    promotion gate compares with production), ``baseline`` otherwise. ``eval_mode`` is the
+    evaluate step's ``mode``: ``single`` replies, ``multiturn`` conversations, or ``both``.
+    ``then`` is added inside each branch rather than after both through ``dsl.OneOf``, which kfp.local cannot resolve for artifacts
     ("Expected 1 artifact in ArtifactSelectorSpec").
     """
     with dsl.If(judge == "reward_model", "judge: reward model"):
@@ -53,7 +55,7 @@ def judged_evaluation(cluster: ClusterConfig, where: Placement, *, model, datase
                                         reward_model=rm.outputs["trained_model"], judge=judge,
                                         config=eval_config, overrides=eval_overrides,
                                         baseline_policy=eval_baseline, model_name=model_name,
-                                        store=store),
+                                        store=store, mode=eval_mode),
                                cluster, where, "evaluate", judge=True)
         if then is not None:
             then(judged.outputs["results"])
@@ -61,7 +63,7 @@ def judged_evaluation(cluster: ClusterConfig, where: Placement, *, model, datase
         judged = training_step(evaluate(model=model, dataset=dataset, baseline=baseline,
                                         judge=judge, config=eval_config, overrides=eval_overrides,
                                         baseline_policy=eval_baseline, model_name=model_name,
-                                        store=store),
+                                        store=store, mode=eval_mode),
                                cluster, where, "evaluate", judge=True)
         if then is not None:
             then(judged.outputs["results"])
@@ -89,7 +91,7 @@ def evaluate_and_register(cluster: ClusterConfig, where: Placement, *, model, da
                           reward_base, judge, reward_config, reward_overrides, eval_config,
                           eval_overrides, model_name, store, base_model, pipeline_version,
                           promote_to, promote_config, promote_overrides,
-                          eval_baseline: Any = "given") -> None:
+                          eval_baseline: Any = "given", eval_mode: Any = "single") -> None:
     """Evaluation of ``model`` against ``baseline`` (see :func:`judged_evaluation`), its
     registration, and its gated promotion (see :func:`gated_promotion`)."""
 
@@ -108,4 +110,5 @@ def evaluate_and_register(cluster: ClusterConfig, where: Placement, *, model, da
                       reward_base=reward_base, judge=judge, reward_config=reward_config,
                       reward_overrides=reward_overrides, eval_config=eval_config,
                       eval_overrides=eval_overrides, then=register_step,
-                      eval_baseline=eval_baseline, model_name=model_name, store=store)
+                      eval_baseline=eval_baseline, model_name=model_name, store=store,
+                      eval_mode=eval_mode)
