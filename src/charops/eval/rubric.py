@@ -169,21 +169,24 @@ def json_object(text: str) -> dict:
     return obj
 
 
-REASON = {"type": "string", "maxLength": 300}
+# OpenAI's strict structured outputs take a subset of JSON schema: every property required,
+# additionalProperties false, no string length bounds; these schemas stay inside it.
+REASON = {"type": "string"}
 
 
 def pointwise_schema(rubric: Rubric, dims: list[str]) -> dict:
     """The JSON schema of a point-wise answer (sent as ``response_format``): an integer score
-    within the scale for exactly ``dims``, and a short reason."""
+    within the scale for exactly ``dims``, then a reason."""
     lo, hi = rubric.scale
-    scores = {"type": "object", "properties": {d: {"type": "integer", "minimum": lo, "maximum": hi} for d in dims},
+    scores = {"type": "object", "properties": {d: {"type": "integer", "enum": list(range(lo, hi + 1))} for d in dims},
               "required": list(dims), "additionalProperties": False}
     return {"type": "object", "properties": {"scores": scores, "reason": REASON},
-            "required": ["scores"], "additionalProperties": False}
+            "required": ["scores", "reason"], "additionalProperties": False}
 
 
-PAIRWISE_SCHEMA = {"type": "object", "properties": {"winner": {"enum": ["A", "B", "tie"]}, "reason": REASON},
-                   "required": ["winner"], "additionalProperties": False}
+PAIRWISE_SCHEMA = {"type": "object", "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]},
+                                                    "reason": REASON},
+                   "required": ["winner", "reason"], "additionalProperties": False}
 
 
 def parse_pointwise(rubric: Rubric, text: str, dims: list[str]) -> dict[str, int]:
