@@ -494,27 +494,22 @@ def _rate_cell(block: dict | None) -> Safe:
     return Safe(f"{100 * block['rate']:.1f}% ({block['yes']}/{block['n']})")
 
 
-def multiturn_sections(results: Results) -> list[Section]:
-    """Whole conversations (charops.eval.multiturn): conversation-level win/tie/lose by category
-    and topic, point-wise scores, memory recall, the knowledge-boundary score and the
-    conversation signals."""
-    mt = results.summary.get("multiturn")
-    if not mt:
-        return []
-    labels = [str(x) for x in mt.get("models") or []]
-    user = mt.get("user") or {}
-    probe = mt.get("memory_probe")
-    out = [Section("Multi-turn: whole conversations", [Paragraph(
-        f"{count(mt.get('conversations'))} conversations of {count(mt.get('turns'))} user turns per model, "
-        f"from the same seeded starts (the held-out dialogue's profile and the character's greeting). "
-        f"User simulator: {user.get('kind', '–')}"
-        + (f" ({user['model']})" if user.get("model") else "") + f". Judge: {judge_text(mt.get('judge'))}"
-        + (f"; the conversation score is the {mt['judge']['conversation_score']}"
-           if (mt.get("judge") or {}).get("conversation_score") else "") + ". "
-        + (f"Memory probe: a fact stated in turn {probe['stated_turn']} is asked back in turn "
-           f"{probe['asked_turn']}." if probe else "No memory probe."))]
-        + ([Callout("Skipped:", [str(x) for x in mt["skipped"]])] if mt.get("skipped") else []))]
+def _mt_overview(mt: dict) -> Section:
+    user, probe = mt.get("user") or {}, mt.get("memory_probe")
+    score = (mt.get("judge") or {}).get("conversation_score")
+    text = (f"{count(mt.get('conversations'))} conversations of {count(mt.get('turns'))} user turns per model, "
+            "from the same seeded starts (the held-out dialogue's profile and the character's greeting). "
+            f"User simulator: {user.get('kind', '–')}" + (f" ({user['model']})" if user.get("model") else "")
+            + f". Judge: {judge_text(mt.get('judge'))}" + (f"; the conversation score is the {score}" if score else "")
+            + ". " + (f"Memory probe: a fact stated in turn {probe['stated_turn']} is asked back in turn "
+                      f"{probe['asked_turn']}." if probe else "No memory probe."))
+    skipped = [Callout("Skipped:", [str(x) for x in mt["skipped"]])] if mt.get("skipped") else []
+    return Section("Multi-turn: whole conversations", [Paragraph(text), *skipped])
+
+
+def _mt_pairwise(mt: dict, labels: list[str]) -> list[Section]:
     pair = mt.get("pairwise")
+    out = []
     if pair:
         overall = pair.get("overall") or {}
         rule = VERDICT_RULE.get((mt.get("judge") or {}).get("kind"), "")
@@ -541,42 +536,63 @@ def multiturn_sections(results: Results) -> list[Section]:
                 for label in labels if point.get(label)]
         out.append(Section("Conversation point-wise scores", [
             Paragraph("Scores 1–5 per conversation (mean and 95% CI)."), Table(["model", *dims], rows)], level=3))
+    return out
+
+
+def _rate_table(blocks: dict, key: str, columns: list[str], first: list[str]) -> Table:
+    """One row per model: its overall rate (``first``, when given) and one per column of ``key``."""
+    return Table(["model", *first, *columns],
+                 [[label, *([_rate_cell(b)] if first else []),
+                   *(_rate_cell((b.get(key) or {}).get(c)) for c in columns)] for label, b in blocks.items()])
+
+
+def _mt_probes(mt: dict) -> list[Section]:
+    out = []
     memory = mt.get("memory")
     if memory:
         cats = sorted({c for b in memory.values() for c in (b.get("by_category") or {})})
         out.append(Section("Memory probe", [
             Paragraph("Recalled: the reply to the question names the fact (a rule: case-insensitive containment)."),
-            Table(["model", "all", *cats],
-                  [[label, _rate_cell(b), *(_rate_cell((b.get("by_category") or {}).get(c)) for c in cats)]
-                   for label, b in memory.items()])], level=3))
+            _rate_table(memory, "by_category", cats, ["all"])], level=3))
     boundary = mt.get("boundary")
     if boundary:
         cats = sorted({c for b in boundary.values() for c in (b.get("by_category") or {})})
         kinds = sorted({k for b in boundary.values() for k in (b.get("by_kind") or {})})
         judged_by = sorted({j for b in boundary.values() for j in b.get("judged_by") or []})
+        rule = (" (a marker rule: a reply that says it does not know and then invents still counts as a "
+                "deflection)." if "rule" in judged_by else ".")
         out.append(Section("Knowledge boundary", [
             Paragraph("Questions the character cannot know (later events, another universe, technical facts "
                       "outside its life); the score is the share of in-character deflections rather than "
-                      f"invented answers. Judged by: {', '.join(judged_by) or '–'}"
-                      + (" (a marker rule: a reply that says it does not know and then invents still counts as a "
-                         "deflection)." if "rule" in judged_by else ".")),
-            Table(["model", "all", *cats], [[label, _rate_cell(b), *(_rate_cell((b.get("by_category") or {}).get(c))
-                                                                      for c in cats)] for label, b in boundary.items()]),
-            Table(["model", *kinds], [[label, *(_rate_cell((b.get("by_kind") or {}).get(k)) for k in kinds)]
-                                      for label, b in boundary.items()])], level=3))
-    sig = mt.get("signals") or {}
-    if sig:
-        keys = ["cross_turn_repetition", "role_break_rate", "length_slope", "memory_recall"]
-        rows = [[Safe(k), *(num(b.get(k), 3) for b in sig.values())] for k in keys]
-        rows.append([Safe("role_break_by_turn"), *(Safe(" ".join(f"{x:.2f}" for x in b.get("role_break_by_turn") or []))
-                                                  for b in sig.values())])
-        rows.append([Safe("length_by_turn"), *(Safe(" ".join(f"{x:.0f}" for x in b.get("length_by_turn") or []))
-                                              for b in sig.values())])
-        out.append(Section("Conversation signals", [
-            Paragraph("No judge involved: repetition of earlier replies' trigrams, stepping out of the role per "
-                      "turn, and drift in reply length (least-squares characters per turn)."),
-            Table(["metric", *sig.keys()], rows)], level=3))
+                      f"invented answers. Judged by: {', '.join(judged_by) or '–'}{rule}"),
+            _rate_table(boundary, "by_category", cats, ["all"]), _rate_table(boundary, "by_kind", kinds, [])],
+            level=3))
     return out
+
+
+def _mt_signals(mt: dict) -> list[Section]:
+    sig = mt.get("signals") or {}
+    if not sig:
+        return []
+    keys = ["cross_turn_repetition", "role_break_rate", "length_slope", "memory_recall"]
+    rows = [[Safe(k), *(num(b.get(k), 3) for b in sig.values())] for k in keys]
+    for key, fmt in (("role_break_by_turn", "{:.2f}"), ("length_by_turn", "{:.0f}")):
+        rows.append([Safe(key), *(Safe(" ".join(fmt.format(x) for x in b.get(key) or [])) for b in sig.values())])
+    return [Section("Conversation signals", [
+        Paragraph("No judge involved: repetition of earlier replies' trigrams, stepping out of the role per "
+                  "turn, and drift in reply length (least-squares characters per turn)."),
+        Table(["metric", *sig.keys()], rows)], level=3)]
+
+
+def multiturn_sections(results: Results) -> list[Section]:
+    """Whole conversations (charops.eval.multiturn): conversation-level win/tie/lose by category
+    and topic, point-wise scores, memory recall, the knowledge-boundary score and the
+    conversation signals."""
+    mt = results.summary.get("multiturn")
+    if not mt:
+        return []
+    labels = [str(x) for x in mt.get("models") or []]
+    return [_mt_overview(mt), *_mt_pairwise(mt, labels), *_mt_probes(mt), *_mt_signals(mt)]
 
 
 # The page, top to bottom. Each builder returns [] when the summary has nothing for it.
