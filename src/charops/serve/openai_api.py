@@ -181,8 +181,9 @@ def _content(message: dict, i: int) -> str:
 
 
 def chat_messages(body: dict, character: Character | None) -> list[dict]:
-    """The conversation to render: the request's messages, the character's profile as system
-    prompt unless the request brings its own."""
+    """The request's checked messages; with ``character``, its profile as system prompt unless
+    the request brings its own (the ``client`` policy). The chat route passes no character and
+    lets :func:`chat_prompt` apply the request's profile policy (charops.serve.prompting)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "'messages' is required: a non-empty list of {role, content}", param="messages")
