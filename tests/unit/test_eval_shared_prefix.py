@@ -68,3 +68,12 @@ def test_the_first_step_logits_match(micro_model_dir):
     generate_batch_shared(model, seqs, common, tok.pad_token_id, cfg)
     full, shared = captured["scores"]
     torch.testing.assert_close(shared, full, rtol=1e-4, atol=1e-4)
+
+
+def test_batches_never_mix_two_characters():
+    from charops.eval.generate import batches_by_group
+
+    group = {0: "a", 1: "a", 2: "a", 3: "b", 4: "b", 5: "c"}.__getitem__
+    assert batches_by_group([0, 1, 2, 3, 4, 5], group, 2) == [[0, 1], [2], [3, 4], [5]]
+    assert batches_by_group([0, 1, 2, 3, 4, 5], group, 8) == [[0, 1, 2], [3, 4], [5]]
+    assert batches_by_group([], group, 4) == []

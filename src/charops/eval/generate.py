@@ -185,6 +185,18 @@ def load_model(ref: str):
     return path, model, tokenizer
 
 
+def batches_by_group(order: list[int], group_of: Callable[[int], object], size: int) -> list[list[int]]:
+    """``order`` cut into batches of at most ``size`` that never mix two groups (two characters'
+    prompts share no profile, so a mixed batch would share nothing)."""
+    out: list[list[int]] = []
+    for i in order:
+        if out and len(out[-1]) < max(1, size) and group_of(out[-1][0]) == group_of(i):
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 def _system_of(messages: list[dict]) -> str:
     return messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
 
@@ -293,8 +305,7 @@ def generate_replies(ref_or_loaded, label: str, prompts: list[dict], settings: G
     torch.manual_seed(settings.seed)
     t0 = time.perf_counter()
     bar = tqdm(total=len(prompts), desc=f"generating ({label})", unit="reply", disable=not progress)
-    for start in range(0, len(order), max(1, settings.batch_size)):
-        batch = order[start:start + settings.batch_size]
+    for batch in batches_by_group(order, lambda i: _system_of(fitted[i][0]), settings.batch_size):
         seqs = [fitted[i][2] for i in batch]
         common = shared_prefix(seqs) if share_prefix and len(seqs) > 1 else 0
         if common >= MIN_SHARED_PREFIX:

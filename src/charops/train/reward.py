@@ -24,6 +24,7 @@ the base model's tokenizer and chat template, loadable by ``AutoModelForSequence
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -73,7 +74,7 @@ def score_conversations(model, tokenizer, conversations: list[list[dict]], batch
     """
     import torch
 
-    from charops.eval.generate import MIN_SHARED_PREFIX, shared_prefix
+    from charops.eval.generate import MIN_SHARED_PREFIX, batches_by_group, shared_prefix
 
     pad = tokenizer.pad_token_id  # charops.model.load.load_tokenizer always sets one
     model.config.pad_token_id = pad
@@ -82,8 +83,9 @@ def score_conversations(model, tokenizer, conversations: list[list[dict]], batch
     scores: dict[int, float] = {}
     model.eval()
     order = sorted(range(len(encoded)), key=lambda i: encoded[i])
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    first = [json.dumps(c[:1], sort_keys=True) for c in conversations]  # the system prompt, if any
+    group = (lambda i: first[i]) if share_prefix else (lambda i: 0)
+    for rows in batches_by_group(order, group, batch_size):
         batch = [encoded[i] for i in rows]
         common = shared_prefix(batch) if share_prefix and len(batch) > 1 else 0
         # The head reads each row's last non-pad token: a tail of pad ids alone would point it
