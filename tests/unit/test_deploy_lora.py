@@ -88,3 +88,61 @@ def test_lora_rendering_refuses_what_cannot_work():
     with pytest.raises(ConfigError, match="loopback"):
         render_lora(BASE, [(V3, [])], cfg("gpu", "s3_endpoint=127.0.0.1:9000"), service="s",
                     s3_endpoint="x:1", s3_secure=False)
+
+
+# --- charops deploy with lora_versions: the registry's versions, their adapters in the store ----
+
+@pytest.fixture
+def store(s3_server, s3_bucket, monkeypatch):
+    from charops.storage import open_store
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
+    monkeypatch.setenv("CHAROPS_S3_ENDPOINT", s3_server["url"])
+    monkeypatch.setenv("CHAROPS_ACTOR", "tester")
+    return open_store(f"s3://{s3_bucket}/charops")
+
+
+def _register(store, tmp_path: Path, tag: str, character: str, adapter: bool) -> dict:
+    from charops import registry
+
+    d = tmp_path / f"model-{tag}"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "qwen2", "tag": tag}))
+    (d / "characters.jsonl").write_text(json.dumps({"type": "profile", "name": character}) + "\n")
+    if adapter:  # what training keeps next to the merged weights when lora.enabled
+        (d / "adapter").mkdir()
+        (d / "adapter" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 16}))
+        (d / "adapter" / "adapter_model.safetensors").write_bytes(b"weights " + tag.encode())
+    return registry.register(store, d, "charops-chat", {"loss": 1.0}, {"base_model": "charops:smollm2-135m"})
+
+
+def test_deploy_dry_run_serves_lora_versions_on_one_base(store, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from charops.cli.main import app
+    from charops.deploy import cluster
+
+    v1 = _register(store, tmp_path, "a", "林小满", adapter=True)
+    v2 = _register(store, tmp_path, "b", "Mara", adapter=True)
+    _register(store, tmp_path, "c", "Tom", adapter=False)
+    base = "s3://models/base/smollm2-135m"
+    monkeypatch.setenv("CHAROPS_STORE", store.url)
+    result = CliRunner().invoke(app, ["deploy", "charops-chat", "--dry-run", "lora_versions=[1,2]",
+                                      f"lora_base_uri={base}", "s3_endpoint=minio-service.kubeflow:9000"])
+    assert result.exit_code == 0, result.output
+    import yaml
+
+    sa, isvc = list(yaml.safe_load_all(result.output))
+    crd_validate(isvc)
+    assert isvc["metadata"]["name"] == "charops-chat-lora"
+    uris = [u["uri"] for u in isvc["spec"]["predictor"]["storageUris"]]
+    assert uris == [base, f"{v1['model_uri']}/adapter", f"{v2['model_uri']}/adapter"]
+    served = json.loads(isvc["metadata"]["annotations"]["charops.io/adapters"])
+    assert served == {"charops-chat-v1": {"model": "charops-chat", "version": 1, "characters": ["林小满"]},
+                      "charops-chat-v2": {"model": "charops-chat", "version": 2, "characters": ["Mara"]}}
+    # A version trained without LoRA has no adapter to serve: one line saying so.
+    with pytest.raises(cluster.DeployError, match="v3 has no LoRA adapter"):
+        cluster.plan(store, "charops-chat", cfg("gpu", "lora_versions=[1,3]", f"lora_base_uri={base}"))
+    with pytest.raises(ConfigError, match="lora_base_uri"):
+        cfg("gpu", "lora_versions=[1]").validate()

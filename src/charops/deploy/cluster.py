@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from charops.deploy.inference import DeployConfig, patch_for, render
+from charops.deploy.inference import ADAPTER_DIR, DeployConfig, patch_for, render, render_lora
 from charops.deploy.kube import INFERENCESERVICES, SERVICEACCOUNTS, Kube, KubeError
 from charops.errors import CharopsError
 
@@ -100,6 +100,10 @@ def plan(store, name: str, cfg: DeployConfig, *, version: int | str | None = Non
     """Render what ``charops deploy`` applies (no cluster needed: ``--dry-run`` prints this)."""
     from charops import registry
 
+    if cfg.lora_versions:
+        if canary is not None:
+            raise DeployError("--canary with lora_versions: adapters share one service; list the versions instead")
+        return plan_lora(store, name, cfg)
     entry = select_entry(store, name, version=version, stage=stage)
     stable = registry.production(store, name) if canary is not None else None
     endpoint = getattr(store, "endpoint", "")
@@ -109,6 +113,29 @@ def plan(store, name: str, cfg: DeployConfig, *, version: int | str | None = Non
     sa, isvc = render(entry, cfg, s3_endpoint=endpoint, s3_secure=bool(getattr(store, "secure", False)),
                       characters=characters_of(store, entry), stable=stable, canary_percent=canary)
     return Plan(entry, stable, canary, sa, isvc)
+
+
+def plan_lora(store, name: str, cfg: DeployConfig) -> Plan:
+    """``cfg.lora_versions`` of ``name`` as LoRA adapters on ``cfg.lora_base_uri``: one service
+    (``cfg.service`` or ``NAME-lora``), each version's ``model/adapter`` checked in the store."""
+    from charops import registry
+    from charops.registry import model_prefix
+
+    endpoint = getattr(store, "endpoint", "")
+    if not endpoint and not cfg.s3_endpoint:
+        raise DeployError(f"the registry store {store.url} is not S3: the cluster cannot read its "
+                          "models; use CHAROPS_STORE=s3://... (docs/cluster.md)")
+    adapters = []
+    for v in cfg.lora_versions:
+        entry = registry.get_entry(store, name, v)
+        key = f"{model_prefix(entry['name'], int(entry['version']))}/{ADAPTER_DIR}/adapter_config.json"
+        if not store.exists(key):
+            raise DeployError(f"model '{name}' v{entry['version']} has no LoRA adapter ({store.url_for(key)}): "
+                              "it was trained without lora.enabled=true; deploy it as a merged model instead")
+        adapters.append((entry, characters_of(store, entry)))
+    sa, isvc = render_lora(cfg.lora_base_uri, adapters, cfg, service=cfg.service or f"{name}-lora",
+                           s3_endpoint=endpoint, s3_secure=bool(getattr(store, "secure", False)))
+    return Plan(adapters[-1][0], None, None, sa, isvc)
 
 
 def manifests_yaml(p: Plan) -> str:

@@ -77,6 +77,8 @@ class DeployConfig:
     node_selector: dict = field(default_factory=dict, metadata={"help": "Node labels the predictor pods must run on."})
     tolerations: list = field(default_factory=list, metadata={"help": "Tolerations of the predictor pods (e.g. of GPU-node taints)."})
     prefix_caching: bool = field(default=True, metadata={"help": "vLLM: reuse the KV cache of shared prompt prefixes (every request of a character starts with its profile)."})
+    lora_versions: list = field(default_factory=list, metadata={"help": "Serve these registry versions of the model (trained with LoRA) as adapters on one base instead of one merged model: e.g. lora_versions=[3,4]."})
+    lora_base_uri: str = field(default="", metadata={"help": "With lora_versions: the S3 directory of the base model the adapters were trained on."})
     max_loras: int = field(default=4, metadata={"help": "vLLM LoRA serving: adapters resident on the GPU at once."})
     max_lora_rank: int = field(default=64, metadata={"help": "vLLM LoRA serving: largest adapter rank (charops trains r=16 by default)."})
     extra_args: list = field(default_factory=list, metadata={"help": "More arguments for the huggingface server (e.g. --gpu-memory-utilization=0.9)."})
@@ -93,6 +95,8 @@ class DeployConfig:
                 raise ConfigError(f"deploy config: {name} must be >= 0")
         if self.max_replicas < self.min_replicas:
             raise ConfigError("deploy config: max_replicas must be >= min_replicas")
+        if self.lora_versions and not self.lora_base_uri:
+            raise ConfigError("deploy config: lora_versions needs lora_base_uri (the base model's s3:// directory)")
         if self.poll_s <= 0:
             raise ConfigError("deploy config: poll_s must be > 0")
 
