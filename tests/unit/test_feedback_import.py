@@ -121,5 +121,5 @@ def test_cli_bad_input_is_one_line(tmp_path):
     bad.write_text('{"mes": "hi"}\n')
     res = CliRunner().invoke(app, ["feedback", "import", str(bad), "--from", "sillytavern",
                                    "--model", "charops-chat", "--store", str(tmp_path / "s")])
-    assert res.exit_code == 2 and "no SillyTavern chat header" in res.output
+    assert res.exit_code == 2 and "the first line must be the chat header" in res.output
     assert "Traceback" not in res.output

@@ -61,60 +61,39 @@ def _model(name: str, version: int | None = None, sha256: str | None = None) -> 
 
 def sillytavern_events(path: str | Path, model: str, *, version: int | None = None,
                        sha256: str | None = None) -> tuple[list[dict], Counter]:
-    """(events, skipped reasons) of one SillyTavern chat file."""
+    """(events, skipped reasons) of one SillyTavern chat file (read by the ``sillytavern-chat``
+    data importer's :func:`~charops.data.importers.sillytavern.read_chat`)."""
+    from charops.data.importers.sillytavern import ChatError, read_chat
+
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read it as UTF-8 text ({exc})") from None
-    rows = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not JSON ({exc.msg}); is this a SillyTavern chat "
-                            "file (data/<user>/chats/<character>/*.jsonl)?") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object")
-        rows.append((lineno, obj))
-    if not rows or "mes" in rows[0][1] or "character_name" not in rows[0][1]:
-        raise DataError(f"{path}:1: no SillyTavern chat header (an object with 'character_name'); "
-                        "pass a chat file from data/<user>/chats/<character>/")
-    header = rows[0][1]
-    character = str(header.get("character_name") or "") or None
-    created = _st_time(header.get("create_date"), iso(_dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.UTC)))
+        chat = read_chat(path)
+    except ChatError as exc:
+        raise DataError(f"{path}: {exc}; pass a SillyTavern chat file "
+                        "(data/<user>/chats/<character>/*.jsonl)") from None
+    created = _st_time(chat.header.get("create_date"),
+                       iso(_dt.datetime.fromtimestamp(path.stat().st_mtime, _dt.UTC)))
     conversation = f"st:{path.parent.name}/{path.stem}"
     skipped: Counter = Counter()
     events: list[dict] = []
     history: list[dict] = []
-    messages = rows[1:]
-    for i, (lineno, m) in enumerate(messages):
-        text = m.get("mes")
-        if not isinstance(text, str):
-            skipped["message without 'mes' text"] += 1
-            continue
-        if m.get("is_system"):
+    for i, m in enumerate(chat.messages):
+        if m.role == "system":
             skipped["system/narrator message"] += 1
             continue
-        if m.get("is_user"):
-            history.append({"role": "user", "content": text})
+        if m.role == "user":
+            history.append({"role": "user", "content": m.content})
             continue
-        swipes = m.get("swipes")
-        shown = m.get("swipe_id", 0)
-        if isinstance(swipes, list) and len(swipes) >= 2 and all(isinstance(s, str) for s in swipes) \
-                and isinstance(shown, int) and 0 <= shown < len(swipes) and history \
-                and history[-1]["role"] == "user":
-            continued = any(later.get("is_user") for _, later in messages[i + 1:])
+        if len(m.swipes) >= 2 and history and history[-1]["role"] == "user":
+            continued = any(later.role == "user" for later in chat.messages[i + 1:])
             event = {
-                "id": _event_id("sillytavern", conversation, lineno, swipes, shown),
-                "at": _st_time(m.get("send_date"), created), "source": "sillytavern",
-                "model": _model(model, version, sha256), "character": character,
+                "id": _event_id("sillytavern", conversation, m.line, m.swipes, m.swipe_id),
+                "at": _st_time(m.raw.get("send_date"), created), "source": "sillytavern",
+                "model": _model(model, version, sha256), "character": chat.character,
                 "conversation": conversation, "turn": sum(1 for h in history if h["role"] == "user") - 1,
                 "messages": list(history),
-                "candidates": [{"text": s, "position": k, "sampling": {}} for k, s in enumerate(swipes)],
-                "action": {"kind": "choose", "candidate": shown, "continued": continued},
+                "candidates": [{"text": s, "position": k, "sampling": {}} for k, s in enumerate(m.swipes)],
+                "action": {"kind": "choose", "candidate": m.swipe_id, "continued": continued},
             }
             try:
                 events.append(check_event(event))
@@ -124,7 +103,7 @@ def sillytavern_events(path: str | Path, model: str, *, version: int | None = No
             skipped["reply without a user turn before it (greeting)"] += 1
         else:
             skipped["reply with one swipe (no choice made)"] += 1
-        history.append({"role": "assistant", "content": text})
+        history.append({"role": "assistant", "content": m.content})
     return events, skipped
 
 
