@@ -423,6 +423,7 @@ class Engine:
         self._rows: list[_Row] = []
         self._batch = BatchCache()
         self._prefilling: collections.deque[_Prefill] = collections.deque()
+        self._ready: list[tuple[_Row, KV]] = []  # prefilled this iteration, about to join
         # Counters (the tests and the benchmark read them).
         self.steps = 0
         self.largest_batch = 0
@@ -579,7 +580,7 @@ class Engine:
 
     def _budget(self) -> tuple[int, int]:
         """(rows, widest row in tokens: prompt + max_new_tokens) running or being prefilled."""
-        reqs = [r.req for r in self._rows] + [p.req for p in self._prefilling]
+        reqs = [r.req for r in self._rows] + [p.req for p in self._prefilling] + [r.req for r, _ in self._ready]
         return len(reqs), max((len(r.input_ids) + r.max_new_tokens for r in reqs), default=0)
 
     def _admit(self) -> None:
@@ -602,16 +603,25 @@ class Engine:
                 rows, width = new_rows, new_width
 
     def _iteration(self) -> None:
-        """One chunk of prefill (if any request waits for it), then one decoding step."""
+        """Up to ``prefill_chunk`` prompt tokens of prefill (several requests when their
+        uncached parts are short), the finished ones join the batch together, then one
+        decoding step."""
         with torch.inference_mode(), _one_wakeup_per_step():
-            while self._prefilling and self._prefilling[0].req.cancelled:
-                self._prefilling.popleft().req._finish("cancelled")
-            if self._prefilling:
-                self._prefill_chunk(self._prefilling[0])
+            budget = self.prefill_chunk
+            while self._prefilling and budget > 0:
+                if self._prefilling[0].req.cancelled:
+                    self._prefilling.popleft().req._finish("cancelled")
+                    continue
+                budget -= self._prefill_chunk(self._prefilling[0], budget)
+            if self._ready:
+                self._batch.join([kv for _, kv in self._ready])
+                self._rows += [row for row, _ in self._ready]
+                self._ready = []
             if self._rows:
                 self._decode_step()
 
-    def _prefill_chunk(self, job: _Prefill) -> None:
+    def _prefill_chunk(self, job: _Prefill, limit: int) -> int:
+        """Prefill up to ``limit`` more tokens of ``job``; the number of tokens computed."""
         req = job.req
         n = len(req.input_ids)
         try:
@@ -621,7 +631,7 @@ class Engine:
                 job.done, kv = self.prefix_cache.lookup(req.input_ids, limit=n - 1)
                 req.cached_tokens = job.done
                 job.cache = cache_from(kv)
-            end = min(job.done + self.prefill_chunk, n)
+            end = min(job.done + limit, n)
             ids = torch.tensor([req.input_ids[job.done:end]], dtype=torch.long, device=self.device)
             out = self.model(input_ids=ids, attention_mask=torch.ones((1, end), dtype=torch.long, device=self.device),
                              position_ids=torch.arange(job.done, end, device=self.device)[None],
@@ -629,11 +639,11 @@ class Engine:
         except Exception as exc:
             self._prefilling.popleft()
             self._model_failed(exc, [req])
-            return
-        job.done = end
+            return limit
+        computed, job.done = end - job.done, end
         self._model_ok = True
         if end < n:
-            return
+            return computed
         self._prefilling.popleft()
         kv = kv_of(job.cache)
         self.prefix_cache.insert(req.input_ids, kv)
@@ -642,13 +652,10 @@ class Engine:
             row.add(row.choose(out.logits[0, -1].float()))
         except Exception as exc:
             row.fail(exc if isinstance(exc, GenerationFailed) else GenerationFailed(f"{type(exc).__name__}: {exc}"))
-            return
+            return computed
         if not row.done:
-            self._join(row, kv)
-
-    def _join(self, row: _Row, kv: KV) -> None:
-        self._batch.join(kv)
-        self._rows.append(row)
+            self._ready.append((row, kv))  # joins the batch with the others ready this iteration
+        return computed
 
     def _decode_step(self) -> None:
         # Rows whose client went away leave before the step.
@@ -706,8 +713,9 @@ class Engine:
 
     def _step_failed(self, exc: Exception) -> None:
         """Anything else in an iteration raised: fail what ran, start from a clean state."""
-        self._model_failed(exc, [r.req for r in self._rows] + [p.req for p in self._prefilling])
-        self._rows, self._batch, self._prefilling = [], BatchCache(), collections.deque()
+        self._model_failed(exc, [r.req for r in self._rows] + [p.req for p in self._prefilling]
+                           + [r.req for r, _ in self._ready])
+        self._rows, self._batch, self._prefilling, self._ready = [], BatchCache(), collections.deque(), []
 
     def _probe(self) -> None:
         """One token through the model on a fresh cache: can it still generate at all?"""
@@ -728,6 +736,7 @@ class Engine:
         with self._cond:
             waiting = list(self._pending)
             self._pending.clear()
-        for req in [r.req for r in self._rows] + [p.req for p in self._prefilling] + waiting:
+        for req in [r.req for r in self._rows] + [p.req for p in self._prefilling] + \
+                [r.req for r, _ in self._ready] + waiting:
             req._fail(EngineStopped(why))
-        self._rows, self._batch, self._prefilling = [], BatchCache(), collections.deque()
+        self._rows, self._batch, self._prefilling, self._ready = [], BatchCache(), collections.deque(), []

@@ -219,26 +219,29 @@ class BatchCache:
     def width(self) -> int:
         return 0 if self.mask is None else self.mask.shape[1]
 
-    def join(self, kv: KV, copies: int = 1) -> None:
-        """Append ``copies`` rows that all start from ``kv`` (batch 1, its own length)."""
-        length = kv[0][0].shape[2]
-        device = kv[0][0].device
-        old_rows, width = self.rows, max(self.width, length)
+    def join(self, kvs: list[KV]) -> None:
+        """Append one row per ``kvs`` entry (each batch 1, its own length), in one copy."""
+        lengths = [kv[0][0].shape[2] for kv in kvs]
+        device = kvs[0][0][0].device
+        old_rows, width = self.rows, max(self.width, *lengths)
+        rows = old_rows + len(kvs)
         layers = []
-        for i, (k, v) in enumerate(kv):
-            keys = k.new_zeros((old_rows + copies, k.shape[1], width + ROOM, k.shape[3]))
-            values = v.new_zeros((old_rows + copies, v.shape[1], width + ROOM, v.shape[3]))
+        for i, (k0, v0) in enumerate(kvs[0]):
+            keys = k0.new_zeros((rows, k0.shape[1], width + ROOM, k0.shape[3]))
+            values = v0.new_zeros((rows, v0.shape[1], width + ROOM, v0.shape[3]))
             if old_rows:  # left padding: every row's last token sits in the last filled column
                 ok, ov = self.cache.layers[i].keys, self.cache.layers[i].values
                 keys[:old_rows, :, width - ok.shape[2]:width] = ok
                 values[:old_rows, :, width - ov.shape[2]:width] = ov
-            keys[old_rows:, :, width - length:width] = k
-            values[old_rows:, :, width - length:width] = v
+            for r, (kv, length) in enumerate(zip(kvs, lengths, strict=True)):
+                keys[old_rows + r, :, width - length:width] = kv[i][0][0]
+                values[old_rows + r, :, width - length:width] = kv[i][1][0]
             layers.append(GrowingLayer.adopt(keys, values, width))
-        mask = torch.zeros((old_rows + copies, width), dtype=torch.long, device=device)
+        mask = torch.zeros((rows, width), dtype=torch.long, device=device)
         if old_rows:
             mask[:old_rows, width - self.width:] = self.mask
-        mask[old_rows:, width - length:] = 1
+        for r, length in enumerate(lengths):
+            mask[old_rows + r, width - length:] = 1
         self.mask = mask
         self.cache = _cache_of(layers)
 
