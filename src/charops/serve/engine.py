@@ -6,9 +6,11 @@ requests join the running batch (while the batch's row and token budgets allow) 
 ones leave it, so a short request never waits for a long one to end. Each step decodes one
 token for every running row in one forward pass over a left-padded, batched KV cache
 (transformers' ``DynamicCache``, see :mod:`charops.serve.kvcache`). A new request's prompt is
-prefilled on its own, in chunks of ``prefill_chunk`` tokens interleaved with the decoding steps
-of the running rows, starting after the longest prefix whose KV the prefix cache holds (the
-character's rendered profile, a chat's earlier turns)::
+prefilled on its own (batch 1), starting after the longest prefix whose KV the prefix cache
+holds (the character's rendered profile, a chat's earlier turns). Each iteration of the loop
+prefills up to ``prefill_chunk`` prompt tokens (a chunk of a long prompt, or the uncached parts
+of several new requests, which then join the batch together) and runs one decoding step, so a
+long prompt never stalls the running rows for long::
 
     from charops.serve.engine import Engine, GenRequest
     engine = Engine(model, tokenizer, max_batch_size=8, max_queue=64, max_batch_tokens=16384)
