@@ -151,3 +151,14 @@ def test_an_endpoint_without_response_format_is_asked_without_it():
     assert [a.value for a in answers] == ["B", "B", "B"]
     # The first item learnt that the endpoint refuses it; the others never sent it.
     assert seen == [True, False, False, False] and answers[0].attempts == 2
+
+
+def test_the_served_process_reports_the_profile_policy(judge_server):
+    """`charops serve` (the subprocess, through KServe's app and the guard) keeps the header."""
+    body = {"model": "charops-judge:Tom", "max_tokens": 4, "temperature": 0,
+            "messages": [{"role": "system", "content": "Reply briefly."}, {"role": "user", "content": "hi"}]}
+    r = httpx.post(f"{judge_server.url}/openai/v1/chat/completions", timeout=60, json=body)
+    assert r.status_code == 200 and r.headers["x-charops-character-prompt"] == "merge"
+    r = httpx.post(f"{judge_server.url}/openai/v1/chat/completions", timeout=60,
+                   json={**body, "character_prompt": "client"})
+    assert r.headers["x-charops-character-prompt"] == "client"
