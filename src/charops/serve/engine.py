@@ -29,8 +29,9 @@ long prompt never stalls the running rows for long::
   ``[-2**63, 2**64)``: the request gets its own ``torch.Generator``, so seeded sampling gives
   the same reply whatever else is in the batch), ``logits_processor`` (None, or
   ``callable(input_ids_row, scores_row) -> scores_row``: ``input_ids_row`` is the 1-D prompt
-  plus the tokens generated so far (a read-only view: copy it to keep it), ``scores_row`` the 1-D float32 logits after the repetition
-  penalty and ``min_new_tokens``, before temperature and top-p; it may modify them in place.
+  plus the tokens generated so far (a read-only view: copy it to keep it), ``scores_row`` the
+  1-D float32 logits after the repetition penalty and ``min_new_tokens``, before temperature
+  and top-p; it may modify them in place.
   Used for ``logit_bias`` and grammar-constrained output; one object per request, as it may
   keep state). Bad values raise :class:`InvalidRequest` at construction.
   Filled in by the engine: ``text``, ``completion_tokens``, ``finish_reason`` (``stop``,
@@ -62,7 +63,8 @@ left-padded to its longest row); a request that does not fit waits in the queue 
 rows leave; ``max_queue`` requests wait at most, beyond that :class:`QueueFull`.
 
 **Failures.** The worker survives any ``Exception``: a failed step fails the rows it ran (the
-other requests go on), a failing ``logits_processor`` or seed fails only its own request. If
+other requests go on), a failing ``logits_processor`` (or one that allows no token) fails only
+its own request. Seeds are checked when the request is made, so one cannot fail a step. If
 the thread itself dies (a ``BaseException``), every waiting and running request gets an
 :class:`EngineStopped` error, :meth:`submit` refuses, and :meth:`healthy` turns false.
 
