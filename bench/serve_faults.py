@@ -27,7 +27,6 @@ import os
 import random
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,12 +34,11 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_latency import launch, progress  # noqa: E402 (the bench folder is not a package)
+
 ROOT = Path(__file__).resolve().parents[1]
 HELLO = [{"role": "user", "content": "你好"}]
-
-
-def progress(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def latencies(url: str, n: int) -> list[float]:
@@ -152,23 +150,6 @@ def abuse(url: str, *, seconds: float = 30, normal: int = 100, streams: int = 30
             "unfinished": sum(t.is_alive() for t in threads)}
 
 
-def start_server(model: Path, work: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = work / "server.log"
-    charops = Path(sys.executable).parent / "charops"
-    proc = subprocess.Popen([str(charops), "serve", str(model), "--port", str(port), *extra],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while "charops: serving" not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"server did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    return proc, f"http://127.0.0.1:{port}"
-
-
 def summary(xs: list[float]) -> dict:
     xs = sorted(xs)
     return {"p50_s": statistics.median(xs), "p95_s": xs[max(int(len(xs) * 0.95) - 1, 0)], "n": len(xs)}
@@ -194,7 +175,7 @@ def main() -> None:
             model = work / "tiny"
             run(load_config(ModelInitConfig, "tiny", [f"output_dir={model}"]))
         limits = ["--read-timeout-s", "2", "--keep-alive-s", "2", "--max-connections", "64", "--max-tokens-cap", "64"]
-        proc, url = start_server(model, work, limits)
+        proc, url = launch(["serve", str(model), *limits], work)
         try:
             latencies(url, 3)  # warm up
             progress(f"before: {args.requests} normal requests")

@@ -104,13 +104,19 @@ def model_language(tok) -> str:
 
 
 def start_server(model: Path, work: Path, args) -> tuple[subprocess.Popen, str]:
+    return launch(["deploy", "bench", "--model", str(model), "--max-batch-size", str(args.clients),
+                   "--max-tokens-cap", str(args.long_tokens)], work)
+
+
+def launch(charops_args: list[str], work: Path) -> tuple[subprocess.Popen, str]:
+    """``charops ARGS --port P`` on a free loopback port, once it says it serves: (process, URL).
+    (bench/serve_faults.py starts its server with it too.)"""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = work / f"server-{port}.log"
     charops = Path(sys.executable).parent / "charops"
-    proc = subprocess.Popen([str(charops), "deploy", "bench", "--model", str(model), "--port", str(port),
-                             "--max-batch-size", str(args.clients), "--max-tokens-cap", str(args.long_tokens)],
+    proc = subprocess.Popen([str(charops), *charops_args, "--port", str(port)],
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while "charops: serving" not in log.read_text(errors="replace"):

@@ -129,15 +129,27 @@ def test_base_url():
     assert base_url("https://llm.example.com/v1/") == "https://llm.example.com/v1"
 
 
+def _start(api: FastAPI):
+    """Serve a stand-in app on a free loopback port in a thread: (port, uvicorn server, thread)."""
+    import threading
+
+    import uvicorn
+    from conftest import _free_ports
+
+    port = _free_ports(1)[0]
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    return port, server, thread
+
+
 class Recorder:
     """A STAND-IN OpenAI-compatible endpoint (not the charops server) on 127.0.0.1 that records
     what it is sent and streams a numbered reply: it shows what the chat sends each turn."""
 
     def __init__(self):
-        import threading
-
-        import uvicorn
-        from conftest import _free_ports
         from fastapi.responses import StreamingResponse
 
         self.requests: list[dict] = []
@@ -161,13 +173,8 @@ class Recorder:
                 yield "data: [DONE]\n\n"
             return StreamingResponse(frames(), media_type="text/event-stream")
 
-        self.port = _free_ports(1)[0]
+        self.port, self.server, self.thread = _start(api)
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.05)
 
     def close(self):
         self.server.should_exit = True
@@ -217,10 +224,6 @@ class Misbehaving:
     turn), to show that `charops chat` turns each into one line and keeps the conversation."""
 
     def __init__(self, models, turns: list[str]):
-        import threading
-
-        import uvicorn
-        from conftest import _free_ports
         from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
         self.turns, self.requests = list(turns), []
@@ -265,13 +268,8 @@ class Misbehaving:
                 yield "data: [DONE]\n\n"
             return StreamingResponse(frames(), media_type="text/event-stream")
 
-        self.port = _free_ports(1)[0]
+        self.port, self.server, self.thread = _start(api)
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.05)
 
     def close(self):
         self.server.should_exit = True

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import _free_ports
+from conftest import ServerProcess, _free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +68,9 @@ main()
 HELLO = [{"role": "user", "content": "你好"}]
 
 
-class Server:
-    """`charops serve DIR ...` through the launcher, on a free loopback port."""
+class Server(ServerProcess):
+    """`charops serve DIR ...` through the launcher, on a free loopback port (stop, log and
+    wait_ready are conftest's)."""
 
     def __init__(self, tmp: Path, model_dir: Path, *args: str):
         self.port = _free_ports(1)[0]
@@ -82,21 +83,13 @@ class Server:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "CHAROPS_TEST_FAULT": str(self.trigger)}
         self.proc = subprocess.Popen([sys.executable, str(launcher), "serve", str(model_dir), "--port",
                                       str(self.port), *args], stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + 120
-        while "charops: serving" not in self.log():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"server did not start: {self.log()[-3000:]}")
-            time.sleep(0.2)
+        self.wait_ready()
 
     def fault(self, kind: str | None) -> None:
         if kind is None:
             self.trigger.unlink(missing_ok=True)
         else:
             self.trigger.write_text(kind)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def chat(self, **extra) -> httpx.Response:
         return httpx.post(self.url + "/openai/v1/chat/completions", timeout=60,
@@ -106,17 +99,6 @@ class Server:
         """Statuses of the three readiness routes."""
         return [httpx.get(self.url + p, timeout=10).status_code
                 for p in ("/v2/health/ready", "/v1/models/charops-chat", "/v2/models/charops-chat/ready")]
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log.close()
-        return self.proc.returncode
 
 
 def _openai_error(r: httpx.Response, status: int) -> dict:
