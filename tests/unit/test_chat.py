@@ -129,23 +129,29 @@ def test_base_url():
     assert base_url("https://llm.example.com/v1/") == "https://llm.example.com/v1"
 
 
-def _start(api: FastAPI):
-    """Serve a stand-in app on a free loopback port in a thread: (port, uvicorn server, thread)."""
-    import threading
+class StandIn:
+    """A stand-in app served on a free loopback port in a thread; ``url`` is its OpenAI base URL."""
 
-    import uvicorn
-    from conftest import _free_ports
+    def _serve(self, api: FastAPI) -> None:
+        import threading
 
-    port = _free_ports(1)[0]
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return port, server, thread
+        import uvicorn
+        from conftest import _free_ports
+
+        self.port = _free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
 
 
-class Recorder:
+class Recorder(StandIn):
     """A STAND-IN OpenAI-compatible endpoint (not the charops server) on 127.0.0.1 that records
     what it is sent and streams a numbered reply: it shows what the chat sends each turn."""
 
@@ -173,12 +179,7 @@ class Recorder:
                 yield "data: [DONE]\n\n"
             return StreamingResponse(frames(), media_type="text/event-stream")
 
-        self.port, self.server, self.thread = _start(api)
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-
-    def close(self):
-        self.server.should_exit = True
-        self.thread.join(10)
+        self._serve(api)
 
 
 def test_chat_sends_the_history_the_profile_and_forgets_on_reset(serve_model_dir):
@@ -218,7 +219,7 @@ def test_chat_sends_the_history_the_profile_and_forgets_on_reset(serve_model_dir
 EVIL = "\x1b]0;pwned\x07\x1b[2J"  # sets the terminal title and clears the screen if printed raw
 
 
-class Misbehaving:
+class Misbehaving(StandIn):
     """A STAND-IN endpoint on 127.0.0.1 that answers ``/models`` and each chat turn the way the
     test says (``models``: a list of ids, "html" or "not-a-list"; ``turns``: one answer per
     turn), to show that `charops chat` turns each into one line and keeps the conversation."""
@@ -268,12 +269,7 @@ class Misbehaving:
                 yield "data: [DONE]\n\n"
             return StreamingResponse(frames(), media_type="text/event-stream")
 
-        self.port, self.server, self.thread = _start(api)
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-
-    def close(self):
-        self.server.should_exit = True
-        self.thread.join(10)
+        self._serve(api)
 
 
 @pytest.mark.parametrize("models,message", [
