@@ -56,8 +56,9 @@ def registry_model_dir(store_url: str | None, name: str, version: str | None) ->
 
 
 def _is_directory(target: str) -> bool:
-    """A model directory rather than a registered name: it exists, or it is written as a path."""
-    return Path(target).is_dir() or "/" in target or target.startswith(".")
+    """A model directory rather than a registered name: written as a path, or a folder here
+    holding a model (a folder that happens to share a registered name does not count)."""
+    return "/" in target or target.startswith(".") or (Path(target) / "config.json").is_file()
 
 
 def serve(
