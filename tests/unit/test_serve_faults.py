@@ -166,7 +166,7 @@ def test_sigterm_refuses_the_queue_with_503_and_ends_a_long_stream_with_an_error
                 server.url + "/openai/v1/chat/completions", json=long, timeout=60))) for _ in range(2)]
             for t in threads:
                 t.start()
-            time.sleep(1.0)  # let both reach the queue behind the running row
+            time.sleep(2.0)  # let both reach the queue behind the running row (a 20 s reply)
             server.proc.send_signal(signal.SIGTERM)
             rest = [ln.removeprefix("data: ") for ln in lines if ln]
             for t in threads:
