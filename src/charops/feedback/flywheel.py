@@ -8,8 +8,8 @@ The production version of ``name`` is downloaded (checked against its registry s
 ``model_dir``; its feedback events since ``since`` are exported (``charops.feedback.export``)
 and, for ``dpo``, prepared with that model's tokenizer (``charops.data.prepare``: the dpo
 component reads a prepared dataset); ``kto`` keeps the export as it is (the kto stage tokenizes
-its rows itself). Both leave ``feedback_summary.yaml`` (read = used + dropped per source) in
-``dataset_dir``.
+its rows itself). Both leave ``feedback_summary.yaml`` (read = used + dropped per source) and
+the production model's ``characters.jsonl`` in ``dataset_dir``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 from charops.errors import CharopsError
 from charops.feedback.export import FORMATS, SUMMARY, export
+from charops.serve.characters import CHARACTERS_FILE as CHARACTERS
 
 
 def production_model(store, name: str, dest: str | Path) -> dict:
@@ -65,6 +66,12 @@ def export_step(store_url: str, name: str, since: str, fmt: str, validation_frac
         else:
             shutil.copytree(work / "export", dataset_dir, dirs_exist_ok=True)
         shutil.copy(work / "export" / SUMMARY, Path(dataset_dir) / SUMMARY)
+        # The characters the feedback was given to travel on to the new version (training copies
+        # the dataset's characters.jsonl into the model). They are not prepare's inputs: the
+        # events' prompts already hold each rendered system prompt, which a profile would repeat.
+        characters = Path(model_dir) / CHARACTERS
+        if characters.is_file():
+            shutil.copy(characters, Path(dataset_dir) / CHARACTERS)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary["production"] = {"version": entry["version"], "model_sha256": entry["model_sha256"],
