@@ -24,7 +24,13 @@ from kfp import dsl
 from charops.components.dpo.component import dpo
 from charops.components.pretrain.component import pretrain
 from charops.components.sft.component import sft
-from charops.pipeline.params import placement, recipe_parameters, train, with_parameters
+from charops.pipeline.params import (
+    evaluation_arguments,
+    placement,
+    recipe_parameters,
+    train,
+    with_parameters,
+)
 from charops.pipeline.recipe import base_and_data, evaluate_and_register
 from charops.pipeline.tasks import ClusterConfig
 
@@ -51,12 +57,6 @@ def build(cluster: ClusterConfig):
         aligned = train(dpo, "dpo", p, cluster, where, model=tuned.outputs["trained_model"], dataset=data)
         evaluate_and_register(cluster, where, model=aligned.outputs["trained_model"],
                               dataset=data, baseline=base.outputs["model"],
-                              reward_base=tuned.outputs["trained_model"], judge=p.judge,
-                              reward_config=p.reward_config, reward_overrides=p.reward_overrides,
-                              eval_config=p.eval_config, eval_overrides=p.eval_overrides,
-                              model_name=p.model_name, store=p.store, base_model=p.base_model,
-                              pipeline_version=p.pipeline_version, promote_to=p.promote_to,
-                              promote_config=p.promote_config, promote_overrides=p.promote_overrides,
-                              eval_baseline=p.eval_baseline, eval_mode=p.eval_mode)
+                              reward_base=tuned.outputs["trained_model"], **evaluation_arguments(p))
 
     return full

@@ -22,16 +22,14 @@ def dpo(model: Input[Model], dataset: Input[Dataset], config: str, overrides: li
         gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
     """Optimise ``model`` on preference pairs, with ``model`` itself as the reference.
 
+    The inputs and outputs every training component has are described in
+    ``charops.pipeline.component_docs.TRAINING`` (the README shows them).
+
     Args:
         model: the model to train, and the reference
-        dataset: the prepared dataset (from ``data_prep``)
         config: ``configs/dpo/`` preset (``tiny-cpu``, ``smollm2-cpu``, ``qwen2-7b-zero3``, ...)
         overrides: ``key=value`` overrides (e.g. ``["max_steps=20", "beta=0.2"]``);
             ``model``, ``dataset``, ``output_dir``, ``ref_model`` are set from the artifacts
-        trained_model: the trained Hugging Face directory (with ``training_summary.json``);
-            metadata: ``sha256``, ``stage``, ``config``, ``overrides``, ``base_model``
-        metrics: steps, final loss, validation loss, tokens and throughput, wall time
-        report: the same numbers and the full config
     """
     from charops.components.common import run_training
 

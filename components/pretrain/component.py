@@ -23,16 +23,13 @@ def pretrain(model: Input[Model], dataset: Input[Dataset], config: str, override
              gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
     """Continue pretraining ``model`` on the dataset's packed ``pretrain/`` split.
 
+    The inputs and outputs every training component has are described in
+    ``charops.pipeline.component_docs.TRAINING`` (the README shows them).
+
     Args:
-        model: the model to train
-        dataset: the prepared dataset (from ``data_prep``)
         config: ``configs/pretrain/`` preset (``tiny-cpu``, ``qwen2-7b-zero3``, ...)
         overrides: ``key=value`` overrides (e.g. ``["max_steps=20", "lora.enabled=true"]``);
             ``model``, ``dataset``, ``output_dir`` are set from the artifacts
-        trained_model: the trained Hugging Face directory (with ``training_summary.json``);
-            metadata: ``sha256``, ``stage``, ``config``, ``overrides``, ``base_model``
-        metrics: steps, final loss, validation loss, tokens and throughput, wall time
-        report: the same numbers and the full config
     """
     from charops.components.common import run_training
 

@@ -24,6 +24,9 @@ def reward(model: Input[Model], dataset: Input[Dataset], config: str, overrides:
            gpus: int = -1, nodes: int = 1, trainjob_overrides: list = []):  # noqa: B006 (KFP reads the default; never mutated)
     """Train a reward model from ``model`` on the dataset's chosen/rejected replies.
 
+    The inputs and outputs every training component has are described in
+    ``charops.pipeline.component_docs.TRAINING`` (the README shows them).
+
     Args:
         model: the model the reward model starts from
         dataset: the prepared dataset (its ``dpo/train.jsonl``, ``dpo/validation.jsonl``)
@@ -33,7 +36,6 @@ def reward(model: Input[Model], dataset: Input[Dataset], config: str, overrides:
         trained_model: sequence-classification model with ``training_summary.json``
             (``reward.pair_accuracy``, ``reward.calibration``, ``reward.tie_margin``)
         metrics: steps, losses, held-out pair accuracy
-        report: the same numbers and the full config
     """
     from charops.components.common import run_training
 

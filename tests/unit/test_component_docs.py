@@ -1,9 +1,10 @@
 """Component READMEs: their input/output tables are generated from the components and current.
 
     .venv/bin/python -m pytest tests/unit/test_component_docs.py -x -q
-"""
 
-from __future__ import annotations
+(No ``from __future__ import annotations`` here: KFP reads the test components' annotations as
+objects.)
+"""
 
 import pytest
 from kfp import dsl

@@ -8,9 +8,9 @@ docstring (Google style ``Args:``, and ``Returns:`` for output parameters: what 
 into the compiled spec as descriptions); names, types, defaults and optionality come from the
 signature (KFP's component spec). The README keeps its prose; the tables sit between
 ``<!-- inputs ... -->`` and ``<!-- /inputs -->`` and are replaced as a whole. An input or output
-without a description is an error, so a new one cannot reach a README undocumented. The inputs
-every training component has (where it runs: ``gpus``, ``nodes``, ``trainjob_overrides``) are
-described once, in ``LAUNCH_INPUTS``.
+without a description is an error, so a new one cannot reach a README undocumented. What every
+training component has (``model``, ``dataset``, where it runs: ``gpus``, ``nodes``,
+``trainjob_overrides``, its outputs) is described once, in ``TRAINING``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,21 @@ import re
 from pathlib import Path
 
 from charops.errors import CharopsError
+from charops.train.stages import STAGES
 
 BEGIN = "<!-- inputs and outputs: generated from the component's signature and docstring by scripts/component_docs.py; do not edit -->"
 END = "<!-- /inputs -->"
 
-LAUNCH_INPUTS = {
+# What every training component (charops.train.stages.STAGES) takes and gives, described once;
+# a component's own docstring wins (the reward model's outputs differ, say).
+TRAINING = {
+    "model": "the model to train",
+    "dataset": "the prepared dataset (from ``data_prep``)",
+    "trained_model": "the trained Hugging Face directory (with ``training_summary.json``); metadata: "
+                     "``sha256``, ``stage``, ``config``, ``overrides``, ``base_model``",
+    "metrics": "steps, final loss, validation loss, tokens and throughput, wall time",
+    "report": "the same numbers and the full config",
+
     "gpus": "processes in the step's pod: -1 = one per visible GPU (the step's accelerator limit); "
             "more than one runs the stage under ``torchrun``",
     "nodes": "more than 1: a Kubeflow Trainer TrainJob of ``nodes`` x ``gpus`` processes instead, "
@@ -85,14 +95,17 @@ def _default(spec) -> str:
     return f"`{value!r}`".replace("'", '"') if not isinstance(value, int) else f"`{value}`"
 
 
-def tables(component, where: str) -> list[str]:
-    """The input and output tables of one component; CharopsError for an undocumented one."""
+def tables(component, where: str, shared: dict[str, str] | None = None) -> list[str]:
+    """The input and output tables of one component; CharopsError for an undocumented one.
+
+    ``shared``: descriptions of what the component has in common with others of its kind (used
+    where its docstring says nothing)."""
     spec = component.component_spec
-    described = descriptions(component)
+    described = {**(shared or {}), **descriptions(component)}
     missing = []
 
     def meaning(name: str) -> str:
-        text = described.get(name) or LAUNCH_INPUTS.get(name)
+        text = described.get(name)
         if not text:
             missing.append(name)
         return _text(text or "")
@@ -114,7 +127,8 @@ def block(name: str) -> str:
     for component in comps:
         if len(comps) > 1:
             parts += [f"**`{component.python_func.__name__}`**", ""]
-        parts += tables(component, f"components/{name}/component.py") + [""]
+        shared = TRAINING if name in STAGES else None
+        parts += tables(component, f"components/{name}/component.py", shared) + [""]
     return "\n".join([BEGIN, "", *parts, END])
 
 

@@ -96,6 +96,15 @@ def train(component: Callable, stage: str, p: SimpleNamespace, cluster: ClusterC
     return training_step(task, cluster, where, stage)
 
 
+def evaluation_arguments(p: SimpleNamespace) -> dict[str, Any]:
+    """The pipeline's arguments for ``recipe.evaluate_and_register``: judge, evaluation,
+    registration and promotion."""
+    names = ("judge", "reward_config", "reward_overrides", "eval_config", "eval_overrides",
+             "eval_baseline", "model_name", "store", "base_model", "pipeline_version", "promote_to",
+             "promote_config", "promote_overrides", "eval_mode")
+    return {name: getattr(p, name) for name in names}
+
+
 def with_parameters(parameters: list[inspect.Parameter]) -> Callable[[Callable], Callable]:
     """Give ``body(p)`` the signature ``parameters``; it is called with them as ``p.<name>``."""
     signature = inspect.Signature(parameters)
