@@ -24,13 +24,7 @@ from kfp import dsl
 from charops.components.dpo.component import dpo
 from charops.components.pretrain.component import pretrain
 from charops.components.sft.component import sft
-from charops.pipeline.params import (
-    evaluation_arguments,
-    placement,
-    recipe_parameters,
-    train,
-    with_parameters,
-)
+from charops.pipeline import params
 from charops.pipeline.recipe import base_and_data, evaluate_and_register
 from charops.pipeline.tasks import ClusterConfig
 
@@ -44,19 +38,16 @@ def build(cluster: ClusterConfig):
                               "production version (the base model when there is none; generated "
                               "replies judged point-wise and pair-wise by a reward model, an LLM "
                               "endpoint or nobody), registration in the artifact store.")
-    @with_parameters(recipe_parameters(cluster, stages=("pretrain", "sft", "dpo")))
+    @params.with_parameters(params.recipe_parameters(cluster, stages=("pretrain", "sft", "dpo")))
     def full(p):
-        where = placement(p)
-        base, prep = base_and_data(cluster, where, base_model=p.base_model,
-                                   model_config=p.model_config, model_overrides=p.model_overrides,
-                                   data=p.data, data_config=p.data_config,
-                                   data_overrides=p.data_overrides)
+        where = params.placement(p)
+        base, prep = base_and_data(cluster, where, **params.source_arguments(p))
         data = prep.outputs["dataset"]
-        pt = train(pretrain, "pretrain", p, cluster, where, model=base.outputs["model"], dataset=data)
-        tuned = train(sft, "sft", p, cluster, where, model=pt.outputs["trained_model"], dataset=data)
-        aligned = train(dpo, "dpo", p, cluster, where, model=tuned.outputs["trained_model"], dataset=data)
+        pt = params.train(pretrain, "pretrain", p, cluster, where, model=base.outputs["model"], dataset=data)
+        tuned = params.train(sft, "sft", p, cluster, where, model=pt.outputs["trained_model"], dataset=data)
+        aligned = params.train(dpo, "dpo", p, cluster, where, model=tuned.outputs["trained_model"], dataset=data)
         evaluate_and_register(cluster, where, model=aligned.outputs["trained_model"],
                               dataset=data, baseline=base.outputs["model"],
-                              reward_base=tuned.outputs["trained_model"], **evaluation_arguments(p))
+                              reward_base=tuned.outputs["trained_model"], **params.evaluation_arguments(p))
 
     return full

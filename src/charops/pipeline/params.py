@@ -7,10 +7,13 @@ evaluation, registration and promotion, and where the steps run (defaults from
 a pipeline body that signature, which is all ``@dsl.pipeline`` reads (``inspect.signature``:
 names, annotations, defaults), and hands the body the arguments as one namespace::
 
+    from charops.pipeline import params
+
     @dsl.pipeline(name="charops-sft-dpo", description="...")
-    @with_parameters(recipe_parameters(cluster, stages=("sft", "dpo")))
+    @params.with_parameters(params.recipe_parameters(cluster, stages=("sft", "dpo")))
     def sft_dpo(p):
-        tuned = sft(model=..., config=p.sft_config, overrides=p.sft_overrides, gpus=p.gpus, ...)
+        base, prep = base_and_data(cluster, where, **params.source_arguments(p))
+        tuned = params.train(sft, "sft", p, cluster, where, model=..., dataset=...)  # p.sft_config...
 
 A parameter added here appears in every training pipeline at once; the compiled YAML lists
 inputs by name, so their order here does not change it.
@@ -94,6 +97,12 @@ def train(component: Callable, stage: str, p: SimpleNamespace, cluster: ClusterC
                      overrides=getattr(p, f"{stage}_overrides"), gpus=p.gpus, nodes=p.nodes,
                      trainjob_overrides=p.trainjob_overrides)
     return training_step(task, cluster, where, stage)
+
+
+def source_arguments(p: SimpleNamespace) -> dict[str, Any]:
+    """The pipeline's arguments for ``recipe.base_and_data``: the base model and the data."""
+    names = ("base_model", "model_config", "model_overrides", "data", "data_config", "data_overrides")
+    return {name: getattr(p, name) for name in names}
 
 
 def evaluation_arguments(p: SimpleNamespace) -> dict[str, Any]:
