@@ -287,3 +287,28 @@ def test_write_export_refuses_overlap_and_empty(tmp_path):
         with pytest.raises(Exception, match="overlaps the input"):
             fx.write_export(splits, summary, out, overwrite=True, inputs=[log])
     assert log.read_text() == "{}\n"
+
+
+def test_export_step_gives_the_trainers_their_data_and_the_characters(tmp_path, serve_model_dir):
+    """The feedback pipeline's first step: production model, prepared DPO pairs (or KTO rows),
+    the summary, and the production model's characters (else the new version plays nobody)."""
+    from charops.feedback.flywheel import export_step
+    from charops.registry import register, transition
+
+    store = open_store(str(tmp_path / "store"))
+    register(store, serve_model_dir, "charops-chat", {}, {"base_model": "micro"})
+    with pytest.raises(Exception, match="no production version"):
+        export_step(str(tmp_path / "store"), "charops-chat", "", "dpo", 0.0, tmp_path / "m0", tmp_path / "d0")
+    transition(store, "charops-chat", 1, "production", actor="test", reason="first")
+    for i in range(6):
+        append_event(store, make_event(f"v-{i:06d}", "vote", texts=(f"（微笑）好{i}", f"你好{i}。"), conv=f"c{i}"))
+    summary = export_step(str(tmp_path / "store"), "charops-chat", "", "dpo", 0.0, tmp_path / "m", tmp_path / "d")
+    assert summary["production"]["version"] == 1 and summary["used"] == 6
+    assert (tmp_path / "m" / "config.json").is_file() and (tmp_path / "d" / "manifest.json").is_file()
+    rows = (tmp_path / "d" / "dpo" / "train.jsonl").read_text().splitlines()
+    assert len(rows) == 6 and json.loads(rows[0])["prompt"][0] == SYSTEM
+    assert (tmp_path / "d" / "characters.jsonl").read_text() == (serve_model_dir / "characters.jsonl").read_text()
+    assert (tmp_path / "d" / "feedback_summary.yaml").is_file()
+    summary = export_step(str(tmp_path / "store"), "charops-chat", "", "kto", 0.0, tmp_path / "m2", tmp_path / "k")
+    assert len((tmp_path / "k" / "kto" / "train.jsonl").read_text().splitlines()) == 12
+    assert (tmp_path / "k" / "characters.jsonl").is_file()
