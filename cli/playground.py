@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from charops.cli.common import JsonOpt, ServeQuietOpt
 from charops.cli.store import StoreOpt
 from charops.errors import CharopsError
 
@@ -42,8 +43,13 @@ def playground(
     port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8080,
     max_tokens_cap: Annotated[int, typer.Option("--max-tokens-cap", help="Largest max_tokens a request may ask for.")] = 512,
     default_max_tokens: Annotated[int, typer.Option("--default-max-tokens", help="Reply length when the page gives none.")] = 128,
+    as_json: JsonOpt = False,
+    quiet: ServeQuietOpt = False,
 ) -> None:
-    """Serve the playground: chat with a character, compare two versions blind, rank them."""
+    """Serve the playground: chat with a character, compare two versions blind, rank them.
+
+    With --json the ready line is one JSON object (name, url, openai_base_url, arena) on stdout.
+    """
     from charops.cli.serve import registry_model_dir
     from charops.registry import check_name
     from charops.serve.playground.standalone import Opponent, serve_playground
@@ -72,5 +78,6 @@ def playground(
         opponent = Opponent(arena_model)
     cfg = ServeConfig(model_dir=model, name=name, host=bind, port=port,
                       max_tokens_cap=max_tokens_cap, default_max_tokens=min(default_max_tokens, max_tokens_cap))
-    typer.echo(f"loading {model}" + (f" and {opponent.model_dir}" if opponent else "") + " ...", err=True)
-    serve_playground(cfg, store=st, version=chat_version, opponent=opponent)
+    if not quiet and not as_json:
+        typer.echo(f"loading {model}" + (f" and {opponent.model_dir}" if opponent else "") + " ...", err=True)
+    serve_playground(cfg, store=st, version=chat_version, opponent=opponent, ready_json=as_json)

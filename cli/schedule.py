@@ -15,7 +15,15 @@ from typing import Annotated
 
 import typer
 
-from charops.cli.common import HostOpt, JsonOpt, NamespaceOpt, TokenOpt, echo_json, new_app
+from charops.cli.common import (
+    HostOpt,
+    JsonOpt,
+    NamespaceOpt,
+    QuietOpt,
+    TokenOpt,
+    echo_json,
+    new_app,
+)
 from charops.cli.pipeline import ParamOpt
 
 app = new_app("Recurring runs (cron) of a compiled pipeline on Kubeflow: create, list, delete.")
@@ -33,6 +41,7 @@ def create(
     token: TokenOpt = None,
     namespace: NamespaceOpt = None,
     as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Create a recurring run of PIPELINE with the given parameters."""
     from charops.pipeline.client import connect
@@ -51,7 +60,7 @@ def create(
                         experiment=experiment, name=name)
     if as_json:
         echo_json(s)
-    else:
+    elif not quiet:
         typer.echo(f"scheduled '{s['name']}' ({s['cron']}): recurring run {s['id']}")
 
 
@@ -83,10 +92,15 @@ def delete(
     host: HostOpt = None,
     token: TokenOpt = None,
     namespace: NamespaceOpt = None,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Delete a recurring run (runs it already started are kept)."""
     from charops.pipeline.client import connect
     from charops.pipeline.schedule import delete_schedule
 
     delete_schedule(connect(host, token, namespace), schedule_id)
-    typer.echo(f"deleted recurring run {schedule_id}")
+    if as_json:
+        echo_json({"deleted": schedule_id})
+    elif not quiet:
+        typer.echo(f"deleted recurring run {schedule_id}")

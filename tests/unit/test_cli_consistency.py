@@ -24,7 +24,7 @@ RESULTS = Path(__file__).parent / "eval_fixtures" / "results"
 
 # Commands whose output is the answer: -q would leave nothing, so they take --json only.
 ANSWERS = {"version", "model inspect", "runs list", "runs get", "store ls", "registry list",
-           "registry show", "registry history",
+           "registry show", "registry history", "schedule list",
            "models list", "models show", "models history"}  # the hidden old name of `registry`
 INTERACTIVE = {"chat"}  # neither --json nor -q; its help says why
 
@@ -57,7 +57,7 @@ def test_every_command_takes_json_and_quiet_by_the_shared_rule():
             assert "-q" not in opts, f"{name}: its output is the answer; -q would print nothing"
             continue
         assert "-q" in opts and "--quiet" in opts, f"{name} prints a summary but has no -q"
-        want = _help(ServeQuietOpt) if name in ("deploy", "serve") else _help(QuietOpt)
+        want = _help(ServeQuietOpt) if name in ("deploy", "serve", "playground") else _help(QuietOpt)
         assert opts["-q"].help == want, name
     assert "errors only" in _help(QuietOpt) and "progress lines" in _help(QuietOpt)
 

@@ -50,7 +50,7 @@ class Opponent:
 
 
 def serve_playground(cfg: ServeConfig, *, store: Any, version: int | None = None,
-                     opponent: Opponent | None = None, ready: Any = None) -> None:
+                     opponent: Opponent | None = None, ready: Any = None, ready_json: bool = False) -> None:
     """Load the model(s) and serve until SIGTERM/SIGINT (blocks)."""
     import asyncio
 
@@ -84,9 +84,16 @@ def serve_playground(cfg: ServeConfig, *, store: Any, version: int | None = None
             if server.should_exit:
                 return
             await asyncio.sleep(0.05)
-        arena_line = (f"; arena: {pg.backends[0].label} vs {pg.backends[1].label}" if arena else "")
-        print(f"charops: serving '{cfg.name}' playground at {cfg.url}/ and the API at "
-              f"{cfg.url}/openai/v1{arena_line}", flush=True)
+        if ready_json:
+            import json
+
+            print(json.dumps({"name": cfg.name, "url": f"{cfg.url}/", "openai_base_url": f"{cfg.url}/openai/v1",
+                              "arena": [b.label for b in pg.backends] if arena else None},
+                             ensure_ascii=False), flush=True)
+        else:
+            arena_line = (f"; arena: {pg.backends[0].label} vs {pg.backends[1].label}" if arena else "")
+            print(f"charops: serving '{cfg.name}' playground at {cfg.url}/ and the API at "
+                  f"{cfg.url}/openai/v1{arena_line}", flush=True)
         if ready is not None:
             ready(pg)
 
