@@ -121,6 +121,15 @@ def test_evaluation_stage_generates_judges_and_reports(full_run):
     headline = result["metadata"]["evaluate"]["metrics"]
     assert headline == pytest.approx(headline_metrics(summary))
     assert headline["pairwise_advantage"] == pytest.approx(overall["advantage"])
+    # eval_mode=both (the pipelines' default): whole conversations too, scripted user, same judge.
+    mt = summary["multiturn"]
+    assert mt["user"]["kind"] == "scripted" and mt["judge"]["kind"] == "reward_model" and mt["turns"] == 4
+    conv = mt["pairwise"]["overall"]
+    assert conv["n"] + conv["unjudged"] == mt["conversations"] > 0
+    assert mt["pairwise"]["by_category"] and mt["pairwise"]["by_topic"]
+    assert mt["memory"]["candidate"]["n"] == mt["conversations"] and mt["boundary"]["candidate"]["n"] > 0
+    assert headline["multiturn_advantage"] == pytest.approx(conv["advantage"])
+    assert "## Multi-turn: whole conversations" in report and "### Knowledge boundary" in report
 
 
 def test_final_model_loads_generates_and_beats_the_base_model(full_run):

@@ -173,8 +173,10 @@ the question back. A bad reply invents an answer as if the character knew.
 Answer with one JSON object and nothing else: {{"verdict": "deflect" | "invent", "reason": "<one sentence>"}}"""
 
 
-BOUNDARY_SCHEMA = {"type": "object", "properties": {"verdict": {"enum": ["deflect", "invent"]}, "reason": REASON},
-                   "required": ["verdict"], "additionalProperties": False}
+# Within OpenAI's strict subset (every key required), as the rubric's schemas are.
+BOUNDARY_SCHEMA = {"type": "object", "properties": {"verdict": {"type": "string", "enum": ["deflect", "invent"]},
+                                                    "reason": REASON},
+                   "required": ["verdict", "reason"], "additionalProperties": False}
 
 
 def parse_boundary(text: str) -> bool:
