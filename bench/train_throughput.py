@@ -19,12 +19,13 @@ Precision (``--model smollm2 --precision``): float32 against bfloat16 autocast o
 (``bf16=true``: the Trainer's ``use_cpu`` + ``bf16``, i.e. ``torch.autocast("cpu", bfloat16)``,
 float32 master weights), LoRA and full fine-tuning, each on the SFT preset's layout (one
 dialogue per row, no packing), the same data, seed and steps: supervised tokens/s, final training
-loss and the validation loss at the end. A CPU without avx512_bf16/amx_bf16 runs both in float32
-(and the result says so)::
+loss and the validation loss at the end, the two precisions in ABBA order over ``--repeats``
+(best run of each kept). A CPU without avx512_bf16/amx_bf16 runs both in float32 (and the
+result says so)::
 
     .venv/bin/python bench/train_throughput.py --model smollm2 --precision --steps 6
     .venv/bin/python bench/train_throughput.py --model smollm2 --precision --steps 2 --batch 1 \
-        --eval-rows 3          # what a busy shared 2-core machine can afford
+        --eval-rows 3 --repeats 2   # what a busy shared 2-core machine can afford
 
 GPU (``--gpu``): a config-initialised ~0.5B Qwen2 model (Qwen2.5-0.5B shape, random weights,
 the tiny model's tokenizer) in bf16: tokens/s/GPU and MFU of SFT (packed) and DPO (reference
@@ -147,18 +148,25 @@ def precision_bench(args, work: Path) -> dict:
     if args.eval_rows:  # the same first rows for every run: a cheaper, still paired, comparison
         rows = rows[:args.eval_rows]
         validation.write_text("".join(rows), encoding="utf-8")
-    runs = {}
+    # The machine is shared and its load drifts: run the two precisions in ABBA order (fp32,
+    # bf16, bf16, fp32, ...), so a load trend cannot favour the one that runs second, and keep
+    # each one's best run (the losses are the same on every repeat: same data, seed, steps).
+    every: dict[str, list[dict]] = {}
     for method, lora in (("lora", True), ("full", False)):
-        for precision in ("fp32", "bf16"):
-            extra = [f"lora.enabled={str(lora).lower()}", "learning_rate=1e-4", "evaluate=true",
-                     f"bf16={str(precision == 'bf16').lower()}"]
-            runs[f"{method}_{precision}"] = figures(
-                sft_run(model, data, work / f"{method}-{precision}", False, args, extra))
+        for i in range(args.repeats):
+            for precision in ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32"):
+                extra = [f"lora.enabled={str(lora).lower()}", "learning_rate=1e-4", "evaluate=true",
+                         f"bf16={str(precision == 'bf16').lower()}"]
+                every.setdefault(f"{method}_{precision}", []).append(figures(
+                    sft_run(model, data, work / f"{method}-{precision}-{i}", False, args, extra)))
+    runs = {k: {**max(r, key=lambda f: f["supervised_tokens_per_second"]),
+                "all_supervised_tokens_per_second": [f["supervised_tokens_per_second"] for f in r]}
+            for k, r in every.items()}
     out = {
         "device": f"cpu ({torch.get_num_threads()} threads)", "cpu_bf16": cpu_bf16_supported(),
         "model": "SmolLM2-135M-Instruct (charops:smollm2-135m)", "steps": args.steps,
         "per_device_train_batch_size": args.batch, "max_seq_len": args.max_seq_len, "packing": False,
-        "validation_dialogues": len(rows), "sft": runs,
+        "validation_dialogues": len(rows), "repeats": args.repeats, "sft": runs,
     }
     for method in ("lora", "full"):
         fp32, bf16 = runs[f"{method}_fp32"], runs[f"{method}_bf16"]
@@ -249,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: 8; 2 for SmolLM2)")
     ap.add_argument("--max-seq-len", type=int, default=None, help="packed row length (default: 512 CPU, 2048 GPU)")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
-    ap.add_argument("--repeats", type=int, default=2, help="CPU: runs per mode, alternating; the best counts")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="CPU: runs per mode, alternating (--precision: ABBA order); the best counts")
     ap.add_argument("--inputs", nargs="*", default=[], help="data files to prepare (default: bundled samples)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_throughput.json"))
     args = ap.parse_args(argv)
