@@ -63,6 +63,40 @@ def test_chat_refuses_bad_requests(playground):
     assert r.status_code == 400 and r.json()["error"]["field"] == "n"
 
 
+def test_chat_and_arena_build_the_prompt_like_the_openai_chat_route(playground):
+    """A client system message is merged after the trained profile by default (it used to
+    replace it), and the OpenAI route's policy, persona and lorebook fields apply here too."""
+    url = playground.url + "/playground/api"
+    hi = {"role": "user", "content": "Hello there"}
+    client_system = {"role": "system", "content": "Write one short line."}
+
+    def start(**body) -> dict:
+        frames = sse(url + "/chat", {"character": "Tom", "max_tokens": 2, **body})
+        assert frames[-1] == {"type": "end"}
+        return frames[0]
+
+    profile = start(messages=[hi])["rendered"][0]["content"]
+    assert "Tom" in profile
+    merged = start(messages=[client_system, hi])
+    assert merged["rendered"] == [{"role": "system", "content": profile + "\n\nWrite one short line."}, hi]
+    client = start(messages=[client_system, hi], character_prompt="client")
+    assert client["rendered"] == [client_system, hi]
+    assert merged["character_prompt"] == "merge" and client["character_prompt"] == "client"
+    only = start(messages=[client_system, hi], character_prompt="profile")
+    assert only["rendered"] == [{"role": "system", "content": profile}, hi]
+    persona = start(messages=[hi], persona={"name": "Ana", "description": "A sailor."})
+    assert persona["rendered"] == [{"role": "system", "content": profile + "\n\nAbout the user:\nName: Ana\nA sailor."},
+                                   {**hi, "name": "Ana"}]
+    r = httpx.post(url + "/chat", json={"character": "Tom", "messages": [hi], "character_prompt": "replace"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "character_prompt"
+    # The arena renders the same prompt (what the vote's event records as the model's input).
+    r = httpx.post(url + "/arena", json={"character": "Tom", "messages": [client_system, hi],
+                                         "persona": {"name": "Ana"}}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["rendered"] == [{"role": "system", "content": profile + "\n\nAbout the user:\nName: Ana"
+                                                                  "\n\nWrite one short line."}, {**hi, "name": "Ana"}]
+
+
 def _event(eid: str, **action) -> dict:
     return {"id": eid, "at": "2026-12-04T10:00:00Z", "model": {"name": "ignored", "version": None, "sha256": None},
             "character": "Tom", "conversation": "c1", "turn": 0,

@@ -358,6 +358,47 @@ def _sse(obj: dict | str) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
+async def candidate_events(reqs: list[GenRequest], queues: list[asyncio.Queue]) -> AsyncIterator[tuple[int, str, Any]]:
+    """The events of submitted candidates as they come, ``(candidate index, kind, value)``, until
+    every candidate has ended (``done`` or ``error``). Closing the generator early (the client
+    went away, or the caller stops at an error) cancels the requests: their batch rows are freed."""
+    merged: asyncio.Queue = asyncio.Queue()
+
+    async def forward(i: int, q: asyncio.Queue) -> None:
+        while True:
+            kind, value = await q.get()
+            await merged.put((i, kind, value))
+            if kind in ("done", "error"):
+                return
+
+    tasks = [asyncio.create_task(forward(i, q)) for i, q in enumerate(queues)]
+    try:
+        left = len(reqs)
+        while left:
+            i, kind, value = await merged.get()
+            if kind != "text":
+                left -= 1
+            yield i, kind, value
+    finally:
+        for t in tasks:
+            t.cancel()
+        for r in reqs:
+            r.cancel()
+
+
+def event_stream(frames: AsyncIterator[dict | str], headers: dict[str, str] | None = None) -> StreamingResponse:
+    """A ``text/event-stream`` answer of ``frames`` (JSON objects, or literal strings such as
+    ``[DONE]``), each sent as one ``data:`` event; the OpenAI routes' and the playground's."""
+
+    async def body() -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(frames):
+            async for frame in frames:
+                yield _sse(frame)
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", **(headers or {})})
+
+
 @contextlib.asynccontextmanager
 async def _announce_and_read(state: ServingState, request: Request) -> AsyncIterator[dict]:
     """The request's JSON body; the engine counts the request as on its way (a starting batch
@@ -396,6 +437,9 @@ class Prompt:
     ids: list[int]
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     processor: Callable[[], Any] = lambda: None
+    messages: list[dict] = dataclasses.field(default_factory=list)  # chat: exactly what was rendered
+    character: Character | None = None
+    policy: str | None = None  # chat: the character-prompt policy that applied
 
 
 def check_trained(state: ServingState, body: dict, character: Character | None) -> None:
@@ -439,7 +483,8 @@ def chat_prompt(state: ServingState, body: dict) -> Prompt:
         processor = _processors(state, body, len(chat.prompt_ids))
     except RequestError as exc:
         raise APIError(400, str(exc), param=exc.param, code=exc.code) from None
-    return Prompt(chat.prompt_ids, {"x-charops-character-prompt": chat.policy}, processor)
+    return Prompt(chat.prompt_ids, {"x-charops-character-prompt": chat.policy}, processor,
+                  messages=chat.messages, character=character, policy=chat.policy)
 
 
 def _completion_prompt(state: ServingState, body: dict) -> Prompt:
@@ -484,44 +529,25 @@ def _event_stream(reqs: list[GenRequest], queues: list[asyncio.Queue], body: dic
     choice (its ``index`` says which candidate); the route's opening chunk per candidate first,
     the usage of all candidates last when asked for."""
 
-    async def frames() -> AsyncIterator[bytes]:
-        merged: asyncio.Queue = asyncio.Queue()
-
-        async def forward(i: int, q: asyncio.Queue) -> None:
-            while True:
-                kind, value = await q.get()
-                await merged.put((i, kind, value))
-                if kind in ("done", "error"):
-                    return
-
-        tasks = [asyncio.create_task(forward(i, q)) for i, q in enumerate(queues)]
-        try:
-            if route.opening is not None:
-                for i in range(len(reqs)):
-                    yield _sse({**head, "choices": [{**route.opening, "index": i}]})
-            open_ = len(reqs)
-            while open_:
-                i, kind, value = await merged.get()
+    async def frames() -> AsyncIterator[dict | str]:
+        if route.opening is not None:
+            for i in range(len(reqs)):
+                yield {**head, "choices": [{**route.opening, "index": i}]}
+        async with contextlib.aclosing(candidate_events(reqs, queues)) as events:
+            async for i, kind, value in events:
                 if kind == "text":
-                    yield _sse({**head, "choices": [{**route.delta(value, None), "index": i}]})
-                    continue
-                open_ -= 1
-                if kind == "error":
-                    yield _sse(engine_error(reqs[i], value).body())
-                    break
-                yield _sse({**head, "choices": [{**route.delta(None, _finish(reqs[i])), "index": i}]})
+                    yield {**head, "choices": [{**route.delta(value, None), "index": i}]}
+                elif kind == "error":
+                    yield engine_error(reqs[i], value).body()
+                    break  # closing the events cancels the other candidates
+                else:
+                    yield {**head, "choices": [{**route.delta(None, _finish(reqs[i])), "index": i}]}
             else:
                 if _stream_options(body):
-                    yield _sse({**head, "choices": [], "usage": _usage_all(reqs)})
-            yield _sse("[DONE]")
-        finally:
-            for t in tasks:
-                t.cancel()
-            for r in reqs:
-                r.cancelled = True  # the client went away mid-stream: stop generating its rows
+                    yield {**head, "choices": [], "usage": _usage_all(reqs)}
+        yield "[DONE]"
 
-    return StreamingResponse(frames(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", **headers})
+    return event_stream(frames(), headers)
 
 
 def _usage_all(reqs: list[GenRequest]) -> dict:

@@ -7,9 +7,13 @@ with a 4xx status):
   Content-Security-Policy that allows no inline script;
 - ``GET /playground/api/info``: characters (name, category, greeting), whether the arena is on;
 - ``POST /playground/api/chat``: ``{character, messages, n, temperature, top_p, max_tokens}``
-  -> an event stream (``text/event-stream``): ``start`` (the exact rendered messages, the
-  model, every candidate's sampling settings), ``delta`` (candidate, text), ``done`` (candidate,
-  finish reason), ``end``. ``n`` candidates are sampled in one batch (regenerate/swipe);
+  (and the OpenAI chat route's ``character_prompt``, ``persona``, ``lorebook``,
+  ``allow_untrained``: the prompt is built by ``openai_api.chat_prompt``, so a client system
+  message is merged after the trained profile by default) -> an event stream
+  (``text/event-stream``): ``start`` (the exact rendered messages, the applied
+  ``character_prompt`` policy, the model, every candidate's sampling settings), ``delta``
+  (candidate, text), ``done`` (candidate, finish reason), ``end``. ``n`` candidates are sampled
+  in one batch (regenerate/swipe);
 - ``POST /playground/api/arena``: ``{character, messages, conversation, turn, topic}`` -> two
   anonymous replies ``A``/``B`` and a match id; the left/right order is drawn at random;
 - ``POST /playground/api/arena/vote``: ``{match, id, at, winner}`` -> stores the vote event,
@@ -23,13 +27,14 @@ with a 4xx status):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from charops.feedback.events import MAX_EVENT_BYTES, EventError, check_event, now_iso
 from charops.feedback.store import append_event, read_events
@@ -101,31 +106,26 @@ def _sampling(req: Any) -> dict:
             "repetition_penalty": req.repetition_penalty, "seed": req.seed}
 
 
-def _prepare(backend: Backend, body: dict) -> tuple[list[dict], list[int], dict, Any]:
-    """(rendered messages, prompt ids, request body, character) of a playground turn: the same
-    prompt building as the OpenAI chat route (charops.serve.prompting), kept for the event."""
-    from charops.serve.prompting import build_chat, policy_of
-    from charops.serve.structured import RequestError
+# What a playground turn passes on to the OpenAI chat route's prompt building: the character,
+# the profile policy, persona, lorebook and untrained-character opt-in, and the sampling
+# settings. Continue/prefill is left out: every turn answers a user turn (a feedback event's
+# messages end with the user turn its candidates answer).
+PROMPT_FIELDS = ("character", "character_prompt", "persona", "lorebook", "allow_untrained")
+SAMPLING_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
 
-    character = body.get("character")
-    if character is not None and not isinstance(character, str):
-        raise oa.APIError(400, "'character' must be a string", param="character")
-    req_body = {"model": backend.state.name, "messages": body.get("messages"),
-                **({"character": character} if character else {})}
-    for key in ("temperature", "top_p", "max_tokens", "seed"):
+
+def _prepare(backend: Backend, body: dict) -> tuple[dict, oa.Prompt]:
+    """(request body, prompt) of a playground turn, built by the OpenAI chat route's
+    :func:`charops.serve.openai_api.chat_prompt`: the trained profile is merged with a client
+    system message by default, exactly as on ``/openai/v1/chat/completions``."""
+    req_body = {"model": backend.state.name, "messages": body.get("messages")}
+    for key in PROMPT_FIELDS + SAMPLING_FIELDS:
         if body.get(key) is not None:
             req_body[key] = body[key]
-    state = backend.state
-    char = oa.resolve_character(state, req_body)
-    oa.check_trained(state, req_body, char)
-    try:
-        chat = build_chat(oa.chat_messages(req_body, None), char, state.tokenizer, body=req_body,
-                          policy=policy_of(req_body, state.character_prompt))
-    except RequestError as exc:
-        raise oa.APIError(400, str(exc), param=exc.param) from None
-    if chat.messages[-1]["role"] != "user":
+    prompt = oa.chat_prompt(backend.state, req_body)
+    if prompt.messages[-1]["role"] != "user":
         raise oa.APIError(400, "the last message must be the user's turn", param="messages")
-    return chat.messages, chat.prompt_ids, req_body, char
+    return req_body, prompt
 
 
 def playground_router(pg: Playground) -> APIRouter:
@@ -161,47 +161,28 @@ def playground_router(pg: Playground) -> APIRouter:
             n = body.get("n", 1)
             if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_CANDIDATES:
                 raise oa.APIError(400, f"'n' must be 1 to {MAX_CANDIDATES}", param="n")
-            messages, ids, req_body, _ = _prepare(backend, body)
-            reqs = [oa.gen_request(backend.state, req_body, ids) for _ in range(n)]
+            req_body, prompt = _prepare(backend, body)
+            reqs = [oa.gen_request(backend.state, req_body, prompt.ids) for _ in range(n)]
             queues = oa.submit(backend.state, *reqs)  # the n candidates join one batch
             queues = queues if isinstance(queues, list) else [queues]
         except oa.APIError as exc:
             return _error(exc.status, exc.message, exc.param)
 
         async def frames():
-            merged: asyncio.Queue = asyncio.Queue()
-
-            async def pump(i: int, q: asyncio.Queue) -> None:
-                while True:
-                    kind, value = await q.get()
-                    await merged.put((i, kind, value))
-                    if kind in ("done", "error"):
-                        return
-
-            tasks = [asyncio.create_task(pump(i, q)) for i, q in enumerate(queues)]
-            try:
-                start = {"type": "start", "rendered": messages, "model": backend.model,
-                         "candidates": [{"position": i, "sampling": _sampling(r)} for i, r in enumerate(reqs)]}
-                yield oa._sse(start)
-                left = len(reqs)
-                while left:
-                    i, kind, value = await merged.get()
+            yield {"type": "start", "rendered": prompt.messages, "model": backend.model,
+                   "character_prompt": prompt.policy,
+                   "candidates": [{"position": i, "sampling": _sampling(r)} for i, r in enumerate(reqs)]}
+            async with contextlib.aclosing(oa.candidate_events(reqs, queues)) as events:
+                async for i, kind, value in events:
                     if kind == "text":
-                        yield oa._sse({"type": "delta", "candidate": i, "text": value})
-                    else:
-                        left -= 1
-                        yield oa._sse({"type": "done", "candidate": i, "text": reqs[i].text,
-                                       "finish_reason": value if kind == "done" else "error",
-                                       **({"error": value} if kind == "error" else {})})
-                yield oa._sse({"type": "end"})
-            finally:
-                for r in reqs:
-                    r.cancel()  # the page went away: free the batch rows
-                for t in tasks:
-                    t.cancel()
+                        yield {"type": "delta", "candidate": i, "text": value}
+                    else:  # one candidate failing leaves the others streaming
+                        yield {"type": "done", "candidate": i, "text": reqs[i].text,
+                               "finish_reason": value if kind == "done" else "error",
+                               **({"error": value} if kind == "error" else {})}
+            yield {"type": "end"}
 
-        return StreamingResponse(frames(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return oa.event_stream(frames())
 
     @router.post("/playground/api/arena")
     async def arena(request: Request):
@@ -215,10 +196,10 @@ def playground_router(pg: Playground) -> APIRouter:
                 pair.reverse()
             replies, rendered = [], None
             for b in pair:
-                messages, ids, req_body, char = _prepare(b, body)
-                rendered = rendered or messages
-                req = oa.gen_request(b.state, req_body, ids)
-                replies.append((b, req, oa.submit(b.state, req), char))
+                req_body, prompt = _prepare(b, body)
+                rendered = rendered or prompt.messages
+                req = oa.gen_request(b.state, req_body, prompt.ids)
+                replies.append((b, req, oa.submit(b.state, req), prompt.character))
             texts = await asyncio.gather(*(oa.run_to_end(req, q) for _, req, q, _ in replies))
         except oa.APIError as exc:
             return _error(exc.status, exc.message, exc.param)
