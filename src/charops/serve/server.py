@@ -284,6 +284,15 @@ def _dataplane_class() -> type:
     return HealthyDataPlane
 
 
+async def until_started(server) -> bool:
+    """Wait until a uvicorn server listens: True, or False when it was told to exit first."""
+    while not server.started:
+        if server.should_exit:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 def loopback_server_class(state, limits, ready_json: bool = False) -> type:
     """``kserve.ModelServer`` whose REST server binds ``host``, with gRPC off, one worker, the
     connection limits of :mod:`charops.serve.guard`, and the engine drained on SIGTERM."""
@@ -300,11 +309,8 @@ def loopback_server_class(state, limits, ready_json: bool = False) -> type:
             self.dataplane = _dataplane_class()(model_registry=self.registered_models)
 
         async def _announce(self) -> None:
-            server = self._rest_server._server
-            while not server.started:
-                if server.should_exit:
-                    return
-                await asyncio.sleep(0.05)
+            if not await until_started(self._rest_server._server):
+                return
             # The line people (and the tests) wait for: the port is open and the model loaded.
             if ready_json:
                 print(json.dumps({"name": state.name, "url": self.url, "openai_base_url": f"{self.url}/openai/v1",

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from charops.serve.playground import Backend, model_info, mount, registry_info
-from charops.serve.server import ServeConfig, build_state
+from charops.serve.server import ServeConfig, build_state, until_started
 
 
 def _server_class():
@@ -80,10 +80,8 @@ def serve_playground(cfg: ServeConfig, *, store: Any, version: int | None = None
                                     timeout_graceful_shutdown=10))
 
     async def announce() -> None:
-        while not server.started:
-            if server.should_exit:
-                return
-            await asyncio.sleep(0.05)
+        if not await until_started(server):
+            return
         if ready_json:
             import json
 
