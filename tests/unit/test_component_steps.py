@@ -103,7 +103,7 @@ def test_data_prep_prepares_a_raw_file_with_the_models_tokenizer(tmp_path, micro
 
 
 # Every stage that trains on what data_prep writes; KTO trains on `charops feedback export`
-# output (tests/unit/test_feedback.py runs its component).
+# output instead (a kto/ split this dataset does not have).
 @pytest.mark.parametrize("stage", [s for s in STAGES if s != "kto"])
 def test_training_component_trains_one_step_and_reports_it(stage, micro_model_dir, train_dataset_dir):
     import importlib
