@@ -95,8 +95,9 @@ def test_a_refusal_names_the_failed_check_and_the_override(tmp_path):
     lines = run_headline(_run(tmp_path, gate=refused))
     assert ("gate: REFUSES charops-smollm2 v1 for production (failed: sign-test p); it stays "
             "registered, unpromoted") in lines
-    assert lines[-3:-1] == ["  " + refused["override"],
-                            "or try it unpromoted: charops deploy charops-smollm2 --local --version 1"]
+    assert lines[-4:-1] == ["  " + refused["override"],
+                            "or try it unpromoted: charops deploy charops-smollm2 --local --version 1",
+                            "  then: charops chat --endpoint http://127.0.0.1:8080 --character 'Theo Marlowe'"]
 
 
 def test_a_judge_below_65_percent_is_called_too_weak(tmp_path):

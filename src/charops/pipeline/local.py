@@ -475,6 +475,7 @@ def run_headline(result: LocalRunResult) -> list[str]:
         lines.append(f"  {gate.get('override')}")
         if version is not None and name:
             lines.append(f"or try it unpromoted: charops deploy {name} --local --version {version}")
+            lines.append(f"  then: charops chat --endpoint http://127.0.0.1:8080{who}")
     elif name and version is not None:
         deploy = f"charops deploy {name} --local" + ("" if stage == "production" else f" --version {version}")
         lines.append("next:")
