@@ -113,7 +113,9 @@ def test_submit_local_prints_one_line_per_step_and_keeps_the_logs(two_steps_yaml
     assert "step 1/2" not in logs["write-text.log"] and "Executing task 'write-text'" in logs["write-text.log"]
     summary = json.loads((run_dir / "run.json").read_text())
     assert summary["logs"] == {name: str(run_dir / "logs" / f"{name}.log") for name in ("pipeline", "write-text", "shout")}
-    assert f"(log)          {run_dir / 'logs' / 'shout.log'}" in res.stdout
+    # The last screen is the headline: paths stay in run.json and --verbose (issue 15).
+    assert "(log)" not in res.stdout and f"details (every path, each step's time and log): {run_dir / 'run.json'}" \
+        in res.stdout
 
 
 def test_submit_local_verbose_streams_the_logs_and_a_failure_names_its_log(two_steps_yaml, tmp_path):
@@ -127,6 +129,7 @@ def test_submit_local_verbose_streams_the_logs_and_a_failure_names_its_log(two_s
     assert res.exit_code == 0, res.output
     assert "Got executor_input" in res.stderr and "step 1/2 loss=2.5000" in res.stderr
     assert (tmp_path / "loud" / "logs" / "shout.log").read_text().count("step 1/2 loss=2.5000") == 1
+    assert f"(log)          {tmp_path / 'loud' / 'logs' / 'shout.log'}" in res.stdout  # every path with --verbose
 
     res = runner.invoke(app, ["submit", str(two_steps_yaml), "--local", "--runs-dir", str(tmp_path),
                               "--run-name", "bad", "-p", "fail=true"])
