@@ -35,6 +35,19 @@ def _print_local(result, verbose: bool = False) -> None:
         typer.echo(line)
 
 
+def spec_and_params(pipeline: Path, param: list[str] | None, preset: str | None):
+    """The compiled pipeline's spec and its ``key=value`` parameters: the run preset's
+    (``configs/run/NAME.yaml``) first, ``--param`` after, so ``--param`` wins."""
+    from charops.pipeline.spec import load_spec
+
+    spec = load_spec(pipeline)
+    if preset:
+        from charops.pipeline.presets import with_preset
+
+        param = with_preset(preset, param or [], known=set(spec.parameters))
+    return spec, param or []
+
+
 def submit(
     pipeline: Annotated[Path, typer.Argument(help="Compiled pipeline YAML (pipelines/<name>.yaml).")],
     local: Annotated[bool, typer.Option("--local", help="Run here under kfp.local instead of on a Kubeflow cluster.")] = False,
@@ -53,13 +66,9 @@ def submit(
     quiet: QuietOpt = False,
 ) -> None:
     """Run a compiled pipeline: here with --local (kfp.local), else on a Kubeflow cluster."""
-    from charops.pipeline.spec import load_spec, parse_params
+    from charops.pipeline.spec import parse_params
 
-    spec = load_spec(pipeline)
-    if preset:
-        from charops.pipeline.presets import with_preset
-
-        param = with_preset(preset, param or [], known=set(spec.parameters))
+    spec, param = spec_and_params(pipeline, param, preset)
     # The spec's own version is the default of its `pipeline_version` parameter, so the
     # register step records which pipeline produced the model.
     defaults = {"pipeline_version": spec.version or ""}

@@ -24,7 +24,7 @@ from charops.cli.common import (
     echo_json,
     new_app,
 )
-from charops.cli.pipeline import ParamOpt
+from charops.cli.pipeline import ParamOpt, spec_and_params
 
 app = new_app("Recurring runs (cron) of a compiled pipeline on Kubeflow: create, list, delete.")
 
@@ -46,14 +46,10 @@ def create(
     """Create a recurring run of PIPELINE with the given parameters."""
     from charops.pipeline.client import connect
     from charops.pipeline.schedule import create_schedule
-    from charops.pipeline.spec import load_spec, parse_params
+    from charops.pipeline.spec import parse_params
 
-    spec = load_spec(pipeline)
-    if preset:
-        from charops.pipeline.presets import with_preset
-
-        param = with_preset(preset, param or [], known=set(spec.parameters))
-    values = parse_params(spec, param or [])
+    spec, param = spec_and_params(pipeline, param, preset)
+    values = parse_params(spec, param)
     if "pipeline_version" in spec.parameters and "pipeline_version" not in values:
         values["pipeline_version"] = spec.version or ""
     s = create_schedule(connect(host, token, namespace), pipeline, cron, values,

@@ -135,6 +135,17 @@ def resolve_host(host: str | None, env: Mapping[str, str] | None = None) -> str 
                    "KF_PIPELINES_ENDPOINT")
 
 
+def checked_params(yaml_path: str | os.PathLike, params: Mapping[str, Any] | None) -> tuple[Any, dict]:
+    """(spec, params) of a compiled pipeline, refusing a parameter it does not have."""
+    spec = load_spec(yaml_path)
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(spec.parameters))
+    if unknown:
+        raise KfpError(f"{spec.path}: pipeline '{spec.name}' has no parameter '{unknown[0]}' "
+                       f"(parameters: {', '.join(sorted(spec.parameters)) or 'none'})")
+    return spec, params
+
+
 class KfpClient:
     """One connection to a KFP API server (use :func:`connect`)."""
 
@@ -292,12 +303,7 @@ class KfpClient:
                    experiment: str = "charops", run_name: str | None = None,
                    service_account: str | None = None) -> RunRef:
         """Upload what the server lacks, then start a run of this exact pipeline version."""
-        spec = load_spec(yaml_path)
-        params = dict(params or {})
-        unknown = sorted(set(params) - set(spec.parameters))
-        if unknown:
-            raise KfpError(f"{spec.path}: pipeline '{spec.name}' has no parameter '{unknown[0]}' "
-                           f"(parameters: {', '.join(sorted(spec.parameters)) or 'none'})")
+        spec, params = checked_params(yaml_path, params)
         pipeline_id, version_id, version, uploaded = self.ensure_version(yaml_path)
         experiment_id = self.ensure_experiment(experiment)
         run_name = run_name or f"{spec.name} {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M:%S}"

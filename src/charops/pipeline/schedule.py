@@ -21,8 +21,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from charops.pipeline.client import KfpClient, KfpError
-from charops.pipeline.spec import load_spec
+from charops.pipeline.client import KfpClient, KfpError, checked_params
 
 _FIELD = re.compile(r"^[0-9*/,?LW#A-Za-z-]+$")
 
@@ -54,12 +53,7 @@ def create_schedule(client: KfpClient, yaml_path: str | os.PathLike, cron: str,
                     params: Mapping[str, Any] | None = None, *, experiment: str = "charops",
                     name: str | None = None, max_concurrency: int = 1) -> dict:
     """Upload the pipeline version if needed and create an enabled recurring run of it."""
-    spec = load_spec(yaml_path)
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(spec.parameters))
-    if unknown:
-        raise KfpError(f"{spec.path}: pipeline '{spec.name}' has no parameter '{unknown[0]}' "
-                       f"(parameters: {', '.join(sorted(spec.parameters)) or 'none'})")
+    spec, params = checked_params(yaml_path, params)
     expr = kfp_cron(cron)
     pipeline_id, version_id, version, uploaded = client.ensure_version(yaml_path)
     experiment_id = client.ensure_experiment(experiment)
