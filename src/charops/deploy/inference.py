@@ -152,6 +152,17 @@ def predictor(entry: dict, cfg: DeployConfig, service: str) -> dict:
     return spec
 
 
+def service_account(cfg, s3_endpoint: str, s3_secure: bool) -> dict:
+    """The ServiceAccount the predictor runs as: KServe's S3 annotations and the S3 Secret."""
+    endpoint = check_s3_endpoint(cfg.s3_endpoint or s3_endpoint)
+    https = s3_secure if cfg.s3_usehttps is None else cfg.s3_usehttps
+    return {"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": cfg.service_account, "labels": dict(PART_OF),
+                         "annotations": {"serving.kserve.io/s3-endpoint": endpoint,
+                                         "serving.kserve.io/s3-usehttps": "1" if https else "0"}},
+            "secrets": [{"name": cfg.s3_secret}]}
+
+
 def render(entry: dict, cfg: DeployConfig, *, s3_endpoint: str, s3_secure: bool,
            characters: list[str], stable: dict | None = None,
            canary_percent: int | None = None) -> tuple[dict, dict]:
@@ -162,13 +173,7 @@ def render(entry: dict, cfg: DeployConfig, *, s3_endpoint: str, s3_secure: bool,
     renders the candidate, Knative keeping the previous revision).
     """
     service = cfg.service or entry["name"]
-    endpoint = check_s3_endpoint(cfg.s3_endpoint or s3_endpoint)
-    https = s3_secure if cfg.s3_usehttps is None else cfg.s3_usehttps
-    sa = {"apiVersion": "v1", "kind": "ServiceAccount",
-          "metadata": {"name": cfg.service_account, "labels": dict(PART_OF),
-                       "annotations": {"serving.kserve.io/s3-endpoint": endpoint,
-                                       "serving.kserve.io/s3-usehttps": "1" if https else "0"}},
-          "secrets": [{"name": cfg.s3_secret}]}
+    sa = service_account(cfg, s3_endpoint, s3_secure)
     annotations = {MODE_ANNOTATION: MODES[cfg.mode],
                    "charops.io/characters": json.dumps(sorted(characters), ensure_ascii=False)}
     labels = {**PART_OF, "charops.io/model": entry["name"]}
@@ -232,13 +237,7 @@ def render_lora(base_uri: str, adapters: list[tuple[dict, list[str]]], cfg: Depl
     names = [adapter_name(e) for e, _ in adapters]
     if len(set(names)) != len(names):
         raise ConfigError(f"render_lora: a version is listed twice ({', '.join(names)})")
-    endpoint = check_s3_endpoint(cfg.s3_endpoint or s3_endpoint)
-    https = s3_secure if cfg.s3_usehttps is None else cfg.s3_usehttps
-    sa = {"apiVersion": "v1", "kind": "ServiceAccount",
-          "metadata": {"name": cfg.service_account, "labels": dict(PART_OF),
-                       "annotations": {"serving.kserve.io/s3-endpoint": endpoint,
-                                       "serving.kserve.io/s3-usehttps": "1" if https else "0"}},
-          "secrets": [{"name": cfg.s3_secret}]}
+    sa = service_account(cfg, s3_endpoint, s3_secure)
     # A plain predictor for the base, then: no single storageUri but one per directory, and
     # vLLM's LoRA arguments naming each adapter's mount.
     base_entry = {"name": service, "version": 0, "model_uri": base_uri}
