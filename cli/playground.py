@@ -32,12 +32,47 @@ def _registry_ref(store, name: str, ref: str) -> int:
     return check_version(ref)
 
 
+ArenaOpt = Annotated[str | None, typer.Option("--arena", help="Arena opponent from the registry: staging, production or a version number.", show_default=False)]
+ArenaModelOpt = Annotated[str | None, typer.Option("--arena-model", help="Arena opponent: a model directory.", show_default=False)]
+
+
+def arena_opponent(store_url: str | None, name: str, arena: str | None, arena_model: str | None,
+                   chat_version: int | None, *, default_staging: bool = False):
+    """The arena's Opponent from --arena/--arena-model (None: no arena). With
+    ``default_staging`` and neither option, the staging version when it is not the one served;
+    ``--arena none`` turns the arena off."""
+    from charops.cli.serve import registry_model_dir
+    from charops.serve.playground.standalone import Opponent
+    from charops.storage import open_store
+
+    if arena is not None and arena_model is not None:
+        raise CharopsError("pass --arena REF or --arena-model DIR, not both")
+    if arena_model is not None:
+        return Opponent(arena_model)
+    if arena == "none":
+        return None
+    st = open_store(store_url)
+    if arena is None:
+        if not default_staging:
+            return None
+        from charops.registry.stages import version_in
+
+        v = version_in(st, name, "staging")
+        if v is None or v == chat_version:
+            return None
+    else:
+        v = _registry_ref(st, name, arena)
+        if v == chat_version:
+            raise CharopsError(f"--arena {arena} is v{v}, the version being served; pick another")
+    return Opponent(str(registry_model_dir(store_url, name, str(v))[0]), v)
+
+
 def playground(
     name: Annotated[str, typer.Argument(help="Registry name (feedback is filed under it).")],
     version: Annotated[str | None, typer.Option("--version", help="Chat with this version or stage (default: production).", show_default=False)] = None,
     model: Annotated[str | None, typer.Option("--model", help="Chat with this model directory instead of a registry version.", show_default=False)] = None,
-    arena: Annotated[str | None, typer.Option("--arena", help="Arena opponent from the registry: staging, production or a version number.", show_default=False)] = None,
-    arena_model: Annotated[str | None, typer.Option("--arena-model", help="Arena opponent: a model directory.", show_default=False)] = None,
+    arena: ArenaOpt = None,
+    arena_model: ArenaModelOpt = None,
     store: StoreOpt = None,
     bind: Annotated[str, typer.Option("--host", help="Address to bind; anything but loopback exposes it to the network.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8080,
@@ -52,15 +87,13 @@ def playground(
     """
     from charops.cli.serve import registry_model_dir
     from charops.registry import check_name
-    from charops.serve.playground.standalone import Opponent, serve_playground
+    from charops.serve.playground.standalone import serve_playground
     from charops.serve.server import ServeConfig
     from charops.storage import open_store
 
     check_name(name)
     if model is not None and version is not None:
         raise CharopsError("pass --model DIR or --version V, not both")
-    if arena is not None and arena_model is not None:
-        raise CharopsError("pass --arena REF or --arena-model DIR, not both")
     st = open_store(store)
     chat_version = None
     if model is None:
@@ -68,14 +101,7 @@ def playground(
         model_dir, entry = registry_model_dir(store, name, str(chat_version) if chat_version else None)
         chat_version = int(entry["version"])
         model = str(model_dir)
-    opponent = None
-    if arena is not None:
-        v = _registry_ref(st, name, arena)
-        if v == chat_version:
-            raise CharopsError(f"--arena {arena} is v{v}, the version being chatted with; pick another")
-        opponent = Opponent(str(registry_model_dir(store, name, str(v))[0]), v)
-    elif arena_model is not None:
-        opponent = Opponent(arena_model)
+    opponent = arena_opponent(store, name, arena, arena_model, chat_version)
     cfg = ServeConfig(model_dir=model, name=name, host=bind, port=port,
                       max_tokens_cap=max_tokens_cap, default_max_tokens=min(default_max_tokens, max_tokens_cap))
     if not quiet and not as_json:

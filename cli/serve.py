@@ -5,6 +5,10 @@
     charops serve runs/dpo/model                        # a model directory, no registry
     charops serve charops-chat --port 9000 --api-key "$KEY"
 
+    charops serve charops-chat --arena none             # playground without the arena
+
+The playground is at URL/; its arena (production vs staging) is on when NAME has a staging
+version other than the one served, or with --arena REF / --arena-model DIR.
 ``charops deploy NAME --local [...]`` is the same command (it hands its options to this one);
 ``charops deploy NAME`` deploys to the cluster. The server prints
 ``charops: serving 'NAME' at URL/openai/v1`` once the port is open (with --json, one JSON line
@@ -20,6 +24,7 @@ from typing import Annotated
 import typer
 
 from charops.cli.common import JsonOpt, ServeQuietOpt
+from charops.cli.playground import ArenaModelOpt, ArenaOpt
 from charops.errors import CharopsError
 
 StoreOpt = Annotated[str | None, typer.Option(
@@ -84,20 +89,29 @@ def serve(
     max_connections: Annotated[int, typer.Option("--max-connections", help="Open connections at most; one more is answered 503 and closed.")] = 128,
     character_prompt: Annotated[str, typer.Option("--character-prompt", help="When a request brings its own system message: merge (trained profile, then the client's text), client (the client's only) or profile (the profile only). A request's character_prompt field overrides it.")] = "merge",
     allow_untrained_characters: Annotated[bool, typer.Option("--allow-untrained-characters", help="Serve characters whose training data was all rejected (otherwise a request needs allow_untrained: true).")] = False,
+    arena: ArenaOpt = None,
+    arena_model: ArenaModelOpt = None,
     as_json: JsonOpt = False,
     quiet: ServeQuietOpt = False,
 ) -> None:
     """Serve a model on this machine with OpenAI-compatible chat routes, one model id per character.
 
+    The playground is at / ; its arena is on with --arena/--arena-model, and by default for a
+    registered NAME whose staging version is not the one served (--arena none: off).
     With --json the server's ready line is one JSON object (name, url, openai_base_url,
-    characters) on stdout.
+    characters, arena) on stdout.
     """
+    from charops.cli.playground import arena_opponent
     from charops.serve.server import ServeConfig, serve
 
     if _is_directory(target):
         if version is not None:
             raise CharopsError(f"'{target}' is a model directory: --version is for registered names")
+        if arena is not None and arena != "none":
+            raise CharopsError(f"'{target}' is a model directory: --arena is for registered names; "
+                               "use --arena-model DIR")
         model_dir, what, served = Path(target), target, name or "charops-chat"
+        opponent = arena_opponent(store, served, None, arena_model, None)
     else:
         from charops.registry import check_name
 
@@ -105,6 +119,7 @@ def serve(
         model_dir, entry = registry_model_dir(store, target, version)
         what = f"{target} v{entry['version']} ({'version ' + version if version else 'production'})"
         served = name or target
+        opponent = arena_opponent(store, target, arena, arena_model, int(entry["version"]), default_staging=True)
     cfg = ServeConfig(model_dir=str(model_dir), name=served, host=bind, port=port, api_key=api_key,
                       max_batch_size=max_batch_size, max_queue=max_queue, max_batch_tokens=max_batch_tokens,
                       prefix_cache_mb=prefix_cache_mb, max_tokens_cap=max_tokens_cap,
@@ -117,5 +132,5 @@ def serve(
     cfg.validate()  # a bad port or address is one line before the model loads
     cfg.check_bind()
     if not quiet:
-        typer.echo(f"loading {what} ...", err=True)
-    serve(cfg)
+        typer.echo(f"loading {what}" + (f" and {opponent.model_dir} (arena)" if opponent else "") + " ...", err=True)
+    serve(cfg, opponent)

@@ -293,7 +293,7 @@ async def until_started(server) -> bool:
     return True
 
 
-def loopback_server_class(state, limits, ready_json: bool = False) -> type:
+def loopback_server_class(state, limits, ready_json: bool = False, arena: list[str] | None = None) -> type:
     """``kserve.ModelServer`` whose REST server binds ``host``, with gRPC off, one worker, the
     connection limits of :mod:`charops.serve.guard`, and the engine drained on SIGTERM."""
     import kserve
@@ -314,10 +314,11 @@ def loopback_server_class(state, limits, ready_json: bool = False) -> type:
             # The line people (and the tests) wait for: the port is open and the model loaded.
             if ready_json:
                 print(json.dumps({"name": state.name, "url": self.url, "openai_base_url": f"{self.url}/openai/v1",
-                                  "characters": list(state.characters)}, ensure_ascii=False), flush=True)
+                                  "characters": list(state.characters), "arena": arena}, ensure_ascii=False), flush=True)
             else:
+                arena_line = f"; playground arena: {arena[0]} vs {arena[1]}" if arena else ""
                 print(f"charops: serving '{state.name}' at {self.url}/openai/v1 "
-                      f"(characters: {', '.join(state.characters) or 'none'})", flush=True)
+                      f"(characters: {', '.join(state.characters) or 'none'}){arena_line}", flush=True)
 
         async def _drain_on_exit(self) -> None:
             """On SIGTERM (uvicorn's should_exit): start nothing new, fail the queued requests
@@ -397,8 +398,9 @@ def add_routes(app, state, cfg: ServeConfig) -> None:
                        read_timeout_s=cfg.read_timeout_s)
 
 
-def serve(cfg: ServeConfig) -> None:
-    """Load the model and serve it until SIGTERM/SIGINT (blocks)."""
+def serve(cfg: ServeConfig, opponent: Any = None) -> None:
+    """Load the model and serve it until SIGTERM/SIGINT (blocks). ``opponent``
+    (charops.serve.playground.standalone.Opponent) puts a second model in the playground's arena."""
     from charops.serve.guard import HttpLimits
 
     cfg.validate()
@@ -413,16 +415,24 @@ def serve(cfg: ServeConfig) -> None:
     model.load()
     add_routes(app, state, cfg)
     from charops.serve.playground import mount  # the playground at / (docs/playground.md)
+    from charops.serve.playground.standalone import arena_backend, arena_labels
+    from charops.storage import open_store
 
-    mount(app, state, name=cfg.name, store=cfg.feedback_store, model_dir=cfg.model_dir,
-          version=int(cfg.registry_version) if cfg.registry_version else None)
+    store = open_store(cfg.feedback_store)
+    arena = arena_backend(cfg, store, opponent) if opponent is not None else None
+    pg = mount(app, state, name=cfg.name, store=store, model_dir=cfg.model_dir, arena=arena,
+               version=int(cfg.registry_version) if cfg.registry_version else None)
     limits = HttpLimits(read_timeout_s=cfg.read_timeout_s, keep_alive_s=cfg.keep_alive_s,
                         max_connections=cfg.max_connections, max_body_bytes=cfg.max_body_bytes)
-    server = loopback_server_class(state, limits, cfg.ready_json)(cfg.host, cfg.url, http_port=cfg.port)
+    server = loopback_server_class(state, limits, cfg.ready_json, arena_labels(pg))(cfg.host, cfg.url, http_port=cfg.port)
+    if arena is not None:
+        arena.state.engine.start()  # the served model's engine starts in model.load()
     try:
         server.start([model])
     finally:
         state.engine.stop()
+        if arena is not None:
+            arena.state.engine.stop()
 
 
 def _parse(argv: list[str] | None) -> ServeConfig:

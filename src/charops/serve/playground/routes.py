@@ -5,7 +5,8 @@ with a 4xx status):
 
 - ``GET /``: the page (plain HTML + vanilla JS + CSS from ``static/``, no build step), with a
   Content-Security-Policy that allows no inline script;
-- ``GET /playground/api/info``: characters (name, category, greeting), whether the arena is on;
+- ``GET /playground/api/info``: characters (name, category, greeting), whether the arena is on
+  (and ``arena_models``: the labels of its two models);
 - ``POST /playground/api/chat``: ``{character, messages, n, temperature, top_p, max_tokens}``
   (and the OpenAI chat route's ``character_prompt``, ``persona``, ``lorebook``,
   ``allow_untrained``: the prompt is built by ``openai_api.chat_prompt``, so a client system
@@ -150,6 +151,7 @@ def playground_router(pg: Playground) -> APIRouter:
                   "language": c.profile.language} for c in state.characters.values()]
         return JSONResponse({"name": pg.name, "model": pg.chat_backend.model, "characters": chars,
                              "arena": pg.arena is not None,
+                             "arena_models": [pg.backend(k).label for k in pg.arena] if pg.arena else None,
                              "topics": ["chit-chat", "interview", "love", "other"],
                              "max_candidates": MAX_CANDIDATES})
 

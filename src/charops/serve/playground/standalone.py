@@ -49,6 +49,21 @@ class Opponent:
     version: int | None = None
 
 
+def arena_backend(cfg: ServeConfig, store: Any, opponent: Opponent) -> Backend:
+    """The arena's second model: its own serving state and batching engine (not started), with
+    the registry info of its version or its directory's label. Used by ``charops playground``
+    and by the local API server (charops serve / deploy --local)."""
+    state = build_state(dataclasses.replace(cfg, model_dir=opponent.model_dir))
+    info = (registry_info(store, cfg.name, opponent.version)[0] if opponent.version is not None
+            else model_info(cfg.name, model_dir=opponent.model_dir))
+    return Backend("arena", info, state)
+
+
+def arena_labels(pg: Any) -> list[str] | None:
+    """The arena's two models as the ready line names them (None: no arena)."""
+    return [b.label for b in pg.backends] if pg.arena is not None else None
+
+
 def serve_playground(cfg: ServeConfig, *, store: Any, version: int | None = None,
                      opponent: Opponent | None = None, ready: Any = None, ready_json: bool = False) -> None:
     """Load the model(s) and serve until SIGTERM/SIGINT (blocks)."""
@@ -63,13 +78,9 @@ def serve_playground(cfg: ServeConfig, *, store: Any, version: int | None = None
     cfg.validate()
     state = build_state(cfg)
     states = [state]
-    arena = None
-    if opponent is not None:
-        other = build_state(dataclasses.replace(cfg, model_dir=opponent.model_dir))
-        states.append(other)
-        info = (registry_info(store, cfg.name, opponent.version)[0] if opponent.version is not None
-                else model_info(cfg.name, model_dir=opponent.model_dir))
-        arena = Backend("arena", info, other)
+    arena = arena_backend(cfg, store, opponent) if opponent is not None else None
+    if arena is not None:
+        states.append(arena.state)
     app = FastAPI(title="charops playground", docs_url=None, redoc_url=None)
     pg = mount(app, state, name=cfg.name, store=store, version=version, model_dir=cfg.model_dir,
                arena=arena)
@@ -86,7 +97,7 @@ def serve_playground(cfg: ServeConfig, *, store: Any, version: int | None = None
             import json
 
             print(json.dumps({"name": cfg.name, "url": f"{cfg.url}/", "openai_base_url": f"{cfg.url}/openai/v1",
-                              "arena": [b.label for b in pg.backends] if arena else None},
+                              "arena": arena_labels(pg)},
                              ensure_ascii=False), flush=True)
         else:
             arena_line = (f"; arena: {pg.backends[0].label} vs {pg.backends[1].label}" if arena else "")
