@@ -543,3 +543,18 @@ def playground(tmp_path_factory, serve_model_dir, micro_ref_model_dir):
     server.store = open_store(str(base / "store"))
     yield server
     assert server.stop() == 0
+
+
+def two_version_registry(tmp_path: Path, serve_model_dir: Path):
+    """A local store at tmp_path/store with charops-chat v1 (serve_model_dir) and v2 (a copy with
+    other generation settings, so its files and sha256 differ); no stage set."""
+    from charops.registry import register
+    from charops.storage import open_store
+
+    store = open_store(str(tmp_path / "store"))
+    v2 = tmp_path / "v2"
+    shutil.copytree(serve_model_dir, v2)
+    (v2 / "generation_config.json").write_text('{"eos_token_id": [2, 0], "pad_token_id": 0}')
+    register(store, serve_model_dir, "charops-chat", {}, {})
+    register(store, v2, "charops-chat", {}, {})
+    return store

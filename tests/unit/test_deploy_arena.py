@@ -8,27 +8,20 @@ vote stored as a feedback event); with production only, or --arena none, it is o
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 
 import httpx
 import pytest
+from conftest import two_version_registry
 
 from charops.feedback.store import read_events
-from charops.registry import register
 from charops.registry.stages import transition
-from charops.storage import open_store
 
 
 @pytest.fixture
 def registry(tmp_path, serve_model_dir):
     """A local store with charops-chat v1 (production) and v2 (other generation settings)."""
-    store = open_store(str(tmp_path / "store"))
-    v2 = tmp_path / "v2"
-    shutil.copytree(serve_model_dir, v2)
-    (v2 / "generation_config.json").write_text('{"eos_token_id": [2, 0], "pad_token_id": 0}')
-    register(store, serve_model_dir, "charops-chat", {}, {})
-    register(store, v2, "charops-chat", {}, {})
+    store = two_version_registry(tmp_path, serve_model_dir)
     transition(store, "charops-chat", 1, "production", actor="test", reason="first")
     return store
 

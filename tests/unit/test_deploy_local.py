@@ -7,32 +7,24 @@ among them an address it cannot listen on. (Serving itself: tests/unit/test_serv
 
 from __future__ import annotations
 
-import shutil
 import socket
 
 import pytest
+from conftest import two_version_registry
 from typer.testing import CliRunner
 
 from charops.cli.main import app
 from charops.cli.serve import registry_model_dir
 from charops.errors import CharopsError
 from charops.io import sha256_tree
-from charops.registry import register
 from charops.registry.stages import transition
-from charops.storage import open_store
 
 
 @pytest.fixture
 def registry(tmp_path, serve_model_dir, monkeypatch):
     """A local store with charops-chat v1 (serve_model_dir) and v2 (other weights' file)."""
     monkeypatch.setenv("CHAROPS_CACHE", str(tmp_path / "cache"))
-    store = open_store(str(tmp_path / "store"))
-    v2 = tmp_path / "v2"
-    shutil.copytree(serve_model_dir, v2)
-    (v2 / "generation_config.json").write_text('{"eos_token_id": [2, 0], "pad_token_id": 0}')
-    register(store, serve_model_dir, "charops-chat", {}, {})
-    register(store, v2, "charops-chat", {}, {})
-    return store
+    return two_version_registry(tmp_path, serve_model_dir)
 
 
 def test_serves_the_production_version_or_the_one_asked_for(registry, serve_model_dir):
