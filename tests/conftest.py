@@ -558,3 +558,16 @@ def two_version_registry(tmp_path: Path, serve_model_dir: Path):
     register(store, serve_model_dir, "charops-chat", {}, {})
     register(store, v2, "charops-chat", {}, {})
     return store
+
+
+@pytest.fixture
+def s3_registry_store(s3_server, s3_bucket, monkeypatch):
+    """An S3 store (the test server's bucket, prefix charops) with the S3 credentials, endpoint
+    and actor in the environment, as a cluster deploy reads them."""
+    from charops.storage import open_store
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
+    monkeypatch.setenv("CHAROPS_S3_ENDPOINT", s3_server["url"])
+    monkeypatch.setenv("CHAROPS_ACTOR", "tester")
+    return open_store(f"s3://{s3_bucket}/charops")

@@ -34,14 +34,8 @@ CHARACTERS = [{"type": "profile", "name": "林小满", "identity": "书店店员
 # --- fixtures -------------------------------------------------------------------------------
 
 @pytest.fixture
-def store(s3_server, s3_bucket, monkeypatch):
-    from charops.storage import open_store
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
-    monkeypatch.setenv("CHAROPS_S3_ENDPOINT", s3_server["url"])
-    monkeypatch.setenv("CHAROPS_ACTOR", "tester")
-    return open_store(f"s3://{s3_bucket}/charops")
+def store(s3_registry_store):
+    return s3_registry_store
 
 
 def register_version(store, tmp_path: Path, tag: str, characters=CHARACTERS) -> dict:

@@ -93,14 +93,8 @@ def test_lora_rendering_refuses_what_cannot_work():
 # --- charops deploy with lora_versions: the registry's versions, their adapters in the store ----
 
 @pytest.fixture
-def store(s3_server, s3_bucket, monkeypatch):
-    from charops.storage import open_store
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server["access_key"])
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server["secret_key"])
-    monkeypatch.setenv("CHAROPS_S3_ENDPOINT", s3_server["url"])
-    monkeypatch.setenv("CHAROPS_ACTOR", "tester")
-    return open_store(f"s3://{s3_bucket}/charops")
+def store(s3_registry_store):
+    return s3_registry_store
 
 
 def _register(store, tmp_path: Path, tag: str, character: str, adapter: bool) -> dict:
