@@ -55,22 +55,22 @@ def user_endpoint(cfg: Any, max_tokens: int = 96):
                              concurrency=cfg.judge_concurrency, rate_limit=cfg.judge_rate_limit, max_tokens=max_tokens)
 
 
-def make_user(cfg: Any):
-    """The user simulator the config names (``scripted`` or ``openai``)."""
-    from charops.eval.llm import JudgeCache
+def make_user(cfg: Any, cache):
+    """The user simulator the config names (``scripted`` or ``openai``, answers cached in ``cache``)."""
     from charops.eval.multiturn.users import LLMUser, ScriptedUser
 
     if cfg.user_simulator == "scripted":
         return ScriptedUser()
-    return LLMUser(user_endpoint(cfg), JudgeCache(Path(cfg.output_dir) / "user_cache.jsonl"), progress=cfg.progress)
+    return LLMUser(user_endpoint(cfg), cache, progress=cfg.progress)
 
 
-def question_writer(cfg: Any):
+def question_writer(cfg: Any, cache):
     """With an LLM configured (the user simulator or the judge), a function asking it for one
-    boundary question per kind; None on the scripted path (templates only)."""
+    boundary question per kind (answers cached in ``cache``); None on the scripted path
+    (templates only)."""
     if cfg.user_simulator != "openai" and cfg.judge != "openai":
         return None
-    from charops.eval.llm import JudgeCache, ask_all, cache_key
+    from charops.eval.llm import ask_all, cache_key
     from charops.eval.multiturn.probes import (
         QUESTIONS_SCHEMA,
         llm_boundary_prompt,
@@ -78,7 +78,6 @@ def question_writer(cfg: Any):
     )
 
     endpoint = user_endpoint(cfg, max_tokens=256)
-    cache = JudgeCache(Path(cfg.output_dir) / "user_cache.jsonl")
 
     def ask(profile: dict, system: str) -> dict | None:
         prompt = llm_boundary_prompt(profile, system)
@@ -99,6 +98,7 @@ def rollouts(cfg: Any, dataset: Path, models: list[tuple[str, str]], settings) -
     replies; written to ``output_dir`` before any judging. Returns (conversations, boundary
     replies, the user simulator's description)."""
     from charops.eval.generate import load_model
+    from charops.eval.llm import JudgeCache
     from charops.eval.multiturn.rollout import boundary_starts, probe_replies, rollout
     from charops.eval.multiturn.users import load_starts
 
@@ -110,8 +110,9 @@ def rollouts(cfg: Any, dataset: Path, models: list[tuple[str, str]], settings) -
         probes = list(read_jsonl(probe_path)) if probe_path.is_file() else []
         return list(read_jsonl(conv_path)), probes, {"kind": "reused", "note": f"read back from {conv_path}"}
     starts = load_starts(dataset, cfg.max_conversations, cfg.seed)
-    user = make_user(cfg)
-    probe_plan = boundary_starts(starts, cfg.seed, question_writer(cfg)) if cfg.boundary_probes else []
+    cache = JudgeCache(out / "user_cache.jsonl")  # the simulator's turns and the LLM's boundary questions
+    user = make_user(cfg, cache)
+    probe_plan = boundary_starts(starts, cfg.seed, question_writer(cfg, cache)) if cfg.boundary_probes else []
     convs: list[dict] = []
     probes: list[dict] = []
     for label, ref in models:
