@@ -15,56 +15,10 @@ from typing import Annotated
 
 import typer
 
+from charops.cli.arena import ArenaModelOpt, ArenaOpt, arena_opponent, registry_ref
 from charops.cli.common import JsonOpt, ServeQuietOpt
 from charops.cli.store import StoreOpt
 from charops.errors import CharopsError
-
-
-def _registry_ref(store, name: str, ref: str) -> int:
-    from charops.registry import check_version
-    from charops.registry.stages import version_in
-
-    if ref in ("production", "staging"):
-        v = version_in(store, name, ref)
-        if v is None:
-            raise CharopsError(f"'{name}' has no {ref} version; promote one or name a version number")
-        return v
-    return check_version(ref)
-
-
-ArenaOpt = Annotated[str | None, typer.Option("--arena", help="Arena opponent from the registry: staging, production or a version number.", show_default=False)]
-ArenaModelOpt = Annotated[str | None, typer.Option("--arena-model", help="Arena opponent: a model directory.", show_default=False)]
-
-
-def arena_opponent(store_url: str | None, name: str, arena: str | None, arena_model: str | None,
-                   chat_version: int | None, *, default_staging: bool = False):
-    """The arena's Opponent from --arena/--arena-model (None: no arena). With
-    ``default_staging`` and neither option, the staging version when it is not the one served;
-    ``--arena none`` turns the arena off."""
-    from charops.cli.serve import registry_model_dir
-    from charops.serve.playground.standalone import Opponent
-    from charops.storage import open_store
-
-    if arena is not None and arena_model is not None:
-        raise CharopsError("pass --arena REF or --arena-model DIR, not both")
-    if arena_model is not None:
-        return Opponent(arena_model)
-    if arena == "none":
-        return None
-    st = open_store(store_url)
-    if arena is None:
-        if not default_staging:
-            return None
-        from charops.registry.stages import version_in
-
-        v = version_in(st, name, "staging")
-        if v is None or v == chat_version:
-            return None
-    else:
-        v = _registry_ref(st, name, arena)
-        if v == chat_version:
-            raise CharopsError(f"--arena {arena} is v{v}, the version being served; pick another")
-    return Opponent(str(registry_model_dir(store_url, name, str(v))[0]), v)
 
 
 def playground(
@@ -85,8 +39,8 @@ def playground(
 
     With --json the ready line is one JSON object (name, url, openai_base_url, arena) on stdout.
     """
-    from charops.cli.serve import registry_model_dir
     from charops.registry import check_name
+    from charops.registry.download import local_model_dir
     from charops.serve.playground.standalone import serve_playground
     from charops.serve.server import ServeConfig
     from charops.storage import open_store
@@ -97,8 +51,8 @@ def playground(
     st = open_store(store)
     chat_version = None
     if model is None:
-        chat_version = _registry_ref(st, name, version) if version is not None else None
-        model_dir, entry = registry_model_dir(store, name, str(chat_version) if chat_version else None)
+        chat_version = registry_ref(st, name, version) if version is not None else None
+        model_dir, entry = local_model_dir(store, name, str(chat_version) if chat_version else None)
         chat_version = int(entry["version"])
         model = str(model_dir)
     opponent = arena_opponent(store, name, arena, arena_model, chat_version)

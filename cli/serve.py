@@ -23,41 +23,14 @@ from typing import Annotated
 
 import typer
 
+from charops.cli.arena import ArenaModelOpt, ArenaOpt
 from charops.cli.common import JsonOpt, ServeQuietOpt
-from charops.cli.playground import ArenaModelOpt, ArenaOpt
 from charops.errors import CharopsError
 
 StoreOpt = Annotated[str | None, typer.Option(
     "--store", help="Registry store: s3://BUCKET[/PREFIX], file:///PATH or a directory (default: "
     "$CHAROPS_STORE, the store config file, ./.charops/store).", show_default=False)]
 VersionOpt = Annotated[str | None, typer.Option("--version", help="Registry version to serve (default: the production one).", show_default=False)]
-
-
-def registry_model_dir(store_url: str | None, name: str, version: str | None) -> tuple[Path, dict]:
-    """A local copy of the registry entry's model (``version``, else production), checked
-    against the entry's sha256."""
-    from charops.io import sha256_tree
-    from charops.model.cache import default_cache_dir
-    from charops.registry import get_entry, model_prefix
-    from charops.storage import open_store
-
-    store = open_store(store_url)
-    if version is None:
-        from charops.registry.stages import production
-
-        entry = production(store, name)
-        if entry is None:
-            raise CharopsError(f"model '{name}' has no production version in {store}; promote one "
-                               "(charops promote NAME VERSION --to production) or pass --version V")
-    else:
-        entry = get_entry(store, name, version)
-    dest = default_cache_dir().parent / "serve" / name / str(entry["version"])
-    if not (dest.is_dir() and sha256_tree(dest) == entry["model_sha256"]):
-        store.download_prefix(model_prefix(name, entry["version"]), dest, overwrite=True)
-        if sha256_tree(dest) != entry["model_sha256"]:
-            raise CharopsError(f"model '{name}' v{entry['version']}: the downloaded files do not match "
-                               "the registry entry's sha256; the store copy is damaged, re-register it")
-    return dest, entry
 
 
 def _is_directory(target: str) -> bool:
@@ -101,7 +74,7 @@ def serve(
     With --json the server's ready line is one JSON object (name, url, openai_base_url,
     characters, arena) on stdout.
     """
-    from charops.cli.playground import arena_opponent
+    from charops.cli.arena import arena_opponent
     from charops.serve.server import ServeConfig, serve
 
     if _is_directory(target):
@@ -116,7 +89,9 @@ def serve(
         from charops.registry import check_name
 
         check_name(target)
-        model_dir, entry = registry_model_dir(store, target, version)
+        from charops.registry.download import local_model_dir
+
+        model_dir, entry = local_model_dir(store, target, version)
         what = f"{target} v{entry['version']} ({'version ' + version if version else 'production'})"
         served = name or target
         opponent = arena_opponent(store, target, arena, arena_model, int(entry["version"]), default_staging=True)

@@ -14,9 +14,9 @@ from conftest import two_version_registry
 from typer.testing import CliRunner
 
 from charops.cli.main import app
-from charops.cli.serve import registry_model_dir
 from charops.errors import CharopsError
 from charops.io import sha256_tree
+from charops.registry.download import local_model_dir
 from charops.registry.stages import transition
 
 
@@ -29,27 +29,27 @@ def registry(tmp_path, serve_model_dir, monkeypatch):
 
 def test_serves_the_production_version_or_the_one_asked_for(registry, serve_model_dir):
     with pytest.raises(CharopsError, match="no production version"):
-        registry_model_dir(registry.url, "charops-chat", None)
+        local_model_dir(registry.url, "charops-chat", None)
     transition(registry, "charops-chat", 1, "production", actor="test", reason="first")
-    path, entry = registry_model_dir(registry.url, "charops-chat", None)
+    path, entry = local_model_dir(registry.url, "charops-chat", None)
     assert entry["version"] == 1 and sha256_tree(path) == sha256_tree(serve_model_dir)
     assert (path / "characters.jsonl").is_file()  # the characters travel with the model
-    path2, entry2 = registry_model_dir(registry.url, "charops-chat", "2")
+    path2, entry2 = local_model_dir(registry.url, "charops-chat", "2")
     assert entry2["version"] == 2 and path2 != path
     transition(registry, "charops-chat", 2, "production", actor="test", reason="better")
-    assert registry_model_dir(registry.url, "charops-chat", None)[1]["version"] == 2
+    assert local_model_dir(registry.url, "charops-chat", None)[1]["version"] == 2
 
 
 def test_a_damaged_copy_is_fetched_again_and_a_damaged_store_refused(registry):
-    path, _ = registry_model_dir(registry.url, "charops-chat", "1")
+    path, _ = local_model_dir(registry.url, "charops-chat", "1")
     (path / "config.json").write_text("{}")  # the cached copy was changed: download again
-    path, entry = registry_model_dir(registry.url, "charops-chat", "1")
+    path, entry = local_model_dir(registry.url, "charops-chat", "1")
     assert sha256_tree(path) == entry["model_sha256"]
     stored = registry.root / "models" / "charops-chat" / "1" / "model" / "config.json"
     stored.write_text("{}")  # the store itself is damaged
     (path / "config.json").write_text("{ }")
     with pytest.raises(CharopsError):
-        registry_model_dir(registry.url, "charops-chat", "1")
+        local_model_dir(registry.url, "charops-chat", "1")
 
 
 @pytest.mark.parametrize("args,message", [

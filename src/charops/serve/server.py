@@ -398,9 +398,34 @@ def add_routes(app, state, cfg: ServeConfig) -> None:
                        read_timeout_s=cfg.read_timeout_s)
 
 
+@dataclasses.dataclass
+class Opponent:
+    """The arena's second model: a directory, or a registry version of the same name."""
+
+    model_dir: str
+    version: int | None = None
+
+
+def arena_backend(cfg: ServeConfig, store: Any, opponent: Opponent) -> Any:
+    """The arena's second model: its own serving state and batching engine (not started), with
+    the registry info of its version or its directory's label. Used by ``charops playground``
+    and by the local API server (charops serve / deploy --local)."""
+    from charops.serve.playground import Backend, model_info, registry_info
+
+    state = build_state(dataclasses.replace(cfg, model_dir=opponent.model_dir))
+    info = (registry_info(store, cfg.name, opponent.version)[0] if opponent.version is not None
+            else model_info(cfg.name, model_dir=opponent.model_dir))
+    return Backend("arena", info, state)
+
+
+def arena_labels(pg: Any) -> list[str] | None:
+    """The arena's two models as the ready line names them (None: no arena)."""
+    return [b.label for b in pg.backends] if pg.arena is not None else None
+
+
 def serve(cfg: ServeConfig, opponent: Any = None) -> None:
     """Load the model and serve it until SIGTERM/SIGINT (blocks). ``opponent``
-    (charops.serve.playground.standalone.Opponent) puts a second model in the playground's arena."""
+    (Opponent) puts a second model in the playground's arena."""
     from charops.serve.guard import HttpLimits
 
     cfg.validate()
@@ -415,7 +440,6 @@ def serve(cfg: ServeConfig, opponent: Any = None) -> None:
     model.load()
     add_routes(app, state, cfg)
     from charops.serve.playground import mount  # the playground at / (docs/playground.md)
-    from charops.serve.playground.standalone import arena_backend, arena_labels
     from charops.storage import open_store
 
     store = open_store(cfg.feedback_store)

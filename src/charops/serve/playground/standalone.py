@@ -13,13 +13,19 @@ SIGTERM or Ctrl-C stops it (uvicorn finishes the open requests), then the engine
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import signal
 import sys
 from typing import Any
 
-from charops.serve.playground import Backend, model_info, mount, registry_info
-from charops.serve.server import ServeConfig, build_state, until_started
+from charops.serve.playground import mount
+from charops.serve.server import (
+    Opponent,
+    ServeConfig,
+    arena_backend,
+    arena_labels,
+    build_state,
+    until_started,
+)
 
 
 def _server_class():
@@ -39,29 +45,6 @@ def _server_class():
                     signal.signal(s, handler)
 
     return Server
-
-
-@dataclasses.dataclass
-class Opponent:
-    """The arena's second model: a directory, or a registry version of the same name."""
-
-    model_dir: str
-    version: int | None = None
-
-
-def arena_backend(cfg: ServeConfig, store: Any, opponent: Opponent) -> Backend:
-    """The arena's second model: its own serving state and batching engine (not started), with
-    the registry info of its version or its directory's label. Used by ``charops playground``
-    and by the local API server (charops serve / deploy --local)."""
-    state = build_state(dataclasses.replace(cfg, model_dir=opponent.model_dir))
-    info = (registry_info(store, cfg.name, opponent.version)[0] if opponent.version is not None
-            else model_info(cfg.name, model_dir=opponent.model_dir))
-    return Backend("arena", info, state)
-
-
-def arena_labels(pg: Any) -> list[str] | None:
-    """The arena's two models as the ready line names them (None: no arena)."""
-    return [b.label for b in pg.backends] if pg.arena is not None else None
 
 
 def serve_playground(cfg: ServeConfig, *, store: Any, version: int | None = None,
