@@ -119,6 +119,9 @@ class RecordingTrainer:
 
     def __init__(self, *args, recorder: RunRecorder, **kwargs):
         super().__init__(*args, **kwargs)
+        from charops.train.lm_head import compact_lm_heads
+
+        compact_lm_heads(self)  # TRL's fused LM head projects every position on a CPU: only labelled ones
         self.recorder = recorder
         recorder.accelerator = self.accelerator
         self.add_callback(recorder)
