@@ -69,11 +69,16 @@ def response_nll(model, rows: list[dict], batch_size: int, pad_id: int) -> list[
 
     ``rows`` carry ``input_ids`` and ``labels`` (IGNORE_INDEX outside assistant turns), as
     ``data prepare`` writes them; the label of position t is predicted from positions < t.
+    Rows are batched in length order, and only the positions that predict a supervised token
+    go through the output head and the softmax (``logits_to_keep``): on a long role-play
+    context that is a small part of the sequence, and the vocabulary-wide log-softmax of every
+    position was most of the time.
     """
-    out: list[tuple[float, int]] = []
+    out: dict[int, tuple[float, int]] = {}
     model.eval()
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start:start + batch_size]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    for start in range(0, len(order), batch_size):
+        batch = [rows[i] for i in order[start:start + batch_size]]
         length = max(len(r["input_ids"]) for r in batch)
         ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
         labels = torch.full((len(batch), length), IGNORE_INDEX, dtype=torch.long)
@@ -83,16 +88,22 @@ def response_nll(model, rows: list[dict], batch_size: int, pad_id: int) -> list[
             ids[i, :n] = torch.tensor(r["input_ids"])
             labels[i, :n] = torch.tensor(r["labels"])
             attn[i, :n] = 1
-        with torch.no_grad():
-            logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits.float().cpu()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
         target = labels[:, 1:]
+        keep = (target != IGNORE_INDEX).any(dim=0).nonzero().flatten()  # predicting positions, any row
+        if keep.numel() == 0:
+            out.update({i: (0.0, 0) for i in order[start:start + batch_size]})
+            continue
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(model.device), attention_mask=attn.to(model.device),
+                           logits_to_keep=keep.to(model.device)).logits.float().cpu()
+        target = target[:, keep]
         mask = target != IGNORE_INDEX
-        token_logp = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         nll = -(token_logp * mask).sum(dim=1)
-        for total, count in zip(nll.tolist(), mask.sum(dim=1).tolist(), strict=True):
-            out.append((total, int(count)))
-    return out
+        for i, total, count in zip(order[start:start + batch_size], nll.tolist(), mask.sum(dim=1).tolist(),
+                                   strict=True):
+            out[i] = (total, int(count))
+    return [out[i] for i in range(len(rows))]
 
 
 def aggregate(rows: list[dict], nll: list[tuple[float, int]]) -> dict:
@@ -120,35 +131,59 @@ def aggregate(rows: list[dict], nll: list[tuple[float, int]]) -> dict:
 # Preference accuracy and samples
 
 
-def _reply_mean_logp(model, tokenizer, messages: list[dict]) -> float:
-    """Mean log-prob of the tokens of the last assistant message of ``messages``."""
+def _reply_span(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+    """Token ids of ``messages`` and the positions of its last assistant message's tokens."""
     enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
                                         return_assistant_tokens_mask=True)
-    ids = torch.tensor([enc["input_ids"]])
-    mask = torch.tensor(enc["assistant_masks"], dtype=torch.bool)
-    # Only the last contiguous run of assistant tokens is the reply being scored; earlier runs
-    # are assistant turns of the context.
-    positions = mask.nonzero().flatten().tolist()
+    positions = [i for i, m in enumerate(enc["assistant_masks"]) if m]
     if not positions:
         raise DataError("eval: the chat template marks no assistant tokens; it needs "
                         "{% generation %} markers around assistant content")
+    # Only the last contiguous run of assistant tokens is the reply being scored; earlier runs
+    # are assistant turns of the context.
     last = [positions[-1]]
     for p in reversed(positions[:-1]):
         if p != last[-1] - 1:
             break
         last.append(p)
-    reply = torch.tensor(sorted(last))
+    return list(enc["input_ids"]), sorted(last)
+
+
+def _pair_mean_logps(model, tokenizer, prompt: list[dict], replies: list[list[dict]]) -> list[float]:
+    """Mean log-prob of each reply's tokens after ``prompt``. The tokens the replies share (the
+    prompt, typically hundreds of tokens of profile and history) go through the model once;
+    each reply is computed on a copy of that cache, and only the positions predicting reply
+    tokens reach the output head."""
+    import copy
+
+    spans = [_reply_span(tokenizer, prompt + r) for r in replies]
+    seqs = [ids for ids, _ in spans]
+    common = 0
+    while all(len(s) > common for s in seqs) and len({s[common] for s in seqs}) == 1:
+        common += 1
+    # The token before a reply's first token predicts it, so it must be computed on the reply's side.
+    split = max(0, min([common] + [reply[0] for _, reply in spans]) - 1)
+    cache = None
     with torch.no_grad():
-        logits = model(input_ids=ids.to(model.device)).logits.float()[0].cpu()
-    logp = torch.log_softmax(logits[reply - 1], dim=-1)
-    return logp.gather(-1, ids[0, reply].unsqueeze(-1)).mean().item()
+        if split:
+            cache = model(input_ids=torch.tensor([seqs[0][:split]], device=model.device), use_cache=True,
+                          logits_to_keep=1).past_key_values
+        means = []
+        for k, (ids, reply) in enumerate(spans):
+            tail = torch.tensor([ids[split:]], device=model.device)
+            keep = torch.tensor([p - 1 - split for p in reply], device=model.device)
+            past = cache if cache is None or k == len(spans) - 1 else copy.deepcopy(cache)
+            logits = model(input_ids=tail, cache=past, use_cache=past is not None,
+                           logits_to_keep=keep).logits.float()[0].cpu()
+            logp = torch.log_softmax(logits, dim=-1)
+            means.append(logp.gather(-1, torch.tensor(ids)[reply].unsqueeze(-1)).mean().item())
+    return means
 
 
 def preference_accuracy(model, tokenizer, pairs: list[dict]) -> dict:
     wins, margins = 0, []
     for pair in pairs:
-        chosen = _reply_mean_logp(model, tokenizer, pair["prompt"] + pair["chosen"])
-        rejected = _reply_mean_logp(model, tokenizer, pair["prompt"] + pair["rejected"])
+        chosen, rejected = _pair_mean_logps(model, tokenizer, pair["prompt"], [pair["chosen"], pair["rejected"]])
         wins += chosen > rejected
         margins.append(chosen - rejected)
     n = len(pairs)
