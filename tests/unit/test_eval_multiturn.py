@@ -163,7 +163,7 @@ def _cfg(tmp_path, **kw):
                 turns=3, max_conversations=3, user_simulator="scripted", memory_probe=True, memory_turn=1,
                 memory_gap=2, boundary_probes=True, conversation_rubric="characterbench-v1", reuse_replies=False,
                 temperature=0.0, top_p=1.0, max_new_tokens=4, repetition_penalty=1.0, batch_size=4,
-                max_context_tokens=0)
+                max_context_tokens=0, dtype="auto")
     base.update(kw)
     return SimpleNamespace(**base)
 

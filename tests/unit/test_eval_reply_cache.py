@@ -69,6 +69,9 @@ def test_the_key_covers_model_prompts_and_settings(tmp_path, micro_ref_model_dir
     assert key == ReplyCache.key(micro_ref_model_dir, [dict(p) for p in prompts], GenerationSettings(batch_size=2))
     assert key != ReplyCache.key(micro_ref_model_dir, prompts[1:], GenerationSettings())
     assert key != ReplyCache.key(micro_ref_model_dir, prompts, GenerationSettings(repetition_penalty=1.1))
+    # bfloat16 replies are not float32 ones; float32 keeps the keys entries were stored under.
+    assert key == ReplyCache.key(micro_ref_model_dir, prompts, GenerationSettings(), "float32")
+    assert key != ReplyCache.key(micro_ref_model_dir, prompts, GenerationSettings(), "bfloat16")
     # A torn or foreign entry is a miss, not an error.
     cache = ReplyCache(tmp_path)
     cache.path(key).parent.mkdir(parents=True, exist_ok=True)

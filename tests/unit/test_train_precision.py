@@ -1,4 +1,5 @@
-"""bf16 on a CPU: detected from the CPU's flags, autocast when present, float32 with a note when not.
+"""bf16 on a CPU: detected from the CPU's flags, autocast when present, float32 with a note when not;
+the same for evaluation's inference dtype (charops.model.load.inference_dtype).
 
     .venv/bin/python -m pytest tests/unit/test_train_precision.py -x -q
 """
@@ -6,9 +7,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from charops.config import load_config
-from charops.errors import ConfigError
+from charops.errors import CharopsError, ConfigError
+from charops.model import load as model_load
 from charops.train import arguments
 
 FLAGS = "processor\t: {n}\nflags\t\t: fpu sse2 avx2 avx512f {extra}\n\n"
@@ -35,6 +38,23 @@ def test_bf16_on_a_cpu_without_it_falls_back_to_float32_with_one_line(monkeypatc
     assert capsys.readouterr().err == ""
     with pytest.raises(ConfigError, match="DeepSpeed on a CPU"):
         arguments.resolve_bf16(True, gpu=False, deepspeed="zero2")
+
+
+def test_inference_dtype_on_a_cpu(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model_load._note_no_bf16.cache_clear()
+    monkeypatch.setattr(model_load, "cpu_bf16_supported", lambda: True)
+    assert model_load.inference_dtype("bfloat16") is torch.bfloat16
+    assert model_load.inference_dtype("auto") is torch.float32  # auto: float32 on a CPU
+    assert model_load.inference_dtype("float32") is torch.float32
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(model_load, "cpu_bf16_supported", lambda: False)
+    assert model_load.inference_dtype("bfloat16") is torch.float32
+    assert model_load.inference_dtype("bfloat16") is torch.float32
+    err = capsys.readouterr().err  # one note, however many models the stage loads
+    assert err.count("\n") == 1 and err.startswith("note: dtype bfloat16:") and "float32" in err
+    with pytest.raises(CharopsError, match="dtype: must be one of auto, float32, bfloat16, got 'fp16'"):
+        model_load.inference_dtype("fp16")
 
 
 @pytest.mark.skipif(not arguments.cpu_bf16_supported(), reason="this CPU has no bfloat16 instructions")

@@ -112,11 +112,16 @@ class ReplyCache:
         self.root = Path(root) if root else default_cache_root()
 
     @staticmethod
-    def key(model_dir: str | Path, prompts: list[dict], settings: GenerationSettings) -> str:
+    def key(model_dir: str | Path, prompts: list[dict], settings: GenerationSettings,
+            dtype: str = "float32") -> str:
+        """The entry's name: the model's sha256, the prompts, the settings and the dtype the
+        model ran in (bfloat16 replies differ from float32 ones; float32 keys are unchanged)."""
         ask = [{"id": p["id"], "messages": p["messages"]} for p in prompts]
-        blob = json.dumps({"model_sha256": sha256_tree(model_dir), "prompts": ask,
-                           "settings": {**settings.recorded(), "max_context_tokens": settings.max_context_tokens}},
-                          sort_keys=True, ensure_ascii=False)
+        what = {"model_sha256": sha256_tree(model_dir), "prompts": ask,
+                "settings": {**settings.recorded(), "max_context_tokens": settings.max_context_tokens}}
+        if dtype != "float32":
+            what["dtype"] = dtype
+        blob = json.dumps(what, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
     def path(self, key: str) -> Path:
@@ -167,18 +172,19 @@ def stop_ids(tokenizer, model) -> list[int]:
     return sorted(ids)
 
 
-def load_model(ref: str):
-    """(path, model, tokenizer) of a model reference, in eval mode: on the GPU in bfloat16 when
-    one is there (a 7B model generates there in a cluster's eval step), else on the CPU in fp32."""
+def load_model(ref: str, dtype: str = "auto"):
+    """(path, model, tokenizer) of a model reference, in eval mode: on the GPU when one is there
+    (a 7B model generates there in a cluster's eval step), else on the CPU, in the dtype
+    :func:`charops.model.load.inference_dtype` picks for ``dtype`` (auto: bfloat16 on a GPU,
+    float32 on a CPU)."""
     from transformers import AutoModelForCausalLM
 
-    from charops.model.load import load_tokenizer, resolve_model
+    from charops.model.load import inference_dtype, load_tokenizer, resolve_model
 
     path = resolve_model(ref)
     tokenizer = load_tokenizer(path)
     gpu = torch.cuda.is_available()
-    dtype = torch.bfloat16 if gpu and torch.cuda.is_bf16_supported() else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=inference_dtype(dtype))
     if gpu:
         model.to("cuda")
     model.eval()

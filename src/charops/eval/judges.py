@@ -168,7 +168,7 @@ def load_reward_judge(cfg: Any) -> tuple[Any, Any, dict, float]:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from charops.model.load import load_tokenizer, resolve_model
+    from charops.model.load import inference_dtype, load_tokenizer, resolve_model
 
     if not cfg.reward_model:
         raise ConfigError("judge 'reward_model' needs reward_model=<model directory of `charops train reward`> "
@@ -183,7 +183,8 @@ def load_reward_judge(cfg: Any) -> tuple[Any, Any, dict, float]:
         raise ConfigError(f"judge 'reward_model': {summary_path} has no 'reward' section; "
                           "it was not written by `charops train reward`")
     tokenizer = load_tokenizer(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, dtype=inference_dtype(cfg.dtype))
     if torch.cuda.is_available():
         model.to("cuda")
     margin = cfg.tie_margin if cfg.tie_margin is not None else trained["tie_margin"]

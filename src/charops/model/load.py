@@ -17,9 +17,11 @@ A reference is one of:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+import sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -134,3 +136,42 @@ def load_tokenizer(model_dir: str | Path):
             raise CharopsError(f"model '{model_dir}': its tokenizer has no pad, {ENDOFTEXT} or eos token to pad "
                                "batches with; set pad_token in tokenizer_config.json")
     return tok
+
+
+def cpu_bf16_supported(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """The CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16), read from its flags (Linux)."""
+    try:
+        flags = set(" ".join(line.split(":", 1)[1] for line in Path(cpuinfo).read_text().splitlines()
+                             if line.startswith("flags")).split())
+    except (OSError, IndexError):
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+DTYPES = ("auto", "float32", "bfloat16")
+
+
+def inference_dtype(asked: str = "auto"):
+    """The torch dtype to run a model in for inference (evaluation): ``auto`` is bfloat16 on a
+    GPU that supports it, else float32; ``bfloat16`` is bfloat16 on such a GPU or on a CPU with
+    bfloat16 dot products (avx512_bf16 or amx_bf16: about 1.8x float32 on a 135M model there),
+    else float32 with a one-line note; ``float32`` is float32."""
+    import torch
+
+    if asked not in DTYPES:
+        raise CharopsError(f"dtype: must be one of {', '.join(DTYPES)}, got '{asked}'")
+    if asked == "float32":
+        return torch.float32
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if asked == "bfloat16":
+        if cpu_bf16_supported():
+            return torch.bfloat16
+        _note_no_bf16()
+    return torch.float32
+
+
+@functools.cache
+def _note_no_bf16() -> None:
+    print("note: dtype bfloat16: this CPU has no bfloat16 instructions (avx512_bf16 or amx_bf16); "
+          "running in float32", file=sys.stderr, flush=True)

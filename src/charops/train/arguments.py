@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from charops.errors import ConfigError
+from charops.model.load import cpu_bf16_supported
 from charops.model.load import load_tokenizer as load_tokenizer  # the one loader (pad fallback)
 from charops.train.config import CHECKPOINTS, SUMMARY, TrainConfig, deepspeed_config_path
 from charops.train.stages import STAGES
@@ -125,16 +126,6 @@ def resolve_bf16(bf16: bool | None, gpu: bool, deepspeed: str | None) -> bool:
                   "training in float32", file=sys.stderr, flush=True)
         return False
     return True
-
-
-def cpu_bf16_supported(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """The CPU has bfloat16 dot products (AVX512-BF16 or AMX-BF16), read from its flags (Linux)."""
-    try:
-        flags = set(" ".join(line.split(":", 1)[1] for line in Path(cpuinfo).read_text().splitlines()
-                             if line.startswith("flags")).split())
-    except (OSError, IndexError):
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def load_model(model_dir: Path, cfg: TrainConfig, bf16: bool):

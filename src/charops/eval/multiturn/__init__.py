@@ -116,7 +116,7 @@ def rollouts(cfg: Any, dataset: Path, models: list[tuple[str, str]], settings) -
     convs: list[dict] = []
     probes: list[dict] = []
     for label, ref in models:
-        loaded = load_model(ref)
+        loaded = load_model(ref, cfg.dtype)
         convs.extend(rollout(loaded, label, starts, user, cfg.turns, settings, memory=_memory_plan(cfg),
                              seed=cfg.seed))
         if probe_plan:
