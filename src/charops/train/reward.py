@@ -184,8 +184,12 @@ def run(cfg: RewardConfig, callbacks: list | None = None) -> dict:
 
     held = inputs.validation_rows or inputs.train_rows
     scorer = trainer.accelerator.unwrap_model(trainer.model)
-    chosen = score_conversations(scorer, tokenizer, [r["prompt"] + r["chosen"] for r in held], cfg.score_batch_size)
-    rejected = score_conversations(scorer, tokenizer, [r["prompt"] + r["rejected"] for r in held], cfg.score_batch_size)
+    # One call, so each pair's chosen and rejected reply share their context's forward pass; in
+    # bf16 when trained in bf16, as the evaluation's judge then runs it.
+    with torch.autocast(scorer.device.type, dtype=torch.bfloat16, enabled=bool(args.bf16)):
+        scores = score_conversations(scorer, tokenizer, [r["prompt"] + r[side] for side in ("chosen", "rejected")
+                                                         for r in held], cfg.score_batch_size)
+    chosen, rejected = scores[:len(held)], scores[len(held):]
     reward = {**calibrate(chosen, rejected), "scored_on": "validation" if inputs.validation_rows else "train"}
     return finish(trainer, cfg, inputs, trainer.recorder, resume_from, {"reward": reward})
 
