@@ -27,6 +27,14 @@ result says so)::
     .venv/bin/python bench/train_throughput.py --model smollm2 --precision --steps 2 --batch 1 \
         --eval-rows 3 --repeats 2   # what a busy shared 2-core machine can afford
 
+Output head (``--model smollm2 --head``): TRL's fused LM head as it runs off Triton (every
+position projected in float32 tiles) against charops' (``charops.train.lm_head``: the labelled
+positions only), SFT with the ``smollm2-cpu`` preset (LoRA, bf16 autocast) and DPO with its
+preset (LoRA, float32) from SmolLM2, the same data, seed and steps, ABBA order over ``--repeats``:
+seconds per step, tokens/s and the final loss of each (the losses should agree)::
+
+    .venv/bin/python bench/train_throughput.py --model smollm2 --head --steps 4 --repeats 1
+
 GPU (``--gpu``): a config-initialised ~0.5B Qwen2 model (Qwen2.5-0.5B shape, random weights,
 the tiny model's tokenizer) in bf16: tokens/s/GPU and MFU of SFT (packed) and DPO (reference
 log-probs precomputed, so only the policy's forward and backward are timed)::
@@ -36,7 +44,7 @@ log-probs precomputed, so only the policy's forward and backward are timed)::
 MFU = 6 * N * tokens/s / peak bf16 FLOP/s of the GPU, N = parameters without the input
 embedding (the tied LM head still counts): the usual 6N estimate, attention FLOPs left out.
 Results are printed and saved to bench/results/train_throughput.json (or --out), one key per
-variant (cpu, cpu_smollm2, cpu_smollm2_precision, gpu).
+variant (cpu, cpu_smollm2, cpu_smollm2_precision, cpu_smollm2_head, gpu).
 """
 
 from __future__ import annotations
@@ -178,6 +186,47 @@ def precision_bench(args, work: Path) -> dict:
     return out
 
 
+def head_bench(args, work: Path) -> dict:
+    """TRL's fused head off Triton against charops' labelled-positions head, SFT and DPO presets."""
+    import torch
+
+    from charops.config import load_config
+    from charops.train import dpo, lm_head, sft
+
+    torch.set_num_threads(args.threads)
+    model, data = smollm2_data(args, work)
+    ours = lm_head.compact_lm_heads
+
+    def one(stage: str, head: str, i: int) -> dict:
+        module, cls = (sft, sft.SFTConfig) if stage == "sft" else (dpo, dpo.DPOConfig)
+        refs = [f"model={model}"] + ([f"ref_model={model}"] if stage == "dpo" else [])
+        cfg = load_config(cls, "smollm2-cpu", [*refs, f"dataset={data}", f"output_dir={work / f'{stage}-{head}-{i}'}",
+                                                f"max_steps={args.steps}", f"save_steps={args.steps + 1}",
+                                                "evaluate=false", "progress=false"])
+        lm_head.compact_lm_heads = ours if head == "charops" else (lambda trainer: 0)  # TRL's head as it ships
+        try:
+            s = module.run(cfg)
+        finally:
+            lm_head.compact_lm_heads = ours
+        return {"seconds_per_step": s["train_seconds"] / s["steps"], "tokens_per_second": s["tokens_per_second"],
+                "final_loss": s["final_loss"], "steps": s["steps"], "bf16": bool(cfg.bf16)}
+
+    every: dict[str, list[dict]] = {}
+    for stage in ("sft", "dpo"):
+        for i in range(args.repeats):
+            for head in ("trl", "charops") if i % 2 == 0 else ("charops", "trl"):
+                every.setdefault(f"{stage}_{head}", []).append(one(stage, head, i))
+    runs = {k: min(r, key=lambda f: f["seconds_per_step"]) for k, r in every.items()}
+    return {
+        "device": f"cpu ({torch.get_num_threads()} threads)", "model": "SmolLM2-135M-Instruct (charops:smollm2-135m)",
+        "steps": args.steps, "repeats": args.repeats, "runs": runs,
+        **{f"{stage}_speedup": runs[f"{stage}_trl"]["seconds_per_step"] / runs[f"{stage}_charops"]["seconds_per_step"]
+           for stage in ("sft", "dpo")},
+        **{f"{stage}_final_loss_difference": runs[f"{stage}_charops"]["final_loss"] - runs[f"{stage}_trl"]["final_loss"]
+           for stage in ("sft", "dpo")},
+    }
+
+
 def smollm2_data(args, work: Path) -> tuple[Path, Path]:
     """SmolLM2 (resolved into the model cache) and the English samples prepared for it."""
     from charops.config import load_config
@@ -251,6 +300,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="CPU: the embedded tiny model (packing vs padding) or SmolLM2 (LoRA/full x packing/padding)")
     ap.add_argument("--precision", action="store_true",
                     help="with --model smollm2: float32 against bfloat16 autocast (LoRA and full), no packing")
+    ap.add_argument("--head", action="store_true",
+                    help="with --model smollm2: TRL's fused LM head against charops' labelled-positions head, SFT and DPO")
     ap.add_argument("--eval-rows", type=int, default=0,
                     help="--precision: validate on the first N validation dialogues only (0: all)")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default: 10 CPU tiny, 3 SmolLM2, 30 GPU)")
@@ -273,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="charops-bench-") as tmp:
         try:
             bench = (gpu_bench if args.gpu else precision_bench if smol and args.precision
-                     else smollm2_bench if smol else cpu_bench)
+                     else head_bench if smol and args.head else smollm2_bench if smol else cpu_bench)
             result = bench(args, Path(tmp))
         except CharopsError as exc:
             raise SystemExit(f"error: {exc}") from None
@@ -281,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     # One file for every variant: each run replaces only its own key (cpu, cpu_smollm2, gpu).
     previous = json.loads(out.read_text()) if out.is_file() else {}
     key = "gpu" if args.gpu else "cpu_smollm2_precision" if smol and args.precision else \
-        "cpu_smollm2" if smol else "cpu"
+        "cpu_smollm2_head" if smol and args.head else "cpu_smollm2" if smol else "cpu"
     result = {**previous, key: result}
     write_json(out, result)
     print(json.dumps(result, indent=2))
