@@ -37,13 +37,14 @@ def reference(serve_model_dir):
     """Greedy replies computed in this process: what the server must answer."""
     model, tok = load_model(serve_model_dir)
 
-    def reply(messages: list[dict], n: int) -> tuple[str, int]:
+    def reply(messages: list[dict], n: int, logits_processor=None) -> tuple[str, int]:
         text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]], device=model.device)
         with torch.inference_mode():
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
                                  min_new_tokens=n, do_sample=False, repetition_penalty=1.1,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=model.generation_config.eos_token_id)
+                                 pad_token_id=tok.pad_token_id, eos_token_id=model.generation_config.eos_token_id,
+                                 logits_processor=logits_processor(ids.shape[1]) if logits_processor else None)
         return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True), ids.shape[1]
 
     return reply
@@ -57,6 +58,16 @@ def test_models_lists_every_character(client):
     ids = [m.id for m in client.models.list().data]
     assert ids == ["charops-chat", "charops-chat:林小满", "charops-chat:Tom"]
     assert client.models.retrieve("charops-chat:Tom").id == "charops-chat:Tom"
+
+
+def test_presence_and_frequency_penalties_reach_the_engine(client, reference):
+    from test_serve_engine import _OpenAIPenalties  # OpenAI's formula written out by hand
+    from transformers import LogitsProcessorList
+
+    resp = client.chat.completions.create(model="charops-chat", messages=HELLO, temperature=0, max_tokens=12,
+                                          presence_penalty=0.8, frequency_penalty=1.5, extra_body={"min_tokens": 12})
+    expected, _ = reference(HELLO, 12, lambda n: LogitsProcessorList([_OpenAIPenalties(n, 0.8, 1.5)]))
+    assert resp.choices[0].message.content == expected
 
 
 def test_character_profile_is_the_system_prompt(client, reference):
@@ -146,6 +157,9 @@ BAD = [
     ("max_tokens over the cap", {"model": "charops-chat", "messages": HELLO, "max_tokens": 65}, 400, "max_tokens"),
     ("max_tokens zero", {"model": "charops-chat", "messages": HELLO, "max_tokens": 0}, 400, "max_tokens"),
     ("temperature", {"model": "charops-chat", "messages": HELLO, "temperature": 3}, 400, "temperature"),
+    ("presence_penalty", {"model": "charops-chat", "messages": HELLO, "presence_penalty": 2.5}, 400, "presence_penalty"),
+    ("frequency_penalty", {"model": "charops-chat", "messages": HELLO, "frequency_penalty": -3}, 400,
+     "frequency_penalty"),
     ("n", {"model": "charops-chat", "messages": HELLO, "n": 0}, 400, "n"),
     ("context", {"model": "charops-chat", "messages": [{"role": "user", "content": "长" * 600}]}, 400, "messages"),
     # Issue 19: each of these stopped the worker thread or was a 500 (or silently greedy).

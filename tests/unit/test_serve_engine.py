@@ -228,9 +228,44 @@ def test_seeded_sampling_is_reproducible_whatever_the_batch_mates(loaded, engine
 def test_bad_settings_are_refused_when_the_request_is_made():
     for bad in ({"seed": 2**64}, {"seed": -(2**63) - 1}, {"temperature": float("nan")},
                 {"top_p": 0.0}, {"repetition_penalty": 0.0}, {"max_new_tokens": 0},
-                {"min_new_tokens": 9}, {"stop": ("",)}, {"logits_processor": 3}):
+                {"min_new_tokens": 9}, {"stop": ("",)}, {"logits_processor": 3}, {"presence_penalty": 2.5},
+                {"frequency_penalty": -2.01}, {"frequency_penalty": float("inf")}):
         with pytest.raises(InvalidRequest):
             GenRequest(**{"input_ids": [1, 2], "max_new_tokens": 8, **bad})
+
+
+class _OpenAIPenalties:
+    """OpenAI's presence/frequency penalties written out by hand, as a transformers logits
+    processor for the reference generate call: each logit minus count * frequency +
+    (count > 0) * presence, count = occurrences of the token in the reply so far."""
+
+    def __init__(self, prompt_len: int, presence: float, frequency: float):
+        self.prompt_len, self.presence, self.frequency = prompt_len, presence, frequency
+
+    def __call__(self, input_ids, scores):
+        from collections import Counter
+
+        for row in range(input_ids.shape[0]):
+            for token, count in Counter(input_ids[row, self.prompt_len:].tolist()).items():
+                scores[row, token] -= count * self.frequency + self.presence
+        return scores
+
+
+def test_presence_and_frequency_penalties_follow_openais_formula(loaded, engines):
+    from transformers import LogitsProcessorList
+
+    model, tok = loaded
+    engine = _start(engines, model, tok, batch_wait_ms=200, batch_quiet_ms=200)
+    ids = _ids(tok, PROMPTS[3])
+    settings = [(0.0, 1.5), (1.2, 0.0), (0.7, -0.4)]
+    reqs = [_greedy(ids, 16, presence_penalty=pp, frequency_penalty=fp) for pp, fp in settings] + [_greedy(ids, 16)]
+    _run(engine, reqs)
+    for (pp, fp), req in zip(settings, reqs, strict=False):
+        ref = LogitsProcessorList([_OpenAIPenalties(len(ids), pp, fp)])
+        assert req.text == _direct(model, tok, ids, 16, min_new_tokens=16, logits_processor=ref), (pp, fp)
+    plain = reqs[-1].text
+    assert plain == _direct(model, tok, ids, 16, min_new_tokens=16)
+    assert any(r.text != plain for r in reqs[:-1])  # the penalties change what is generated
 
 
 def test_logits_processor_steers_its_own_row_and_a_failing_one_fails_only_its_request(loaded, engines):

@@ -24,13 +24,16 @@ long prompt never stalls the running rows for long::
 **Interface** (the HTTP layer, the KServe model and the benchmark use only this):
 
 - :class:`GenRequest` — one reply. Fields set by the caller: ``input_ids``, ``max_new_tokens``,
-  ``temperature`` (0: greedy), ``top_p``, ``repetition_penalty`` (1: off), ``min_new_tokens``,
+  ``temperature`` (0: greedy), ``top_p``, ``repetition_penalty`` (1: off), ``presence_penalty``
+  and ``frequency_penalty`` (OpenAI's, -2 to 2, 0: off: each logit minus
+  ``count * frequency_penalty + (count > 0) * presence_penalty``, count being how often the reply
+  so far has the token), ``min_new_tokens``,
   ``stop`` (strings; the reply ends before the first), ``seed`` (None, or an integer in
   ``[-2**63, 2**64)``: the request gets its own ``torch.Generator``, so seeded sampling gives
   the same reply whatever else is in the batch), ``logits_processor`` (None, or
   ``callable(input_ids_row, scores_row) -> scores_row``: ``input_ids_row`` is the 1-D prompt
   plus the tokens generated so far (a read-only view: copy it to keep it), ``scores_row`` the
-  1-D float32 logits after the repetition penalty and ``min_new_tokens``, before temperature
+  1-D float32 logits after the penalties and ``min_new_tokens``, before temperature
   and top-p; it may modify them in place.
   Used for ``logit_bias`` and grammar-constrained output; one object per request, as it may
   keep state). Bad values raise :class:`InvalidRequest` at construction.
@@ -134,6 +137,8 @@ class GenRequest:
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     min_new_tokens: int = 0
     stop: tuple[str, ...] = ()
     seed: int | None = None
@@ -169,10 +174,12 @@ class GenRequest:
             raise bad(f"max_new_tokens is {self.max_new_tokens}; it must be at least 1")
         if not 0 <= self.min_new_tokens <= self.max_new_tokens:
             raise bad(f"min_new_tokens is {self.min_new_tokens}; it must be from 0 to max_new_tokens")
-        for name in ("temperature", "top_p", "repetition_penalty"):
+        for name in ("temperature", "top_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise bad(f"{name} must be a finite number, not {v!r}")
+            if name in ("presence_penalty", "frequency_penalty") and not -2 <= v <= 2:
+                raise bad(f"{name} is {v}; it must be from -2 to 2")
         if self.temperature < 0:
             raise bad(f"temperature is {self.temperature}; it must be 0 (greedy) or more")
         if not 0 < self.top_p <= 1:
@@ -310,6 +317,9 @@ class _Row:
         if req.repetition_penalty != 1.0:  # as transformers' RepetitionPenaltyLogitsProcessor
             s = scores.gather(0, seen)
             scores.scatter_(0, seen, torch.where(s < 0, s * req.repetition_penalty, s / req.repetition_penalty))
+        if (req.presence_penalty or req.frequency_penalty) and self.ids:  # as OpenAI: the reply's tokens
+            tokens, counts = torch.tensor(self.ids, device=scores.device).unique(return_counts=True)
+            scores.index_add_(0, tokens, -(counts.to(scores.dtype) * req.frequency_penalty + req.presence_penalty))
         if len(self.ids) < req.min_new_tokens:
             scores[self.eos_t] = -math.inf
         if req.logits_processor is not None:

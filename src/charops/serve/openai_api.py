@@ -212,8 +212,8 @@ def chat_prompt_ids(state: ServingState, messages: list[dict]) -> list[int]:
 
 
 def gen_request(state: ServingState, body: dict, prompt_ids: list[int]) -> GenRequest:
-    """Sampling settings from the body (OpenAI names, plus vLLM's ``min_tokens`` and
-    ``repetition_penalty``), checked against the server's limits and the context window."""
+    """Sampling settings from the body (OpenAI names, ``presence_penalty`` and
+    ``frequency_penalty`` included, plus vLLM's ``min_tokens`` and ``repetition_penalty``), checked against the server's limits and the context window."""
     lim = state.limits
     if body.get("tools") or body.get("functions"):
         raise APIError(400, "tools and functions are not supported by this server", param="tools")
@@ -240,6 +240,8 @@ def gen_request(state: ServingState, body: dict, prompt_ids: list[int]) -> GenRe
         temperature=_number(body, "temperature", lim.temperature, MIN_TEMPERATURE, 2.0, zero=True),
         top_p=_number(body, "top_p", lim.top_p, 0.0, 1.0, lo_open=True),
         repetition_penalty=_number(body, "repetition_penalty", lim.repetition_penalty, MIN_PENALTY, 10.0),
+        presence_penalty=_number(body, "presence_penalty", 0.0, -2.0, 2.0),
+        frequency_penalty=_number(body, "frequency_penalty", 0.0, -2.0, 2.0),
         stop=_stop(body), seed=_integer(body, "seed", *SEED_RANGE))
 
 
