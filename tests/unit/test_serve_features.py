@@ -289,6 +289,31 @@ def test_lorebook_entries_by_keyword_position_order_and_budget():
     assert after[0] == "Mara never lies about the sea." and len(before) + len(after) == 2
 
 
+def test_lorebook_recursive_scanning_follows_activated_entries():
+    def count(text):
+        return len(text.split())
+
+    def entry(keys, content, **kw):
+        return {"keys": keys, "content": content, "enabled": True, "insertion_order": 0, **kw}
+
+    book = {"recursive_scanning": True, "entries": [
+        entry(["lighthouse"], "The lighthouse keeper was Ivo."),
+        entry(["Ivo"], "Ivo sails the Heron."),                                  # found through the first
+        entry(["Heron"], "The Heron sank in 1902."),                             # through the second
+        entry(["keeper"], "Keepers are sworn in.", extensions={"exclude_recursion": True}),  # chat only
+        entry(["sank"], "A wreck is a grave.", extensions={"prevent_recursion": True}),      # activates nothing
+        entry(["grave"], "Graves are left alone."),
+    ]}
+    turns = [{"role": "user", "content": "Is the lighthouse dark?"}]
+    after = lorebook_entries(book, turns, count)[1]
+    assert after == ["The lighthouse keeper was Ivo.", "Ivo sails the Heron.", "The Heron sank in 1902.",
+                     "A wreck is a grave."]
+    # Without recursive_scanning only the chat's keywords count.
+    assert lorebook_entries({**book, "recursive_scanning": False}, turns, count)[1] == ["The lighthouse keeper was Ivo."]
+    # An exclude_recursion entry still activates from the chat itself.
+    assert "Keepers are sworn in." in lorebook_entries(book, [{"role": "user", "content": "the keeper"}], count)[1]
+
+
 def test_lorebook_is_opt_in_per_request(served):
     state, client = served
     mara = state.characters["Mara"]

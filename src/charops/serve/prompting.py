@@ -11,8 +11,9 @@ persona, a lorebook, and assistant prefill / continue.
   (the chat template renders it), the description a block of the system prompt.
 - **Lorebook** (``lorebook: true``): the card's ``character_book`` (kept in
   ``profile.extra["tavern_card"]``): entries whose keys occur in the last ``scan_depth`` turns
-  (constant entries always) go into the system prompt before or after the profile, in
-  ``insertion_order``, highest ``priority`` first within the book's ``token_budget``.
+  (constant entries always; with the book's ``recursive_scanning`` also keys in activated entries'
+  text) go into the system prompt before or after the profile, in ``insertion_order``, highest
+  ``priority`` first within the book's ``token_budget``.
 - **Continue**: a trailing assistant message (or ``continue_final_message: true``) is continued
   in place, vLLM's convention: no new assistant header, the reply is the text after it.
 
@@ -109,30 +110,47 @@ def _position(entry: dict) -> str:
     pos = entry.get("position")
     if pos in ("before_char", "after_char"):
         return pos
-    ext = entry.get("extensions") if isinstance(entry.get("extensions"), dict) else {}
-    return "before_char" if ext.get("position") == 0 else "after_char"
+    return "before_char" if _extensions(entry).get("position") == 0 else "after_char"
+
+
+def _extensions(entry: dict) -> dict:
+    return entry["extensions"] if isinstance(entry.get("extensions"), dict) else {}
 
 
 def lorebook_entries(book: dict, turns: list[dict], count_tokens, *, scan_depth: int | None = None,
                      token_budget: int | None = None) -> tuple[list[str], list[str]]:
     """(before_char, after_char) entry texts activated by the last ``scan_depth`` turns, within
     ``token_budget`` tokens (constant entries first, then higher ``priority``), each list in
-    ``insertion_order``."""
+    ``insertion_order``.
+
+    With the book's ``recursive_scanning``, the text of activated entries is scanned too, until
+    no further entry activates: SillyTavern's recursion, with its entry extensions
+    ``exclude_recursion`` (only the chat can activate the entry) and ``prevent_recursion``
+    (the entry's own text activates nothing)."""
     depth = scan_depth if scan_depth is not None else int(book.get("scan_depth") or DEFAULT_SCAN_DEPTH)
     budget = token_budget if token_budget is not None else int(book.get("token_budget") or DEFAULT_TOKEN_BUDGET)
     recent = "\n".join(t["content"] for t in turns[-depth:] if t["role"] != "system") if depth > 0 else ""
-    active = []
-    for i, e in enumerate(book.get("entries") or []):
-        if not isinstance(e, dict) or e.get("enabled", True) is False or not isinstance(e.get("content"), str):
-            continue
-        if not e["content"].strip():
-            continue
+    candidates = [(i, e) for i, e in enumerate(book.get("entries") or [])
+                  if isinstance(e, dict) and e.get("enabled", True) is not False
+                  and isinstance(e.get("content"), str) and e["content"].strip()]
+
+    def hit(e: dict, text: str) -> bool:
         case = bool(e.get("case_sensitive"))
-        hit = bool(e.get("constant")) or any(_key_hit(k, recent, case) for k in e.get("keys") or [] if isinstance(k, str))
-        if hit and e.get("selective") and e.get("secondary_keys") and not e.get("constant"):
-            hit = any(_key_hit(k, recent, case) for k in e["secondary_keys"] if isinstance(k, str))
-        if hit:
-            active.append((i, e))
+        found = any(_key_hit(k, text, case) for k in e.get("keys") or [] if isinstance(k, str))
+        if found and e.get("selective") and e.get("secondary_keys"):
+            found = any(_key_hit(k, text, case) for k in e["secondary_keys"] if isinstance(k, str))
+        return found
+
+    active = [(i, e) for i, e in candidates if e.get("constant") or hit(e, recent)]
+    if book.get("recursive_scanning"):
+        scanned, new = recent, active
+        while new:  # each round adds at least one entry, so it ends
+            scanned = "\n".join([scanned, *(e["content"] for _, e in new
+                                              if not _extensions(e).get("prevent_recursion"))])
+            seen = {i for i, _ in active}
+            new = [(i, e) for i, e in candidates if i not in seen
+                   and not _extensions(e).get("exclude_recursion") and hit(e, scanned)]
+            active += new
     # Budget: constant entries, then by priority (higher first), then insertion order.
     ranked = sorted(active, key=lambda ie: (not ie[1].get("constant"), -float(ie[1].get("priority") or 0),
                                             float(ie[1].get("insertion_order") or 0), ie[0]))
