@@ -198,6 +198,10 @@ def s3_server(tmp_path_factory):
     args = [weed, "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-s3.config={base / 's3.json'}", "-admin.ui=false", "-webdav=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+            # Every bucket is a collection with volumes of its own, and the automatic volume
+            # limit ran out after ~39 buckets (uploads then fail with 500 "no free volumes
+            # left"); the suite makes more. Volume files are sparse: 150 buckets take ~2 MB.
+            "-volume.max=2000",
             f"-filer.localSocket={base / 'filer.sock'}", f"-s3.localSocket={base / 's3.sock'}",
             *(f"-{k}={v}" for k, v in ports.items())]
     log_path = base / "weed.log"

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-IGNORE = -100
+from charops.data.tokenize import IGNORE_INDEX
 
 
 def _triton_device(device: torch.device) -> bool:
@@ -52,7 +52,7 @@ def compact_forward(model, trl_forward, *args, fused_lm_head: bool = False, labe
     kwargs["use_cache"] = False
     hidden = model.base_model(*args, **kwargs).last_hidden_state[:, :-1]
     labels = labels[:, 1:].to(head.weight.device)
-    mask = labels != IGNORE
+    mask = labels != IGNORE_INDEX
     # The head in float32 even under bf16 autocast: bf16 logits are off by ~0.05 at SmolLM2's
     # scale, and DPO's log-ratios sum that over every reply token. On the labelled positions
     # alone it costs little.
