@@ -11,8 +11,9 @@ in the head (cProfile of ``charops train sft``).
 
 :func:`compact_lm_heads` re-patches such a model so that, off Triton devices, the head projects
 the labelled positions only, in one float32 matmul and softmax (the backbone stays in bfloat16
-under autocast), and returns the same fields: per-token tensors of shape ``labels[:, 1:]``, zero where the label is -100; ``mean_logits``, ``log_sum_sq_probs`` and
-``is_top1`` without gradient. A model whose head TRL's kernel transforms (final-logit soft-
+under autocast), and returns the same fields: per-token tensors of shape ``labels[:, 1:]``,
+zero where the label is -100; ``mean_logits``, ``log_sum_sq_probs`` and ``is_top1`` without
+gradient. A model whose head TRL's kernel transforms (final-logit soft-
 capping, a logit scale, MoE router losses) or a call with ``shift_labels`` keeps TRL's path.
 """
 
@@ -53,9 +54,9 @@ def compact_forward(model, trl_forward, *args, fused_lm_head: bool = False, labe
     hidden = model.base_model(*args, **kwargs).last_hidden_state[:, :-1]
     labels = labels[:, 1:].to(head.weight.device)
     mask = labels != IGNORE_INDEX
-    # The head in float32 even under bf16 autocast: bf16 logits are off by ~0.05 at SmolLM2's
-    # scale, and DPO's log-ratios sum that over every reply token. On the labelled positions
-    # alone it costs little.
+    # The head in float32 even under bf16 autocast: bf16 rounds a logit near 16 to a multiple of
+    # 0.0625, and DPO's log-ratios sum such errors over every reply token. On the labelled
+    # positions alone it costs little.
     with torch.autocast(head.weight.device.type, enabled=False):
         bias = head.bias.float() if head.bias is not None else None
         logits = torch.nn.functional.linear(hidden.to(head.weight.device)[mask].float(), head.weight.float(), bias)
